@@ -5,6 +5,11 @@ The one source of truth for category order: LC < NT < VU < EN < CR.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pandas as pd
+
 CATEGORIES: tuple[str, ...] = ("LC", "NT", "VU", "EN", "CR")
 """Assessed categories, least to most threatened. Their index is the ordinal code used in rasters."""
 
@@ -12,3 +17,89 @@ THREATENED: frozenset[str] = frozenset({"VU", "EN", "CR"})
 """Categories counted as threatened (IUCN: VU, EN, CR)."""
 
 CATEGORY_CODE: dict[str, int] = {c: i for i, c in enumerate(CATEGORIES)}
+
+LONG_NAMES: dict[str, str] = {
+    "least concern": "LC",
+    "near threatened": "NT",
+    "lower risk/near threatened": "NT",
+    "lower risk/conservation dependent": "NT",
+    "lower risk/least concern": "LC",
+    "vulnerable": "VU",
+    "endangered": "EN",
+    "critically endangered": "CR",
+    "data deficient": "DD",
+    "not evaluated": "NE",
+    "extinct": "EX",
+    "extinct in the wild": "EW",
+}
+"""IUCN long names (as in Red List exports) to codes; old 'Lower Risk' categories map to their modern equivalent."""
+
+UNLABELLED = frozenset({"DD", "NE"})
+EXTINCT = frozenset({"EX", "EW"})
+
+SPECIES_COLUMNS = ("scientificname", "species", "scientific_name", "taxon", "name")
+CATEGORY_COLUMNS = ("redlistcategory", "category", "labels", "label", "status", "iucn", "redlist_category")
+
+
+def category_code(value) -> str | None:
+    """A Red List value (code or long name, any case) as a code (LC..CR, DD, NE, EX, EW); None if empty/unknown."""
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    if text.upper() in CATEGORIES or text.upper() in UNLABELLED | EXTINCT:
+        return text.upper()
+    text = re.sub(r"\s+", " ", text.lower())
+    if text.startswith("lr/"):  # old codes such as LR/nt, LR/lc, LR/cd
+        return {"lr/nt": "NT", "lr/lc": "LC", "lr/cd": "NT"}.get(text)
+    return LONG_NAMES.get(text)
+
+
+def read_redlist(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Read a Red List table (IUCN ``assessments.csv`` or ``species,labels``).
+
+    Returns ``(redlist, report)``: redlist has ``species`` and ``category`` (LC..CR, or NA when DD/NE/missing);
+    extinct species (EX/EW) are excluded and counted; unknown values raise naming the file, row and value.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Red List file not found: {path}")
+    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
+    table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(
+        path, sep=sep, dtype="string", encoding="utf-8-sig", keep_default_na=False, na_values=[""]
+    )
+    if table.empty:
+        raise ValueError(f"{path}: the Red List file has no rows")
+    lower = {c.lower().strip(): c for c in table.columns}
+    species_col = next((lower[c] for c in SPECIES_COLUMNS if c in lower), None)
+    category_col = next((lower[c] for c in CATEGORY_COLUMNS if c in lower), None)
+    if species_col is None or category_col is None:
+        role = "species" if species_col is None else "category"
+        raise ValueError(f"{path}: no {role} column; expected one of "
+                         f"{SPECIES_COLUMNS if species_col is None else CATEGORY_COLUMNS}, found {list(table.columns)}")
+    codes = []
+    for i, value in enumerate(table[category_col], start=2):  # line 1 is the header
+        code = category_code(value)
+        if code is None and not (value is None or pd.isna(value) or str(value).strip() == ""):
+            raise ValueError(f"{path}: row {i}, column '{category_col}': unknown Red List category '{value}'")
+        codes.append(code)
+    redlist = pd.DataFrame({
+        "species": table[species_col].astype("string").str.strip().str.replace(r"\s+", " ", regex=True),
+        "raw_category": codes,
+    })
+    redlist = redlist[redlist["species"].notna() & (redlist["species"] != "")]
+    extinct = redlist["raw_category"].isin(EXTINCT)
+    duplicated = redlist.duplicated("species", keep="first")
+    report = {
+        "file": str(path),
+        "rows": int(len(table)),
+        "extinct_excluded": int(extinct.sum()),
+        "duplicates_dropped": int((duplicated & ~extinct).sum()),
+        "counts": {k: int(v) for k, v in redlist["raw_category"].fillna("missing").value_counts().items()},
+    }
+    redlist = redlist[~extinct & ~duplicated].reset_index(drop=True)
+    redlist["category"] = redlist["raw_category"].where(redlist["raw_category"].isin(CATEGORIES)).astype("string")
+    report["labelled"] = int(redlist["category"].notna().sum())
+    report["unlabelled"] = int(redlist["category"].isna().sum())
+    return redlist, report

@@ -1,0 +1,174 @@
+"""Climate rasters: read GeoTIFF / NetCDF sources, harmonise variable names, put them on the grid, store cubes.
+
+A cube is an ``xr.DataArray`` named ``climate`` with dims (``variable``, ``y``, ``x``), float32, NaN = no data,
+and a CRS (rioxarray ``spatial_ref``). On disk it is a Zarr store chunked in space.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import rioxarray
+import xarray as xr
+from rasterio.enums import Resampling
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".nc", ".nc4", ".vrt")
+
+
+def harmonise_name(name: str) -> str:
+    """Canonical variable name: ``bio_1``, ``bio01``, ``BIO1``, ``wc2.1_10m_bio_1`` -> ``bio1``.
+
+    Names that are not bioclim variables are lower-cased with separators normalised (``Soil Type`` -> ``soil_type``).
+    """
+    stem = Path(str(name)).name
+    for suffix in RASTER_SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    match = re.search(r"bio(?:clim)?[_\-\s]?0*(\d{1,2})$", stem, flags=re.IGNORECASE)
+    if match:
+        return f"bio{int(match.group(1))}"
+    return re.sub(r"[^0-9a-z]+", "_", stem.lower()).strip("_")
+
+
+def source_files(source: str | Path | list) -> list[Path]:
+    """Expand a climate source (a file, a list of files, or a directory of rasters) into files, checked to exist."""
+    if isinstance(source, (list, tuple)):
+        files = [Path(s) for s in source]
+    else:
+        source = Path(source)
+        if source.is_dir():
+            files = sorted(p for p in source.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+            if not files:
+                raise ValueError(f"{source}: directory holds no raster ({', '.join(RASTER_SUFFIXES)})")
+        else:
+            files = [source]
+    for f in files:
+        if not f.exists():
+            raise FileNotFoundError(f"climate raster not found: {f}")
+    return files
+
+
+def _band_names(da: xr.DataArray, path: Path) -> list[str]:
+    descriptions = da.attrs.get("long_name")
+    n = da.sizes.get("band", 1)
+    if isinstance(descriptions, (list, tuple)) and len(descriptions) == n and all(descriptions):
+        return [str(d) for d in descriptions]
+    if isinstance(descriptions, str) and n == 1 and descriptions:
+        return [descriptions]
+    if n == 1:
+        return [path.name]
+    return [f"{path.stem}_band{i + 1}" for i in range(n)]
+
+
+def read_raster(path: Path) -> xr.DataArray:
+    """One raster file as (``variable``, ``y``, ``x``) float32 with harmonised variable names and NaN no-data."""
+    if path.suffix.lower() in (".nc", ".nc4"):
+        ds = xr.open_dataset(path, decode_coords="all")
+        arrays = []
+        for name, var in ds.data_vars.items():
+            if {"x", "y"} <= set(var.dims) or {"lon", "lat"} <= set(var.dims) or {"longitude", "latitude"} <= set(var.dims):
+                var = var.rename({d: r for d, r in (("lon", "x"), ("lat", "y"), ("longitude", "x"), ("latitude", "y")) if d in var.dims})
+                var = var.squeeze(drop=True)
+                if var.ndim != 2:
+                    raise ValueError(f"{path}: variable '{name}' has dims {var.dims}; expected 2-D (y, x) layers")
+                arrays.append(var.astype("float32").expand_dims(variable=[harmonise_name(name)]))
+        if not arrays:
+            raise ValueError(f"{path}: no 2-D (y, x) / (lat, lon) variable in the NetCDF file")
+        da = xr.concat(arrays, dim="variable")
+        if da.rio.crs is None:
+            da = da.rio.write_crs("EPSG:4326")  # NetCDF climatologies on lat/lon without grid_mapping are WGS84
+        return da.transpose("variable", "y", "x")
+    da = rioxarray.open_rasterio(path, masked=True)
+    if da.rio.crs is None:
+        raise ValueError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path.name})")
+    names = [harmonise_name(n) for n in _band_names(da, path)]
+    da = da.rename(band="variable").assign_coords(variable=names).astype("float32")
+    return da
+
+
+def read_climate(source, variables: list[str] | None = None) -> xr.DataArray:
+    """All rasters of a source as one (``variable``, ``y``, ``x``) array, on the first file's grid.
+
+    ``variables`` (harmonised names) selects and orders the variables; a missing one raises naming the source.
+    """
+    files = source_files(source)
+    arrays = [read_raster(f) for f in files]
+    first = arrays[0]
+    aligned = [first] + [
+        a if a.rio.crs == first.rio.crs and a.shape[1:] == first.shape[1:] and np.allclose(a.rio.transform(), first.rio.transform())
+        else a.rio.reproject_match(first, resampling=Resampling.bilinear)
+        for a in arrays[1:]
+    ]
+    cube = xr.concat(aligned, dim="variable", join="override", combine_attrs="drop_conflicts")
+    names = [str(v) for v in cube["variable"].values]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ValueError(f"{source}: variable(s) {duplicated} appear more than once after harmonising names")
+    if variables:
+        wanted = [harmonise_name(v) for v in variables]
+        missing = [v for v in wanted if v not in names]
+        if missing:
+            raise ValueError(f"{source}: missing variable(s) {missing}; it has {names}")
+        cube = cube.sel(variable=wanted)
+    return cube
+
+
+def to_grid(cube: xr.DataArray, grid: xr.DataArray, name: str = "climate") -> xr.DataArray:
+    """Put ``cube`` on ``grid`` (bilinear; no-op when already aligned), NaN where any variable is missing."""
+    same = (
+        cube.rio.crs == grid.rio.crs
+        and cube.sizes["x"] == grid.sizes["x"] and cube.sizes["y"] == grid.sizes["y"]
+        and np.allclose(cube.rio.transform(recalc=True), grid.rio.transform(recalc=True))
+    )
+    if not same:
+        cube = cube.rio.reproject_match(grid, resampling=Resampling.bilinear)
+    cube = cube.assign_coords(x=grid["x"].values, y=grid["y"].values)
+    valid = np.isfinite(cube).all("variable")
+    if not bool(valid.any()):
+        raise ValueError(f"{name}: the climate raster does not overlap the grid (no cell with data after reprojection)")
+    cube = cube.where(valid).astype("float32")
+    cube.attrs = {}
+    cube = cube.rio.write_crs(grid.rio.crs).rio.write_transform(grid.rio.transform(recalc=True))
+    return cube.rename("climate")
+
+
+def write_cube(cube: xr.DataArray, path: str | Path, chunk: int = 512) -> None:
+    """Write a cube as Zarr v3 (no consolidated metadata), chunked (all variables, chunk, chunk)."""
+    ds = cube.rename("climate").to_dataset()
+    ds = ds.chunk({"variable": -1, "y": chunk, "x": chunk})
+    for v in ds.variables.values():
+        v.encoding = {}
+    ds.to_zarr(path, mode="w", consolidated=False)
+
+
+def open_cube(path: str | Path) -> xr.DataArray:
+    """Open a cube written by :func:`write_cube` (lazy, dask-backed) with its CRS."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"cube not found: {path}")
+    ds = xr.open_zarr(path, consolidated=False, decode_coords="all")
+    cube = ds["climate"]
+    if cube.rio.crs is None:
+        raise ValueError(f"{path}: cube has no CRS")
+    return cube
+
+
+def check_variables(cube: xr.DataArray, required: list[str], scenario: str) -> None:
+    """Raise naming the scenario and the variables it lacks that the model was trained on."""
+    have = [str(v) for v in cube["variable"].values]
+    missing = [v for v in required if v not in have]
+    if missing:
+        raise ValueError(f"scenario '{scenario}' lacks variable(s) {missing} that the model uses; it has {have}")
+
+
+def valid_mask(cube: xr.DataArray) -> np.ndarray:
+    """bool (y, x): cells where every variable has data."""
+    return np.asarray(np.isfinite(cube).all("variable").values)
+
+
+__all__ = [
+    "harmonise_name", "source_files", "read_raster", "read_climate", "to_grid", "write_cube", "open_cube",
+    "check_variables", "valid_mask",
+]

@@ -1,0 +1,103 @@
+"""The one grid of a run: CRS, cell size, bounds; cells of points; cell areas.
+
+A grid is carried as an ``xr.DataArray`` template with dims (``y``, ``x``), cell-centre coordinates and a CRS
+written by rioxarray, so that ``reproject_match`` can put every raster on it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+from affine import Affine
+from pyproj import CRS, Transformer
+
+EARTH_RADIUS_KM = 6371.0088
+"""Mean Earth radius (km), used for cell areas on geographic grids."""
+
+
+def make_grid(crs: str, resolution: float, bounds: tuple[float, float, float, float]) -> xr.DataArray:
+    """A template grid (``y``, ``x``) of NaN, with ``bounds`` = (xmin, ymin, xmax, ymax) in ``crs`` units.
+
+    ``resolution`` is the cell size in CRS units (metres for a projected CRS, degrees for EPSG:4326).
+    Bounds are snapped outwards to whole cells.
+    """
+    xmin, ymin, xmax, ymax = (float(b) for b in bounds)
+    if not (xmax > xmin and ymax > ymin):
+        raise ValueError(f"grid.bounds {list(bounds)} must be [xmin, ymin, xmax, ymax] with xmax > xmin, ymax > ymin")
+    if not resolution > 0:
+        raise ValueError(f"grid.resolution must be > 0, got {resolution}")
+    width = int(np.ceil((xmax - xmin) / resolution - 1e-9))
+    height = int(np.ceil((ymax - ymin) / resolution - 1e-9))
+    transform = Affine(resolution, 0.0, xmin, 0.0, -resolution, ymax)
+    return template_from_transform(crs, transform, width, height)
+
+
+def template_from_transform(crs, transform: Affine, width: int, height: int) -> xr.DataArray:
+    """A NaN template (``y``, ``x``) for a north-up affine ``transform`` of ``width`` x ``height`` cells."""
+    x = transform.c + transform.a * (np.arange(width) + 0.5)
+    y = transform.f + transform.e * (np.arange(height) + 0.5)
+    template = xr.DataArray(
+        np.full((height, width), np.nan, dtype="float32"), dims=("y", "x"), coords={"y": y, "x": x}
+    )
+    return template.rio.write_crs(CRS.from_user_input(crs)).rio.write_transform(transform)
+
+
+def grid_of(da: xr.DataArray) -> xr.DataArray:
+    """The grid template of any georeferenced array (``y``, ``x`` and a CRS)."""
+    if da.rio.crs is None:
+        raise ValueError("array has no CRS: write one with .rio.write_crs or fix the source raster")
+    return template_from_transform(da.rio.crs, da.rio.transform(recalc=True), da.sizes["x"], da.sizes["y"])
+
+
+def is_geographic(grid: xr.DataArray) -> bool:
+    return CRS.from_user_input(grid.rio.crs).is_geographic
+
+
+def cell_area_km2(grid: xr.DataArray) -> xr.DataArray:
+    """Area of every cell (km2), dims (``y``, ``x``): exact on the sphere for geographic grids."""
+    transform = grid.rio.transform(recalc=True)
+    dx, dy = abs(transform.a), abs(transform.e)
+    if is_geographic(grid):
+        lat = grid["y"].values
+        top = np.radians(np.clip(lat + dy / 2, -90, 90))
+        bottom = np.radians(np.clip(lat - dy / 2, -90, 90))
+        per_row = EARTH_RADIUS_KM**2 * np.radians(dx) * np.abs(np.sin(top) - np.sin(bottom))
+    else:
+        unit = CRS.from_user_input(grid.rio.crs).axis_info[0].unit_conversion_factor  # metres per CRS unit
+        per_row = np.full(grid.sizes["y"], dx * dy * unit**2 / 1e6)
+    area = np.broadcast_to(per_row[:, None], (grid.sizes["y"], grid.sizes["x"])).astype("float64")
+    return xr.DataArray(area, dims=("y", "x"), coords={"y": grid["y"], "x": grid["x"]}, name="cell_area_km2")
+
+
+def points_to_cells(longitude, latitude, grid: xr.DataArray) -> pd.DataFrame:
+    """Grid cell of WGS84 points: columns ``x``, ``y`` (cell centre in the grid CRS), ``row``, ``col``.
+
+    Points outside the grid get ``row`` = ``col`` = -1 and NaN centres.
+    """
+    lon = np.asarray(longitude, dtype="float64")
+    lat = np.asarray(latitude, dtype="float64")
+    transformer = Transformer.from_crs("EPSG:4326", CRS.from_user_input(grid.rio.crs), always_xy=True)
+    px, py = transformer.transform(lon, lat)
+    inverse = ~grid.rio.transform(recalc=True)
+    colf, rowf = inverse * (np.asarray(px), np.asarray(py))
+    with np.errstate(invalid="ignore"):
+        col = np.floor(colf)
+        row = np.floor(rowf)
+    inside = (
+        np.isfinite(col) & np.isfinite(row)
+        & (col >= 0) & (col < grid.sizes["x"]) & (row >= 0) & (row < grid.sizes["y"])
+    )
+    row = np.where(inside, row, -1).astype("int64")
+    col = np.where(inside, col, -1).astype("int64")
+    xs = np.where(inside, grid["x"].values[np.clip(col, 0, None)], np.nan)
+    ys = np.where(inside, grid["y"].values[np.clip(row, 0, None)], np.nan)
+    return pd.DataFrame({"x": xs, "y": ys, "row": row, "col": col})
+
+
+def cells_to_lonlat(x, y, grid: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
+    """WGS84 longitude and latitude (degrees) of grid-CRS coordinates."""
+    transformer = Transformer.from_crs(CRS.from_user_input(grid.rio.crs), "EPSG:4326", always_xy=True)
+    lon, lat = transformer.transform(np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64"))
+    return np.asarray(lon), np.asarray(lat)
