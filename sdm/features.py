@@ -1,0 +1,297 @@
+"""Per-species features for the Red List status classifier.
+
+Two families, joined by :func:`species_features`:
+
+* occurrence features (:func:`occurrence_features`): record and site counts, extent of occurrence (EOO) and area
+  of occupancy (AOO) as IUCN defines them, latitudinal range and centroid, and the climate niche sampled at the
+  occurrence cells;
+* range features (:func:`range_features`): the predicted range under a scenario and dispersal assumption, its mean
+  suitability, and its change relative to the current range.
+
+Areas are km2, coordinates WGS84 degrees. One row per species, indexed by ``species``.
+"""
+
+from __future__ import annotations
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+import xarray as xr
+
+EQUAL_AREA_CRS = "EPSG:6933"
+"""Equal-area CRS (WGS 84 / NSIDC EASE-Grid 2.0 Global) in which EOO and AOO are measured."""
+
+AOO_CELL_M = 2000.0
+"""Side of the AOO grid cell in metres: IUCN measures AOO on a 2 x 2 km grid."""
+
+DISPERSAL = ("full", "none")
+"""Dispersal assumptions: ``full`` = the species reaches its whole future range, ``none`` = it keeps only the part
+of its current range that stays suitable."""
+
+OCCURRENCE_COLUMNS: tuple[str, ...] = ("species", "longitude", "latitude", "row", "col", "n_records")
+"""Occurrence columns these features read (``x``/``y`` are part of the contract but not needed here)."""
+
+OCCURRENCE_FEATURES: tuple[str, ...] = (
+    "n_records",
+    "n_sites",
+    "eoo_km2",
+    "aoo_km2",
+    "lat_min",
+    "lat_max",
+    "lat_span",
+    "centroid_lon",
+    "centroid_lat",
+)
+RANGE_FEATURES: tuple[str, ...] = (
+    "range_km2",
+    "mean_suitability",
+    "range_change",
+    "range_loss",
+    "current_range_km2",
+)
+
+BASE_FEATURE_COLUMNS: tuple[str, ...] = OCCURRENCE_FEATURES + ("range_km2", "mean_suitability")
+"""Non-niche columns the classifier uses.
+
+``range_change``, ``range_loss`` and ``current_range_km2`` are left out on purpose: the classifier is trained on
+the current scenario, where ``range_change`` is 1, ``range_loss`` is 0 and ``current_range_km2`` equals
+``range_km2``. The first two carry no information at training time, and a tree that happened to split on
+``current_range_km2`` instead of its identical twin ``range_km2`` would be blind to the projected change. Future
+change reaches the classifier through ``range_km2`` and ``mean_suitability``, and the status through criterion A3
+(:func:`sdm.status.a3_category` on ``range_loss``).
+"""
+
+LOG_COLUMNS: frozenset[str] = frozenset({"n_records", "n_sites", "eoo_km2", "aoo_km2", "range_km2", "current_range_km2"})
+"""Counts and areas: heavy-tailed, so the classifier sees ``log1p`` of them."""
+
+NICHE_PREFIXES: tuple[str, ...] = ("niche_mean_", "niche_sd_")
+
+
+def feature_columns(features: pd.DataFrame) -> list[str]:
+    """The numeric columns of ``features`` used by the classifier, in a stable order.
+
+    :data:`BASE_FEATURE_COLUMNS` that are present, then every ``niche_mean_{v}`` / ``niche_sd_{v}`` column in the
+    frame's order (the niche columns depend on the cube's variables, hence a function rather than a fixed list).
+    """
+    base = [c for c in BASE_FEATURE_COLUMNS if c in features.columns]
+    niche = [c for c in features.columns if isinstance(c, str) and c.startswith(NICHE_PREFIXES)]
+    return base + niche
+
+
+FEATURE_COLUMNS = feature_columns
+"""Alias: ``FEATURE_COLUMNS(features)`` gives the classifier's columns for a feature table."""
+
+
+def _require_columns(frame: pd.DataFrame, columns, what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {', '.join(repr(c) for c in missing)}; has {list(frame.columns)}")
+
+
+def _check_dispersal(dispersal: str) -> None:
+    if dispersal not in DISPERSAL:
+        raise ValueError(f"dispersal must be one of {DISPERSAL}, got {dispersal!r}")
+
+
+def _circular_mean_deg(lon: pd.Series, by: pd.Series) -> pd.Series:
+    """Mean longitude per group on the circle, so a species spanning the antimeridian is not centred at 0."""
+    rad = np.deg2rad(lon.to_numpy(dtype=float))
+    parts = pd.DataFrame({"s": np.sin(rad), "c": np.cos(rad)}, index=lon.index).groupby(by.to_numpy(), sort=True).mean()
+    return pd.Series(np.rad2deg(np.arctan2(parts["s"], parts["c"])), index=parts.index)
+
+
+def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray) -> pd.DataFrame:
+    """Occurrence-based features per species.
+
+    Parameters
+    ----------
+    occurrences
+        One row per species x grid cell: ``species``, ``longitude``, ``latitude`` (WGS84 degrees), ``row``, ``col``
+        (grid indices into ``cube``), ``n_records`` (raw records merged into the cell).
+    cube
+        Current climate, dims (``variable``, ``y``, ``x``), NaN = nodata.
+
+    Returns
+    -------
+    DataFrame indexed by ``species`` (sorted) with
+
+    * ``n_records``: sum of raw records; ``n_sites``: occupied grid cells (rows);
+    * ``eoo_km2``: extent of occurrence, area of the convex hull of the points in EPSG:6933 (km2; 0 with fewer than
+      3 distinct or collinear points). Hulls are planar in that CRS, so a range crossing the antimeridian is
+      overestimated;
+    * ``aoo_km2``: area of occupancy, distinct 2 x 2 km EPSG:6933 cells holding a point x 4 km2;
+    * ``lat_min``, ``lat_max``, ``lat_span``: degrees; ``centroid_lon`` (circular mean), ``centroid_lat`` (mean)
+      of the sites, degrees;
+    * for each cube variable ``v``: ``niche_mean_{v}``, ``niche_sd_{v}``, the mean and population standard
+      deviation (ddof = 0, so one site gives 0) of ``v`` at the occurrence cells, nodata cells skipped; units of
+      ``v``.
+    """
+    _require_columns(occurrences, OCCURRENCE_COLUMNS, "occurrences")
+    for dim in ("variable", "y", "x"):
+        if dim not in cube.dims:
+            raise ValueError(f"cube lacks dimension {dim!r}; has {cube.dims}")
+    variables = [str(v) for v in cube["variable"].to_numpy()] if "variable" in cube.coords else [
+        str(i) for i in range(cube.sizes["variable"])
+    ]
+
+    occ = occurrences.reset_index(drop=True)
+    species = occ["species"].astype(str)
+    lon = occ["longitude"].to_numpy(dtype=float)
+    lat = occ["latitude"].to_numpy(dtype=float)
+    rows = occ["row"].to_numpy(dtype=np.int64)
+    cols = occ["col"].to_numpy(dtype=np.int64)
+    ny, nx = cube.sizes["y"], cube.sizes["x"]
+    outside = (rows < 0) | (rows >= ny) | (cols < 0) | (cols >= nx)
+    if outside.any():
+        first = occ.loc[outside].iloc[0]
+        raise ValueError(
+            f"{int(outside.sum())} occurrence(s) have row/col outside the cube ({ny} x {nx}), "
+            f"e.g. species {first['species']!r} at row {first['row']}, col {first['col']}"
+        )
+
+    grouped = occ.assign(species=species).groupby("species", sort=True)
+    out = pd.DataFrame(
+        {
+            "n_records": grouped["n_records"].sum().astype("int64"),
+            "n_sites": grouped.size().astype("int64"),
+            "lat_min": grouped["latitude"].min().astype(float),
+            "lat_max": grouped["latitude"].max().astype(float),
+        }
+    )
+    out["lat_span"] = out["lat_max"] - out["lat_min"]
+    out["centroid_lon"] = _circular_mean_deg(occ["longitude"], species)
+    out["centroid_lat"] = grouped["latitude"].mean().astype(float)
+
+    # EOO and AOO in an equal-area CRS, all species in one vectorised pass.
+    xy = gpd.GeoSeries.from_xy(lon, lat, crs="EPSG:4326").to_crs(EQUAL_AREA_CRS).get_coordinates().to_numpy()
+    codes = pd.Categorical(species, categories=out.index).codes
+    order = np.argsort(codes, kind="stable")
+    if len(order):
+        points = shapely.points(xy[order])
+        hulls = shapely.convex_hull(shapely.multipoints(points, indices=codes[order]))
+        out["eoo_km2"] = shapely.area(hulls) / 1e6
+    else:
+        out["eoo_km2"] = pd.Series(dtype=float)
+    cells = pd.DataFrame(
+        {"code": codes, "i": np.floor(xy[:, 0] / AOO_CELL_M), "j": np.floor(xy[:, 1] / AOO_CELL_M)}
+    ).drop_duplicates()
+    n_cells = cells.groupby("code").size().reindex(range(len(out)), fill_value=0).to_numpy()
+    out["aoo_km2"] = n_cells * (AOO_CELL_M / 1000.0) ** 2
+
+    # Climate niche: vectorised point sampling at (row, col), then per-species moments.
+    sampled = cube.isel(y=xr.DataArray(rows, dims="site"), x=xr.DataArray(cols, dims="site"))
+    values = np.asarray(sampled.transpose("site", "variable").to_numpy(), dtype=float)
+    niche = pd.DataFrame(values, columns=variables).groupby(species.to_numpy(), sort=True)
+    means = niche.mean().reindex(out.index)
+    sds = niche.std(ddof=0).reindex(out.index)
+    for v in variables:
+        out[f"niche_mean_{v}"] = means[v].to_numpy()
+        out[f"niche_sd_{v}"] = sds[v].to_numpy()
+
+    out.index.name = "species"
+    return out[list(OCCURRENCE_FEATURES) + [c for c in out.columns if c.startswith(NICHE_PREFIXES)]]
+
+
+def range_features(
+    current: xr.Dataset,
+    future: xr.Dataset | None,
+    dispersal: str,
+    cell_area_km2: xr.DataArray,
+) -> pd.DataFrame:
+    """Predicted-range features per species for one scenario and dispersal assumption.
+
+    Parameters
+    ----------
+    current, future
+        Predictions with ``suitability`` (float, [0, 1], NaN = nodata) and ``presence`` (bool), dims (``species``,
+        ``y``, ``x``), possibly dask-backed. ``future=None`` means the scenario *is* the current one.
+    dispersal
+        ``"full"``: the range is the future presence; ``"none"``: future presence AND current presence.
+        Ignored (but validated) when ``future`` is None.
+    cell_area_km2
+        Area of each cell (``y``, ``x``), km2; NaN counts as 0.
+
+    Returns
+    -------
+    DataFrame indexed by ``species`` (the predictions' order) with
+
+    * ``range_km2``: area of the range under the scenario, km2;
+    * ``mean_suitability``: mean suitability over the range's cells (unweighted), 0 if the range is empty;
+    * ``range_change``: ``range_km2 / current_range_km2`` (1 for the current scenario; 0 / 0 gives 0, x / 0 with
+      x > 0 gives inf: a range gained from nothing);
+    * ``range_loss``: fraction of the current range lost under the scenario, ``clip(1 - range_km2 /
+      current_range_km2, 0, 1)``; with no dispersal this is ``1 - overlap / current``; 0 when the current range is
+      empty. Input of criterion A3;
+    * ``current_range_km2``: area of the current range, km2.
+    """
+    _check_dispersal(dispersal)
+    for name, ds in (("current", current), ("future", future)):
+        if ds is None:
+            continue
+        for var in ("suitability", "presence"):
+            if var not in ds:
+                raise ValueError(f"{name} predictions lack variable {var!r}; have {list(ds.data_vars)}")
+
+    # join="exact" turns any mismatch of species or grid into an error instead of silent NaN.
+    if future is not None:
+        current, future = xr.align(current, future, join="exact")
+    pres0 = current["presence"].astype(bool)
+    area = xr.align(cell_area_km2, pres0, join="exact")[0].fillna(0.0).astype("float64")
+    if future is None:
+        pres, suit = pres0, current["suitability"]
+    else:
+        pres1 = future["presence"].astype(bool)
+        pres = pres1 if dispersal == "full" else pres1 & pres0
+        suit = future["suitability"]
+
+    space = ("y", "x")
+    sums = xr.Dataset(
+        {
+            "range_km2": (pres * area).sum(space),
+            "current_range_km2": (pres0 * area).sum(space),
+            "mean_suitability": suit.astype("float64").where(pres).mean(space, skipna=True),
+        }
+    ).compute()
+
+    species = [str(s) for s in current["species"].to_numpy()]
+    out = pd.DataFrame(
+        {k: sums[k].transpose("species").to_numpy().astype(float) for k in sums.data_vars},
+        index=pd.Index(species, name="species"),
+    )
+    out["mean_suitability"] = out["mean_suitability"].fillna(0.0)
+    rng, cur = out["range_km2"].to_numpy(), out["current_range_km2"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(cur > 0, rng / cur, np.where(rng > 0, np.inf, 0.0))
+    out["range_change"] = ratio
+    out["range_loss"] = np.where(cur > 0, np.clip(1.0 - ratio, 0.0, 1.0), 0.0)
+    return out[list(RANGE_FEATURES)]
+
+
+def species_features(
+    occurrences: pd.DataFrame,
+    cube: xr.DataArray,
+    current: xr.Dataset,
+    future: xr.Dataset | None,
+    dispersal: str,
+    cell_area_km2: xr.DataArray,
+) -> pd.DataFrame:
+    """All classifier features per species for one scenario and dispersal (see the two functions above for units).
+
+    One row per species of the predictions (in their order), then species that have occurrences but no prediction
+    (sorted), whose range features are NaN. Species predicted but without occurrences get ``n_records``,
+    ``n_sites``, ``eoo_km2``, ``aoo_km2`` = 0 and NaN for the other occurrence features. The caller adds
+    ``scenario`` / ``dispersal`` columns if it wants them.
+    """
+    _check_dispersal(dispersal)
+    occ = occurrence_features(occurrences, cube)
+    rng = range_features(current, future, dispersal, cell_area_km2)
+    extra = [s for s in occ.index if s not in set(rng.index)]
+    index = pd.Index(list(rng.index) + extra, name="species")
+    out = occ.reindex(index).join(rng, how="left")
+    no_occ = ~index.isin(occ.index)
+    for c in ("n_records", "n_sites", "eoo_km2", "aoo_km2"):
+        out.loc[no_occ, c] = 0
+    for c in ("n_records", "n_sites"):
+        out[c] = out[c].astype("int64")
+    return out

@@ -1,0 +1,86 @@
+"""The deep species distribution model: a residual MLP over a cell's standardised climate, one output per species.
+
+The model is a plain ``nn.Module``; the checkpoint holds everything needed to predict (species, variables,
+normalisation, per-species thresholds, hyper-parameters) so that a cube and the checkpoint are enough.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(width, width), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(width, width),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ResidualMLP(nn.Module):
+    """Multi-species SDM on a cell's input vector (as in SINR, Cole et al. 2023): logits (batch, species)."""
+
+    def __init__(self, n_inputs: int, n_species: int, hidden: int = 256, blocks: int = 4, dropout: float = 0.1):
+        super().__init__()
+        self.hparams = {"n_inputs": n_inputs, "n_species": n_species, "hidden": hidden, "blocks": blocks,
+                        "dropout": dropout}
+        self.encoder = nn.Sequential(
+            nn.Linear(n_inputs, hidden), nn.ReLU(inplace=True),
+            *[ResidualBlock(hidden, dropout) for _ in range(blocks)],
+        )
+        self.head = nn.Linear(hidden, n_species)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU raises instead of silently using the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("sdm.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def standardise(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(cells, variables) climate -> float32 z-scores with the training statistics."""
+    return ((values - mean) / std).astype("float32", copy=False)
+
+
+def save_checkpoint(path: str | Path, model: ResidualMLP, *, species: list[str], variables: list[str],
+                    mean: np.ndarray, std: np.ndarray, thresholds: np.ndarray, config: dict) -> None:
+    """Write the model with everything needed to predict (tensors on CPU, plain Python otherwise)."""
+    torch.save({
+        "hparams": model.hparams,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "species": list(species),
+        "variables": list(variables),
+        "mean": np.asarray(mean, dtype="float64").tolist(),
+        "std": np.asarray(std, dtype="float64").tolist(),
+        "thresholds": np.asarray(thresholds, dtype="float64").tolist(),
+        "config": config,
+    }, path)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[ResidualMLP, dict]:
+    """The model (eval mode, on ``device``) and the checkpoint dict (species, variables, mean, std, thresholds)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model checkpoint not found: {path}")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = ResidualMLP(**checkpoint["hparams"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.to(device).eval()
+    checkpoint["mean"] = np.asarray(checkpoint["mean"])
+    checkpoint["std"] = np.asarray(checkpoint["std"])
+    checkpoint["thresholds"] = np.asarray(checkpoint["thresholds"])
+    return model, checkpoint

@@ -1,0 +1,315 @@
+"""Training the joint deep SDM on presence-only records with background points, spatial-block validation, metrics.
+
+Loss: presence-background logistic loss shared by all species. Each step draws presence records species-balanced
+(so that rare species are not drowned out by common ones) and background cells at random over the training blocks;
+every species' output is pushed down at background cells and up at its own records. Early stopping watches the mean
+per-species AUC on validation blocks; final metrics are computed on test blocks that took no part in training or
+early stopping.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
+
+from sdm.model import ResidualMLP, resolve_device, standardise
+
+log = logging.getLogger(__name__)
+
+SPLITS = {"train": 0, "validation": 1, "test": 2}
+
+
+def spatial_blocks(shape: tuple[int, int], block_cells: int, seed: int,
+                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> np.ndarray:
+    """Split the grid into square blocks of ``block_cells`` cells and assign each to train / validation / test.
+
+    Returns int8 (y, x) with the codes of :data:`SPLITS`. Whole blocks are held out so that evaluation measures
+    transfer to unseen places, not interpolation between neighbouring records.
+    """
+    ny, nx = -(-shape[0] // block_cells), -(-shape[1] // block_cells)
+    n_blocks = ny * nx
+    if n_blocks < 3:
+        raise ValueError(f"sdm.block_cells={block_cells} leaves {n_blocks} blocks on a {shape} grid; need >= 3")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n_blocks)
+    n_val = max(1, round(fractions[1] * n_blocks))
+    n_test = max(1, round(fractions[2] * n_blocks))
+    block_split = np.zeros(n_blocks, dtype="int8")
+    block_split[order[:n_val]] = SPLITS["validation"]
+    block_split[order[n_val:n_val + n_test]] = SPLITS["test"]
+    rows = np.arange(shape[0]) // block_cells
+    cols = np.arange(shape[1]) // block_cells
+    return block_split[rows[:, None] * nx + cols[None, :]]
+
+
+def auc_per_species(scores: np.ndarray, presence_cells: list[np.ndarray], background: np.ndarray) -> np.ndarray:
+    """AUC of each species' scores at its presence cells against background cells (NaN without presences).
+
+    ``scores`` is (cells, species); ``presence_cells[s]`` and ``background`` are row indices into it.
+    """
+    aucs = np.full(len(presence_cells), np.nan)
+    for s, cells in enumerate(presence_cells):
+        if len(cells) == 0 or len(background) == 0:
+            continue
+        y = np.r_[np.ones(len(cells)), np.zeros(len(background))]
+        aucs[s] = roc_auc_score(y, np.r_[scores[cells, s], scores[background, s]])
+    return aucs
+
+
+def max_tss_threshold(scores_presence: np.ndarray, scores_background: np.ndarray) -> tuple[float, float]:
+    """Threshold maximising TSS = sensitivity + specificity - 1, and that TSS."""
+    if len(scores_presence) == 0 or len(scores_background) == 0:
+        return float("nan"), float("nan")
+    candidates = np.unique(np.r_[scores_presence, scores_background])
+    pres = np.sort(scores_presence)
+    back = np.sort(scores_background)
+    sensitivity = 1 - np.searchsorted(pres, candidates, side="left") / len(pres)
+    specificity = np.searchsorted(back, candidates, side="left") / len(back)
+    tss = sensitivity + specificity - 1
+    best = int(np.argmax(tss))
+    return float(candidates[best]), float(tss[best])
+
+
+def training_table(cube: xr.DataArray, occurrences: pd.DataFrame, species: list[str]):
+    """Valid-cell climate matrix and each species' presence cells as indices into it.
+
+    Returns ``(values (cells, variables) float64, cell_rows, cell_cols, presences)`` where ``presences`` is a
+    (records, 2) int array of (cell index, species index).
+    """
+    data = np.asarray(cube.transpose("variable", "y", "x").values, dtype="float64")
+    valid = np.isfinite(data).all(axis=0)
+    cell_rows, cell_cols = np.nonzero(valid)
+    index = np.full(valid.shape, -1, dtype="int64")
+    index[cell_rows, cell_cols] = np.arange(len(cell_rows))
+    values = data[:, cell_rows, cell_cols].T
+    species_index = {s: i for i, s in enumerate(species)}
+    occ = occurrences[occurrences["species"].isin(species_index)]
+    cells = index[occ["row"].to_numpy(), occ["col"].to_numpy()]
+    keep = cells >= 0
+    presences = np.c_[cells[keep], occ["species"].map(species_index).to_numpy()[keep]].astype("int64")
+    return values, cell_rows, cell_cols, presences
+
+
+def _scores(model: ResidualMLP, x: torch.Tensor, batch: int = 65536) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch):
+            out.append(torch.sigmoid(model(x[start:start + batch])).float().cpu().numpy())
+    model.train()
+    return np.concatenate(out) if out else np.zeros((0, model.hparams["n_species"]), dtype="float32")
+
+
+def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, train_cells: np.ndarray,
+                 method: str, seed: int, n_background: int = 10000) -> tuple[str, np.ndarray]:
+    """Per-species classical SDMs fitted on the same training records; returns (name, scores (cells, species)).
+
+    ``maxent``: elapid's MaxEnt (linear, quadratic, hinge features); ``logistic``: a scikit-learn logistic
+    regression on linear + quadratic terms with class-balanced weights (fast, for many species).
+    """
+    rng = np.random.default_rng(seed)
+    background = rng.choice(train_cells, size=min(n_background, len(train_cells)), replace=False)
+    scores = np.full((len(values), n_species), np.nan, dtype="float32")
+    if method == "maxent":
+        import elapid
+        for s in tqdm(range(n_species), desc="baseline maxent", leave=False):
+            cells = presences[presences[:, 1] == s, 0]
+            cells = cells[np.isin(cells, train_cells)]
+            if len(cells) < 2:
+                continue
+            x = np.r_[values[cells], values[background]]
+            y = np.r_[np.ones(len(cells)), np.zeros(len(background))]
+            model = elapid.MaxentModel(feature_types=["linear", "quadratic", "hinge"], use_lambdas="best",
+                                       n_cpus=1)
+            model.fit(x, y)
+            scores[:, s] = model.predict(values)
+        return "elapid MaxEnt (linear, quadratic, hinge)", scores
+    if method == "logistic":
+        mean, std = values[train_cells].mean(0), values[train_cells].std(0) + 1e-9
+        z = (values - mean) / std
+        design = np.c_[z, z**2]
+        for s in range(n_species):
+            cells = presences[presences[:, 1] == s, 0]
+            cells = cells[np.isin(cells, train_cells)]
+            if len(cells) < 2:
+                continue
+            x = np.r_[design[cells], design[background]]
+            y = np.r_[np.ones(len(cells)), np.zeros(len(background))]
+            clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=500)
+            clf.fit(x, y)
+            scores[:, s] = clf.decision_function(design)
+        return "logistic regression (linear + quadratic)", scores
+    raise ValueError(f"sdm.baseline must be 'maxent', 'logistic' or 'none', got '{method}'")
+
+
+def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[str] | None = None,
+              hidden: int = 256, blocks: int = 4, dropout: float = 0.1, epochs: int = 100, batch_size: int = 512,
+              background_per_batch: int = 2048, learning_rate: float = 1e-3, weight_decay: float = 1e-5,
+              patience: int = 10, block_cells: int = 20, seed: int = 0, device: str = "auto",
+              baseline: str = "maxent", threads: int | None = None, progress: bool = True):
+    """Train the joint SDM. Returns ``(model, info)``.
+
+    ``info`` has ``species``, ``variables``, ``mean``, ``std``, ``thresholds`` (per species, max-TSS on
+    validation blocks), ``split`` (int8 y, x; codes of :data:`SPLITS`) and ``metrics`` (held-out AUC / TSS of the
+    deep SDM and of the baseline, per species and mean).
+    """
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    variables = [str(v) for v in cube["variable"].values]
+    if species is None:
+        species = sorted(occurrences["species"].unique())
+    if not species:
+        raise ValueError("no species to train the SDM on (all were excluded by occurrence cleaning)")
+    values, cell_rows, cell_cols, presences = training_table(cube, occurrences, species)
+    split_map = spatial_blocks((cube.sizes["y"], cube.sizes["x"]), block_cells, seed)
+    cell_split = split_map[cell_rows, cell_cols]
+    split_cells = {name: np.flatnonzero(cell_split == code) for name, code in SPLITS.items()}
+    if len(split_cells["train"]) == 0:
+        raise ValueError("no training cells: the grid has no valid cell in the training blocks")
+
+    mean = values[split_cells["train"]].mean(axis=0)
+    std = values[split_cells["train"]].std(axis=0)
+    std[std == 0] = 1.0
+    x_all = torch.from_numpy(standardise(values, mean, std)).to(dev)
+
+    presence_split = cell_split[presences[:, 0]]
+    train_pairs = presences[presence_split == SPLITS["train"]]
+    if len(train_pairs) == 0:
+        raise ValueError("no presence record falls in the training blocks; use smaller sdm.block_cells")
+    n_species = len(species)
+    by_species = [train_pairs[train_pairs[:, 1] == s, 0] for s in range(n_species)]
+    counts = np.array([len(c) for c in by_species])
+    offsets = np.r_[0, np.cumsum(counts)[:-1]]
+    pooled = np.concatenate(by_species)  # each species' training cells, contiguous, for vectorised sampling
+    trainable = counts > 0
+
+    def presence_cells(code):
+        pairs = presences[presence_split == code]
+        return [pairs[pairs[:, 1] == s, 0] for s in range(n_species)]
+
+    val_presences, test_presences = presence_cells(SPLITS["validation"]), presence_cells(SPLITS["test"])
+
+    model = ResidualMLP(len(variables), n_species, hidden=hidden, blocks=blocks, dropout=dropout).to(dev)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    generator = np.random.default_rng(seed)
+    train_cells = split_cells["train"]
+    trainable_species = np.flatnonzero(trainable)
+    steps_per_epoch = max(1, min(200, int(np.ceil(len(train_pairs) / batch_size))))
+
+    best = {"auc": -np.inf, "epoch": -1, "state": None}
+    history = []
+    bar = tqdm(range(epochs), desc="train_sdm", disable=not progress, mininterval=2)
+    for epoch in bar:
+        model.train()
+        total = 0.0
+        for _ in range(steps_per_epoch):
+            s = generator.choice(trainable_species, size=batch_size)
+            cells = pooled[offsets[s] + (generator.random(batch_size) * counts[s]).astype("int64")]
+            bg = generator.choice(train_cells, size=background_per_batch)
+            logits_pos = model(x_all[torch.from_numpy(cells).to(dev)])
+            logits_bg = model(x_all[torch.from_numpy(bg).to(dev)])
+            pos = logits_pos.gather(1, torch.from_numpy(s).to(dev)[:, None]).squeeze(1)
+            loss = (torch.nn.functional.softplus(-pos).mean()
+                    + torch.nn.functional.softplus(logits_bg).mean(dim=0)[torch.from_numpy(trainable).to(dev)].mean())
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss)
+        if len(split_cells["validation"]):
+            scores = _scores(model, x_all)
+            val_auc = float(np.nanmean(auc_per_species(scores, val_presences, split_cells["validation"])))
+        else:
+            val_auc = float("nan")
+        history.append({"epoch": epoch, "loss": total / steps_per_epoch, "validation_auc": val_auc})
+        bar.set_postfix(loss=f"{total / steps_per_epoch:.4f}", val_auc=f"{val_auc:.3f}")
+        if np.isnan(val_auc) or val_auc > best["auc"] + 1e-4:
+            best = {"auc": val_auc, "epoch": epoch,
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        elif epoch - best["epoch"] >= patience:
+            log.info("early stopping at epoch %d (best validation AUC %.4f at epoch %d)", epoch, best["auc"],
+                     best["epoch"])
+            break
+    model.load_state_dict(best["state"])
+    model.eval()
+    scores = _scores(model, x_all)
+
+    thresholds = np.full(n_species, 0.5)
+    for s in range(n_species):
+        cells = val_presences[s] if len(val_presences[s]) else by_species[s]
+        background = split_cells["validation"] if len(val_presences[s]) else train_cells
+        if len(cells):
+            thresholds[s], _ = max_tss_threshold(scores[cells, s], scores[background, s])
+
+    test_bg = split_cells["test"]
+    deep_auc = auc_per_species(scores, test_presences, test_bg)
+    deep_tss = np.array([
+        tss_at(scores[test_presences[s], s], scores[test_bg, s], thresholds[s]) for s in range(n_species)
+    ])
+    metrics = {
+        "device": str(dev),
+        "n_species": n_species,
+        "n_cells": int(len(values)),
+        "records": {name: int((presence_split == code).sum()) for name, code in SPLITS.items()},
+        "cells": {name: int(len(c)) for name, c in split_cells.items()},
+        "block_cells": block_cells,
+        "epochs_run": len(history),
+        "best_epoch": best["epoch"],
+        "validation_auc": best["auc"],
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "history": history,
+        "test": {"deep_sdm": summarise(species, deep_auc, deep_tss, test_presences)},
+    }
+    if baseline != "none":
+        t0 = time.perf_counter()
+        name, base_scores = fit_baseline(values, presences[presence_split == SPLITS["train"]], n_species,
+                                         train_cells, baseline, seed)
+        base_auc = auc_per_species(np.nan_to_num(base_scores, nan=0.0), test_presences, test_bg)
+        base_auc[np.isnan(base_scores).all(axis=0)] = np.nan
+        base_tss = []
+        for s in range(n_species):
+            if np.isnan(base_scores[:, s]).all():
+                base_tss.append(np.nan)
+                continue
+            thr, _ = max_tss_threshold(base_scores[val_presences[s], s], base_scores[split_cells["validation"], s])
+            base_tss.append(tss_at(base_scores[test_presences[s], s], base_scores[test_bg, s], thr))
+        metrics["test"]["baseline"] = summarise(species, base_auc, np.array(base_tss), test_presences)
+        metrics["test"]["baseline"]["name"] = name
+        metrics["test"]["baseline"]["fit_seconds"] = round(time.perf_counter() - t0, 2)
+    info = {"species": list(species), "variables": variables, "mean": mean, "std": std, "thresholds": thresholds,
+            "split": split_map, "metrics": metrics, "scores": scores, "cell_rows": cell_rows,
+            "cell_cols": cell_cols}
+    return model, info
+
+
+def tss_at(scores_presence: np.ndarray, scores_background: np.ndarray, threshold: float) -> float:
+    """TSS (sensitivity + specificity - 1) of a threshold; NaN without presences or threshold."""
+    if len(scores_presence) == 0 or len(scores_background) == 0 or not np.isfinite(threshold):
+        return float("nan")
+    return float((scores_presence >= threshold).mean() + (scores_background < threshold).mean() - 1)
+
+
+def summarise(species: list[str], auc: np.ndarray, tss: np.ndarray, presences: list[np.ndarray]) -> dict:
+    """Mean and per-species held-out AUC / TSS (species without held-out records are left out of the means)."""
+    per_species = {
+        s: {"auc": None if np.isnan(a) else round(float(a), 4), "tss": None if np.isnan(t) else round(float(t), 4),
+            "test_records": int(len(p))}
+        for s, a, t, p in zip(species, auc, tss, presences)
+    }
+    return {
+        "mean_auc": None if np.all(np.isnan(auc)) else round(float(np.nanmean(auc)), 4),
+        "mean_tss": None if np.all(np.isnan(tss)) else round(float(np.nanmean(tss)), 4),
+        "species_evaluated": int(np.sum(~np.isnan(auc))),
+        "per_species": per_species,
+    }

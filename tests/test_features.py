@@ -1,0 +1,232 @@
+"""Unit tests of sdm.features on hand-made occurrences, cubes and presence arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from pyproj import Transformer
+
+from sdm.features import (
+    BASE_FEATURE_COLUMNS,
+    FEATURE_COLUMNS,
+    feature_columns,
+    occurrence_features,
+    range_features,
+    species_features,
+)
+
+TO_LONLAT = Transformer.from_crs("EPSG:6933", "EPSG:4326", always_xy=True)
+
+
+def _cube(ny: int = 4, nx: int = 5) -> xr.DataArray:
+    values = np.arange(2 * ny * nx, dtype="float32").reshape(2, ny, nx)
+    values[1] = values[1] * 10
+    return xr.DataArray(
+        values,
+        dims=("variable", "y", "x"),
+        coords={"variable": ["bio1", "bio12"], "y": np.arange(ny)[::-1] * 1000.0, "x": np.arange(nx) * 1000.0},
+    )
+
+
+def _occ(species, lon, lat, row, col, n_records=None) -> pd.DataFrame:
+    n = len(species)
+    return pd.DataFrame(
+        {
+            "species": species,
+            "longitude": lon,
+            "latitude": lat,
+            "x": np.zeros(n),
+            "y": np.zeros(n),
+            "row": np.asarray(row, dtype=int),
+            "col": np.asarray(col, dtype=int),
+            "n_records": np.ones(n, dtype=int) if n_records is None else n_records,
+        }
+    )
+
+
+def _points_from_equal_area(xs, ys):
+    lon, lat = TO_LONLAT.transform(np.asarray(xs, float), np.asarray(ys, float))
+    return list(lon), list(lat)
+
+
+def test_eoo_of_square_corners_is_its_area():
+    # A 100 km square in the equal-area CRS, plus a point inside that must not change the hull.
+    x0, y0, side = 1_000_000.0, 4_000_000.0, 100_000.0
+    lon, lat = _points_from_equal_area(
+        [x0, x0 + side, x0 + side, x0, x0 + side / 2], [y0, y0, y0 + side, y0 + side, y0 + side / 3]
+    )
+    occ = _occ(["a"] * 5, lon, lat, [0, 1, 2, 3, 0], [0, 1, 2, 3, 4])
+    feats = occurrence_features(occ, _cube())
+    assert feats.loc["a", "eoo_km2"] == pytest.approx(100.0 * 100.0, rel=0.01)
+
+
+def test_eoo_of_one_degree_cell_matches_geodesic_area():
+    from pyproj import Geod
+
+    lon, lat = [10.0, 11.0, 11.0, 10.0], [45.0, 45.0, 46.0, 46.0]
+    # Densified geodesic area of the cell bounded by meridians and parallels.
+    edge = np.linspace(0, 1, 200)
+    ring_lon = np.concatenate([10 + edge, np.full(200, 11.0), 11 - edge, np.full(200, 10.0)])
+    ring_lat = np.concatenate([np.full(200, 45.0), 45 + edge, np.full(200, 46.0), 46 - edge])
+    truth = abs(Geod(ellps="WGS84").polygon_area_perimeter(ring_lon, ring_lat)[0]) / 1e6
+    feats = occurrence_features(_occ(["a"] * 4, lon, lat, [0] * 4, [0] * 4), _cube())
+    assert feats.loc["a", "eoo_km2"] == pytest.approx(truth, rel=0.02)
+
+
+def test_eoo_zero_below_three_distinct_points():
+    occ = _occ(["a", "a", "a", "b", "b"], [10, 10, 11, 5, 6], [45, 45, 45, 0, 1], [0] * 5, [0] * 5)
+    feats = occurrence_features(occ, _cube())
+    assert feats.loc["a", "eoo_km2"] == 0.0
+    assert feats.loc["b", "eoo_km2"] == 0.0
+
+
+def test_aoo_counts_distinct_two_km_cells():
+    # Four points in three distinct 2 km cells of EPSG:6933 (two share a cell).
+    lon, lat = _points_from_equal_area([500, 1500, 2500, 10_500], [500, 1500, 500, 20_500])
+    occ = _occ(["a"] * 4, lon, lat, [0, 1, 2, 3], [0, 1, 2, 3])
+    feats = occurrence_features(occ, _cube())
+    assert feats.loc["a", "aoo_km2"] == pytest.approx(12.0)
+
+
+def test_counts_latitudes_and_centroid():
+    occ = _occ(
+        ["a", "a", "b", "b"], [179.0, -179.0, 10.0, 20.0], [-5.0, 5.0, 40.0, 50.0], [0, 0, 1, 1], [0, 1, 0, 1], [3, 4, 1, 1]
+    )
+    feats = occurrence_features(occ, _cube())
+    assert list(feats.index) == ["a", "b"]
+    assert feats.loc["a", "n_records"] == 7 and feats.loc["a", "n_sites"] == 2
+    assert feats.loc["b", "lat_min"] == 40.0 and feats.loc["b", "lat_max"] == 50.0
+    assert feats.loc["b", "lat_span"] == 10.0
+    assert feats.loc["b", "centroid_lon"] == pytest.approx(15.0)
+    assert feats.loc["b", "centroid_lat"] == pytest.approx(45.0)
+    # Across the antimeridian the centroid is at 180, not at 0.
+    assert abs(feats.loc["a", "centroid_lon"]) == pytest.approx(180.0)
+
+
+def test_niche_is_mean_and_sd_of_sampled_cube():
+    cube = _cube()
+    cube[0, 3, 4] = np.nan  # nodata at one occurrence cell: skipped
+    rows, cols = [0, 1, 2, 3], [1, 3, 0, 4]
+    occ = _occ(["a"] * 4, [0, 1, 2, 3], [0, 1, 2, 3], rows, cols)
+    feats = occurrence_features(occ, cube)
+    bio1 = cube.sel(variable="bio1").to_numpy()[rows, cols]
+    bio12 = cube.sel(variable="bio12").to_numpy()[rows, cols]
+    assert feats.loc["a", "niche_mean_bio1"] == pytest.approx(np.nanmean(bio1))
+    assert feats.loc["a", "niche_sd_bio1"] == pytest.approx(np.nanstd(bio1))
+    assert feats.loc["a", "niche_mean_bio12"] == pytest.approx(bio12.mean())
+    assert feats.loc["a", "niche_sd_bio12"] == pytest.approx(bio12.std())
+
+
+def test_missing_column_is_named():
+    occ = _occ(["a"], [0], [0], [0], [0]).drop(columns="n_records")
+    with pytest.raises(ValueError, match="n_records"):
+        occurrence_features(occ, _cube())
+
+
+def test_row_col_outside_cube_raises():
+    with pytest.raises(ValueError, match="outside"):
+        occurrence_features(_occ(["a"], [0], [0], [4], [0]), _cube())
+
+
+def _predictions(presence: np.ndarray, suitability: np.ndarray | None = None, species=("a", "b")) -> xr.Dataset:
+    presence = np.asarray(presence, dtype=bool)
+    if suitability is None:
+        suitability = np.where(presence, 0.8, 0.1)
+    coords = {"species": list(species), "y": [1.5, 0.5], "x": [0.5, 1.5, 2.5]}
+    return xr.Dataset(
+        {
+            "suitability": (("species", "y", "x"), np.asarray(suitability, dtype="float32")),
+            "presence": (("species", "y", "x"), presence),
+        },
+        coords=coords,
+    )
+
+
+AREA = xr.DataArray([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dims=("y", "x"), coords={"y": [1.5, 0.5], "x": [0.5, 1.5, 2.5]})
+
+CUR = np.array(
+    [
+        [[1, 1, 0], [0, 0, 0]],  # a: cells of area 1 + 2 = 3 km2
+        [[0, 0, 0], [0, 0, 0]],  # b: nothing now
+    ]
+)
+FUT = np.array(
+    [
+        [[0, 1, 1], [1, 0, 0]],  # a: 2 + 3 + 4 = 9 km2, overlap with now = 2 km2
+        [[0, 0, 0], [0, 0, 0]],  # b: nothing in future either
+    ]
+)
+
+
+def test_range_current():
+    feats = range_features(_predictions(CUR), None, "none", AREA)
+    assert feats.loc["a", "range_km2"] == 3.0
+    assert feats.loc["a", "current_range_km2"] == 3.0
+    assert feats.loc["a", "range_change"] == 1.0
+    assert feats.loc["a", "range_loss"] == 0.0
+    assert feats.loc["a", "mean_suitability"] == pytest.approx(0.8)
+    # Empty range: 0 / 0 gives 0, mean suitability 0, no NaN anywhere.
+    assert feats.loc["b", "range_km2"] == 0.0
+    assert feats.loc["b", "range_change"] == 0.0
+    assert feats.loc["b", "mean_suitability"] == 0.0
+    assert not feats.isna().any().any()
+
+
+def test_range_full_vs_no_dispersal():
+    suit = np.where(FUT.astype(bool), 0.9, 0.2)
+    suit[0, 0, 1] = 0.6  # the one cell a keeps
+    current, future = _predictions(CUR), _predictions(FUT, suit)
+    full = range_features(current, future, "full", AREA)
+    none = range_features(current, future, "none", AREA)
+    assert full.loc["a", "range_km2"] == 9.0
+    assert full.loc["a", "range_change"] == pytest.approx(3.0)
+    assert full.loc["a", "range_loss"] == 0.0  # net gain: nothing lost
+    assert full.loc["a", "mean_suitability"] == pytest.approx((0.6 + 0.9 + 0.9) / 3)
+    assert none.loc["a", "range_km2"] == 2.0
+    assert none.loc["a", "range_change"] == pytest.approx(2.0 / 3.0)
+    assert none.loc["a", "range_loss"] == pytest.approx(1.0 - 2.0 / 3.0)
+    assert none.loc["a", "mean_suitability"] == pytest.approx(0.6)
+    assert none.loc["a", "current_range_km2"] == 3.0
+    for feats in (full, none):
+        assert feats.loc["b", "range_change"] == 0.0 and feats.loc["b", "range_loss"] == 0.0
+
+
+def test_range_features_lazy_dask():
+    current, future = _predictions(CUR).chunk({"x": 1}), _predictions(FUT).chunk({"y": 1})
+    feats = range_features(current, future, "none", AREA.chunk({"x": 2}))
+    assert feats.loc["a", "range_km2"] == 2.0
+
+
+def test_bad_dispersal_is_named():
+    with pytest.raises(ValueError, match="partial"):
+        range_features(_predictions(CUR), _predictions(FUT), "partial", AREA)
+    with pytest.raises(ValueError, match="partial"):
+        species_features(_occ(["a"], [0], [0], [0], [0]), _cube(), _predictions(CUR), None, "partial", AREA)
+
+
+def test_mismatched_grids_raise():
+    other = _predictions(FUT).assign_coords(x=[10.5, 11.5, 12.5])
+    with pytest.raises(ValueError):
+        range_features(_predictions(CUR), other, "full", AREA)
+
+
+def test_species_features_keeps_all_species():
+    occ = _occ(["a", "a", "c"], [0, 1, 5], [0, 1, 5], [0, 1, 2], [0, 1, 2])
+    feats = species_features(occ, _cube(), _predictions(CUR), _predictions(FUT), "full", AREA)
+    assert list(feats.index) == ["a", "b", "c"]
+    assert feats.index.name == "species"
+    # b: predicted, no occurrences; c: occurrences, no prediction.
+    assert feats.loc["b", "n_records"] == 0 and feats.loc["b", "aoo_km2"] == 0
+    assert np.isnan(feats.loc["b", "niche_mean_bio1"])
+    assert feats.loc["b", "range_km2"] == 0.0
+    assert np.isnan(feats.loc["c", "range_km2"])
+    assert feats.loc["c", "n_sites"] == 1
+    assert feats.loc["a", "range_km2"] == 9.0
+    assert "scenario" not in feats.columns and "dispersal" not in feats.columns
+    cols = FEATURE_COLUMNS(feats)
+    assert cols == feature_columns(feats)
+    assert cols[: len(BASE_FEATURE_COLUMNS)] == list(BASE_FEATURE_COLUMNS)
+    assert {"niche_mean_bio1", "niche_sd_bio12"} <= set(cols)
+    assert not {"range_change", "range_loss", "current_range_km2"} & set(cols)

@@ -1,0 +1,186 @@
+"""Unit tests of sdm.status: the classifier, criterion A3 and the status table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sdm.redlist import CATEGORIES
+from sdm.status import StatusClassifier, a3_category, load_classifier, save_classifier, status_table
+
+
+def _synthetic(n_per_class: int = 30, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
+    """Species whose category is set by range size (as criterion B would), plus noise columns."""
+    rng = np.random.default_rng(seed)
+    labels, rows = [], []
+    for k, cat in enumerate(CATEGORIES):
+        for _ in range(n_per_class):
+            # LC has the largest range, CR the smallest: one decade of area per category.
+            range_km2 = 10 ** (6 - k + rng.uniform(0.1, 0.9))
+            rows.append(
+                {
+                    "n_records": int(rng.integers(1, 500)),
+                    "n_sites": int(rng.integers(1, 100)),
+                    "eoo_km2": range_km2 * rng.uniform(1.0, 1.5),
+                    "aoo_km2": range_km2 / 10,
+                    "lat_min": rng.uniform(-10, 10),
+                    "lat_max": rng.uniform(10, 30),
+                    "lat_span": rng.uniform(0, 40),
+                    "centroid_lon": rng.uniform(-180, 180),
+                    "centroid_lat": rng.uniform(-60, 60),
+                    "niche_mean_bio1": rng.normal(15, 5),
+                    "niche_sd_bio1": rng.uniform(0, 3),
+                    "range_km2": range_km2,
+                    "mean_suitability": rng.uniform(0.4, 0.9),
+                    "range_change": 1.0,
+                    "range_loss": 0.0,
+                    "current_range_km2": range_km2,
+                }
+            )
+            labels.append(cat)
+    index = pd.Index([f"sp{i:03d}" for i in range(len(rows))], name="species")
+    return pd.DataFrame(rows, index=index), pd.Series(labels, index=index, name="redlistCategory")
+
+
+@pytest.mark.parametrize("method", ["hist_gradient_boosting", "random_forest"])
+def test_separable_data_is_learnt(method):
+    features, labels = _synthetic()
+    metrics, oof = StatusClassifier(method=method, folds=5, seed=1).cross_validate(features, labels)
+    assert metrics["n_species"] == len(labels) and metrics["folds"] == 5
+    assert metrics["accuracy"] > 0.9
+    assert metrics["balanced_accuracy"] > 0.9
+    assert metrics["binary_accuracy"] > 0.95
+    assert metrics["macro_f1"] > 0.9
+    assert set(oof.index) == set(labels.index) and set(oof) <= set(CATEGORIES)
+    cm = metrics["confusion_matrix"]
+    assert cm["labels"] == list(CATEGORIES)
+    assert np.asarray(cm["matrix"]).sum() == len(labels)
+    assert np.trace(np.asarray(cm["matrix"])) == round(metrics["accuracy"] * len(labels))
+    json.dumps(metrics)  # plain Python types
+
+
+def test_shuffled_labels_give_chance():
+    # Leakage check: with labels unrelated to the features, CV must not beat chance (0.2 for 5 balanced classes).
+    features, labels = _synthetic(n_per_class=40)
+    shuffled = pd.Series(np.random.default_rng(3).permutation(labels.to_numpy()), index=labels.index)
+    metrics, _ = StatusClassifier(seed=0).cross_validate(features, shuffled)
+    assert metrics["accuracy"] < 0.35
+    assert metrics["balanced_accuracy"] < 0.35
+
+
+def test_predict_proba_has_all_categories_and_sums_to_one():
+    features, labels = _synthetic(n_per_class=10)
+    keep = labels.isin(["LC", "EN", "CR"])  # NT and VU never seen in training
+    clf = StatusClassifier().fit(features[keep], labels[keep])
+    proba = clf.predict_proba(features)
+    assert list(proba.columns) == list(CATEGORIES)
+    assert proba.index.equals(features.index)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert (proba[["NT", "VU"]] == 0).all().all()
+    pred = clf.predict(features)
+    assert set(pred) <= {"LC", "EN", "CR"}
+    assert pred.index.equals(features.index)
+
+
+def test_unlabelled_rows_ignored_and_missing_values_tolerated():
+    features, labels = _synthetic(n_per_class=8)
+    labels = labels.astype(object)
+    labels.iloc[:5] = "DD"
+    labels.iloc[5:8] = np.nan
+    features.iloc[10, features.columns.get_loc("range_km2")] = np.nan
+    features.iloc[11, features.columns.get_loc("eoo_km2")] = np.inf
+    clf = StatusClassifier(method="random_forest").fit(features, labels.drop(labels.index[-3:]))
+    assert clf.n_train_ == len(labels) - 8 - 3
+    assert clf.predict(features).notna().all()
+
+
+def test_single_member_class_does_not_crash_cv():
+    features, labels = _synthetic(n_per_class=6)
+    labels = labels.copy()
+    cr = labels.index[labels == "CR"]
+    features, labels = features.drop(cr[1:]), labels.drop(cr[1:])  # one CR left
+    metrics, oof = StatusClassifier(folds=5).cross_validate(features, labels)
+    assert metrics["folds"] == 2
+    assert oof.notna().all()
+    assert metrics["per_class_recall"]["CR"] in (0.0, 1.0)
+
+
+def test_absent_class_recall_is_none():
+    features, labels = _synthetic(n_per_class=6)
+    keep = labels != "NT"
+    metrics, _ = StatusClassifier(folds=3).cross_validate(features[keep], labels[keep])
+    assert metrics["per_class_recall"]["NT"] is None
+    assert metrics["folds"] == 3
+
+
+def test_bad_method_and_missing_feature_column():
+    features, labels = _synthetic(n_per_class=4)
+    with pytest.raises(ValueError, match="method"):
+        StatusClassifier(method="svm").fit(features, labels)
+    clf = StatusClassifier().fit(features, labels)
+    with pytest.raises(ValueError, match="niche_mean_bio1"):
+        clf.predict_proba(features.drop(columns="niche_mean_bio1"))
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    features, labels = _synthetic(n_per_class=5)
+    clf = StatusClassifier(seed=2).fit(features, labels)
+    path = tmp_path / "classifier.joblib"
+    save_classifier(clf, path)
+    again = load_classifier(path)
+    pd.testing.assert_frame_equal(clf.predict_proba(features), again.predict_proba(features))
+
+
+def test_a3_thresholds_at_edges():
+    loss = pd.Series([0.0, 0.29, 0.3, 0.49, 0.5, 0.79, 0.8, 1.0, 1 - 0.7, np.nan], index=list("abcdefghij"))
+    got = a3_category(loss)
+    assert list(got.iloc[:9]) == ["LC", "LC", "VU", "VU", "EN", "EN", "CR", "CR", "VU"]
+    assert pd.isna(got.iloc[9])
+    assert got.index.equals(loss.index)
+
+
+def test_status_table():
+    features, labels = _synthetic(n_per_class=6)
+    clf = StatusClassifier().fit(features, labels)
+    _, oof = clf.cross_validate(features, labels)
+    future = features.copy()
+    future["range_loss"] = 0.0
+    future.iloc[0, future.columns.get_loc("range_loss")] = 0.85  # an LC species losing 85 % of its range
+    future.iloc[1, future.columns.get_loc("range_km2")] = 0.0
+    runs = {("current", "none"): features, ("ssp585", "full"): future, ("ssp585", "none"): future}
+    # Red List: known for all but the last 5 species; one DD.
+    redlist = labels.iloc[:-5].astype(object).copy()
+    redlist.iloc[2] = "DD"
+    table = status_table(clf, runs, redlist, oof.iloc[:-5])
+
+    assert len(table) == len(features) * len(runs)
+    expected = ["species", "scenario", "dispersal", "category_classifier"] + [f"p_{c}" for c in CATEGORIES]
+    expected += ["category_a3", "category", "redlist_category", "category_cv", "status", "no_suitable_cell"]
+    assert list(table.columns[: len(expected)]) == expected
+    np.testing.assert_allclose(table[[f"p_{c}" for c in CATEGORIES]].sum(axis=1), 1.0, atol=1e-9)
+
+    cur = table[table["scenario"] == "current"].set_index("species")
+    assert cur["category_a3"].isna().all()
+    assert (cur["category"] == cur["category_classifier"]).all()
+    labelled = redlist[redlist.isin(CATEGORIES)]
+    assert (cur.loc[labelled.index, "status"] == labelled).all()
+    assert cur.loc[redlist.index[2], "redlist_category"] == "DD"
+    assert cur.loc[redlist.index[2], "status"] == cur.loc[redlist.index[2], "category"]
+    unassessed = features.index[-5:]
+    assert (cur.loc[unassessed, "redlist_category"] == "").all()
+    assert (cur.loc[unassessed, "category_cv"] == "").all()
+    assert (cur.loc[unassessed, "status"] == cur.loc[unassessed, "category"]).all()
+    assert (cur.loc[features.index[:5], "category_cv"] != "").all()
+
+    fut = table[(table["scenario"] == "ssp585") & (table["dispersal"] == "full")].set_index("species")
+    sp0 = features.index[0]
+    assert fut.loc[sp0, "category_a3"] == "CR" and fut.loc[sp0, "category"] == "CR"
+    assert fut.loc[sp0, "status"] == "CR"
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    assert (fut["category"].map(order) >= fut["category_classifier"].map(order)).all()
+    assert (fut["status"] == fut["category"]).all()
+    assert bool(fut.loc[features.index[1], "no_suitable_cell"])
+    assert table["no_suitable_cell"].dtype == bool
