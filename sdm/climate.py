@@ -172,3 +172,20 @@ __all__ = [
     "harmonise_name", "source_files", "read_raster", "read_climate", "to_grid", "write_cube", "open_cube",
     "check_variables", "valid_mask",
 ]
+
+
+def ingest_climate(source, name: str, grid: xr.DataArray | None = None,
+                   variables: list[str] | None = None) -> xr.DataArray:
+    """Read a scenario's rasters and put them on ``grid`` (the source's own grid when None) as a cube.
+
+    Errors name the scenario: a missing variable, or a raster that does not overlap the grid.
+    """
+    try:
+        cube = read_climate(source, variables)
+    except ValueError as error:
+        raise ValueError(f"scenario '{name}': {error}") from None
+    if grid is None:
+        from sdm.grid import grid_of
+
+        grid = grid_of(cube)
+    return to_grid(cube, grid, name=f"scenario '{name}' ({source})")

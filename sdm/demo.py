@@ -24,9 +24,9 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import shapely
 import xarray as xr
 from pyproj import Transformer
-from rasterio.transform import from_origin
+from affine import Affine
 
-from sdm.redlist import CATEGORIES
+from sdm.redlist import CATEGORIES, LONG_NAMES
 
 CRS = "EPSG:3035"
 CELL_M = 1000.0
@@ -50,14 +50,10 @@ DEFAULT_SCENARIOS: dict[str, dict] = {
 PRESENCE_THRESHOLD = 0.5
 """True presence is suitability >= this, for every species."""
 
-LONG_NAMES: dict[str, str] = {
-    "LC": "Least Concern",
-    "NT": "Near Threatened",
-    "VU": "Vulnerable",
-    "EN": "Endangered",
-    "CR": "Critically Endangered",
+REDLIST_NAMES: dict[str, str] = {
+    code: name.title() for name, code in LONG_NAMES.items() if code in CATEGORIES and "/" not in name
 }
-"""IUCN long names as a Red List download spells them (redlistCategory column)."""
+"""Code -> IUCN long name as a Red List export spells it ("Least Concern"), derived from ``sdm.redlist``."""
 
 # IUCN criterion B thresholds (km2), most threatened first; NT is the band just above VU.
 _EOO_LIMITS = (("CR", 100.0), ("EN", 5_000.0), ("VU", 20_000.0), ("NT", 30_000.0))
@@ -109,6 +105,18 @@ def generate_demo(
     -------
     dict of written paths: "occurrences", "redlist", "current", one key per scenario name (its climate GeoTIFF),
     "truth_species", "truth_presence".
+
+    Files
+    -----
+    climate/{current,<scenario>}.tif : float32, one band per ``VARIABLES`` name (band description), EPSG:3035,
+        1 km cells, NaN on water.
+    occurrences.csv : species, decimalLongitude, decimalLatitude (WGS84 degrees, written as text), including
+        ~1 % broken rows and some verbatim repeats.
+    redlist.csv : scientificName, redlistCategory (IUCN long names) for assessed species, plus Data Deficient ones.
+    truth/species.csv : species; variables (space-separated); <var>_opt and <var>_tol (Gaussian SD, variable
+        units; NaN where unused); true_range_km2, eoo_km2, aoo_km2; true_category (criterion B); assessed;
+        n_records (clean, distinct records in occurrences.csv).
+    truth/presence.zarr : see ``load_truth``.
     """
     if rows < 10 or cols < 10:
         raise ValueError("the demo world needs at least 10 x 10 cells")
@@ -130,6 +138,10 @@ def generate_demo(
                               np.random.default_rng([seed, zlib.crc32(name.encode())]))
         for name, p in scenarios.items()
     }
+
+    # The truth is computed from the climate exactly as published (float32), so a perfect model could match it.
+    current = _as_written(current)
+    futures = {name: _as_written(clim) for name, clim in futures.items()}
 
     paths: dict[str, Path] = {"current": out / "climate" / "current.tif"}
     _write_climate(paths["current"], current)
@@ -173,7 +185,8 @@ def load_truth(demo_dir: str | Path) -> tuple[pd.DataFrame, xr.Dataset]:
     """
     demo_dir = Path(demo_dir)
     table = pd.read_csv(demo_dir / "truth" / "species.csv")
-    ds = xr.open_zarr(demo_dir / "truth" / "presence.zarr", consolidated=False)
+    # decode_coords="all" turns the grid_mapping attribute back into the spatial_ref coordinate, so .rio.crs works
+    ds = xr.open_zarr(demo_dir / "truth" / "presence.zarr", consolidated=False, decode_coords="all")
     return table, ds
 
 
@@ -198,7 +211,11 @@ def range_metrics(presence: np.ndarray, cell_km: float = CELL_M / 1000.0) -> tup
     if iy.size == 0:
         return 0.0, 0.0, 0.0
     area = iy.size * cell_km**2
-    eoo = float(shapely.MultiPoint(np.column_stack([ix, iy]) * cell_km).convex_hull.area) if iy.size >= 3 else 0.0
+    # The hull of a grid set is the hull of each row's two end cells: far fewer points, same area.
+    rows_present, first = np.unique(iy, return_index=True)
+    last = np.r_[first[1:], iy.size] - 1  # np.nonzero is row-major, so each row's columns are sorted
+    ends = np.column_stack([np.r_[ix[first], ix[last]], np.r_[rows_present, rows_present]]) * cell_km
+    eoo = float(shapely.MultiPoint(ends).convex_hull.area)
     block = max(1, int(round(2.0 / cell_km)))
     aoo = np.unique((iy // block) * (presence.shape[1] // block + 1) + ix // block).size * 4.0
     return float(area), eoo, float(aoo)
@@ -267,7 +284,7 @@ def _current_climate(elev: np.ndarray, water: np.ndarray, rng: np.random.Generat
     bio6 = bio1 - 1.45 * bio4 / 100.0 - 3.5 + 0.4 * _smooth_noise(rng, elev.shape, 2.5)
     # Westerlies: wetter west, orographic rise with height and on west-facing (windward) slopes.
     slope_east = np.gradient(elev, axis=1) / (CELL_M / 1000.0)  # m per km, positive where the ground rises east
-    bio12 = (1450.0 - 550.0 * u + 420.0 * ekm + 1.5 * np.clip(slope_east, -150.0, 150.0)
+    bio12 = (1250.0 - 550.0 * u + 420.0 * ekm + 1.5 * np.clip(slope_east, -150.0, 150.0)
              + 90.0 * _smooth_noise(rng, elev.shape, 3.0))
     bio12 = np.maximum(bio12, 350.0)
     # Mediterranean influence in the south and a summer maximum in the east make rainfall more seasonal.
@@ -300,12 +317,17 @@ def _future_climate(current: dict[str, np.ndarray], elev: np.ndarray, water: np.
     return {k: np.where(water, np.nan, a) for k, a in fut.items()}
 
 
+def _as_written(clim: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The climate rounded to the float32 values stored in the GeoTIFFs (kept as float64 for arithmetic)."""
+    return {k: a.astype(np.float32).astype(np.float64) for k, a in clim.items()}
+
+
 def _write_climate(path: Path, clim: dict[str, np.ndarray]) -> None:
     """One float32 GeoTIFF band per variable in ``VARIABLES`` order; band descriptions are the names."""
     rows, cols = clim["bio1"].shape
     profile = {
         "driver": "GTiff", "width": cols, "height": rows, "count": len(VARIABLES), "dtype": "float32",
-        "crs": CRS, "transform": from_origin(*ORIGIN, CELL_M, CELL_M), "nodata": np.nan,
+        "crs": CRS, "transform": Affine(CELL_M, 0.0, ORIGIN[0], 0.0, -CELL_M, ORIGIN[1]), "nodata": np.nan,
         "compress": "deflate", "predictor": 3,
     }
     with rasterio.open(path, "w", **profile) as dst:
@@ -367,7 +389,8 @@ def _design_species(rng: np.random.Generator, clim: dict[str, np.ndarray], land:
             centre = rng.integers(n_land)
             n_cells = int(np.clip(round(np.exp(rng.uniform(np.log(lo), np.log(hi)))), 1, n_land))
             shape = {k: sd[k] * rng.uniform(0.6, 1.6) for k in variables}
-            opt = {k: round(float(values[k][centre]), 4) for k in variables}
+            # 6 significant digits, as written to species.csv, so the table reproduces the stored truth exactly
+            opt = {k: float(f"{values[k][centre]:.6g}") for k in variables}
             d2 = sum(((values[k] - opt[k]) / shape[k]) ** 2 for k in variables)
             part = np.partition(d2, [n_cells - 1, min(n_cells, n_land - 1)])
             edge = 0.5 * (part[n_cells - 1] + part[min(n_cells, n_land - 1)])  # halfway to the next cell
@@ -415,6 +438,8 @@ def _occurrences(rng: np.random.Generator, names: list[str], presence: np.ndarra
                  towns: np.ndarray) -> tuple[pd.DataFrame, list[int]]:
     """GBIF-like records (species, decimalLongitude, decimalLatitude as text) and the clean count per species.
 
+    The count per species excludes the broken rows and the verbatim repeats.
+
     Records come only from true presence cells, weighted by observer effort: high near towns, low at height.
     Points are jittered within their cell. About 1.5 % of records are repeated verbatim (the same record
     published twice) and about 1 % of rows are broken in the ways real downloads are.
@@ -427,8 +452,9 @@ def _occurrences(rng: np.random.Generator, names: list[str], presence: np.ndarra
 
     ranges = presence.reshape(len(names), -1).sum(axis=1)
     rank = (np.argsort(np.argsort(ranges)) + 0.5) / len(names)
-    # log-uniform 15..400, mostly ordered by range size so that narrow species are rarely recorded
-    frac = 0.7 * rank + 0.3 * rng.uniform(size=len(names))
+    # Log-uniform 15..400, mostly ordered by range size so that narrow species are rarely recorded.
+    score = 0.7 * rank + 0.3 * rng.uniform(size=len(names))
+    frac = (np.argsort(np.argsort(score)) + 0.5) / len(names)
     n_rec = np.maximum(8, np.round(np.exp(np.log(15) + frac * np.log(400 / 15)))).astype(int)
 
     to_wgs84 = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
@@ -451,20 +477,22 @@ def _occurrences(rng: np.random.Generator, names: list[str], presence: np.ndarra
     clean = pd.concat(frames, ignore_index=True)
 
     dupes = clean.iloc[rng.choice(len(clean), size=max(1, round(0.015 * len(clean))), replace=False)]
-    n_bad = max(5, round(0.01 * len(clean)))
-    bad_species = rng.choice(names, size=n_bad)
-    lon0, lat0 = to_wgs84.transform(ORIGIN[0] + cols * CELL_M / 2, ORIGIN[1] - rows * CELL_M / 2)
-    kinds = [
-        ("", ""),  # coordinates missing
-        (f"{lon0:.3f}".replace(".", ","), f"{lat0:.3f}"),  # decimal comma: not a number
-        ("unknown", f"{lat0:.4f}"),  # free text
-        (f"{lon0:.4f}", f"{lat0 + 90.0:.4f}"),  # latitude beyond 90
-        (f"{lat0:.5f}", f"{lon0:.5f}"),  # latitude and longitude swapped: far outside the grid
-        ("-3.703790", "40.416775"),  # a valid point far away (Madrid)
-        ("0", "0"),  # null island
-    ]
-    bad = pd.DataFrame([(s, *kinds[i % len(kinds)]) for i, s in enumerate(bad_species)],
-                       columns=["species", "decimalLongitude", "decimalLatitude"])
+    n_bad = max(7, round(0.01 * len(clean)))
+    # Each broken row damages a real record of its species, so the species names look right.
+    src = clean.iloc[np.sort(rng.choice(len(clean), size=n_bad, replace=False))]
+    bad = []
+    for i, (name, lon, lat) in enumerate(src.itertuples(index=False)):
+        lon_f, lat_f = float(lon), float(lat)
+        bad.append([
+            (name, "", ""),  # coordinates missing
+            (name, f"{lon_f:.4f}".replace(".", ","), f"{lat_f:.4f}".replace(".", ",")),  # decimal comma
+            (name, "unknown", lat),  # free text
+            (name, lon, f"{lat_f + 90.0:.6f}"),  # latitude beyond 90
+            (name, lat, lon),  # latitude and longitude swapped: far outside the grid
+            (name, f"{lon_f - 12.4:.6f}", f"{lat_f - 6.2:.6f}"),  # a valid point far away (Iberia)
+            (name, "0", "0"),  # null island
+        ][i % 7])
+    bad = pd.DataFrame(bad, columns=["species", "decimalLongitude", "decimalLatitude"])
     allrows = pd.concat([clean, dupes, bad], ignore_index=True)
     allrows = allrows.iloc[rng.permutation(len(allrows))].reset_index(drop=True)
     return allrows, counts
@@ -477,7 +505,7 @@ def _redlist(rng: np.random.Generator, table: pd.DataFrame, unassessed_share: fl
     unassessed = set(rng.choice(n, size=n_un, replace=False).tolist()) if n_un else set()
     assessed = [i not in unassessed for i in range(n)]
     rl = pd.DataFrame({"scientificName": table["species"][assessed],
-                       "redlistCategory": table["true_category"][assessed].map(LONG_NAMES)})
+                       "redlistCategory": table["true_category"][assessed].map(REDLIST_NAMES)})
     dd = sorted(unassessed)[: min(2, n_un)]
     rl = pd.concat([rl, pd.DataFrame({"scientificName": table["species"].iloc[dd],
                                       "redlistCategory": "Data Deficient"})])

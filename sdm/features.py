@@ -62,7 +62,9 @@ change reaches the classifier through ``range_km2`` and ``mean_suitability``, an
 (:func:`sdm.status.a3_category` on ``range_loss``).
 """
 
-LOG_COLUMNS: frozenset[str] = frozenset({"n_records", "n_sites", "eoo_km2", "aoo_km2", "range_km2", "current_range_km2"})
+LOG_COLUMNS: frozenset[str] = frozenset(
+    {"n_records", "n_sites", "eoo_km2", "aoo_km2", "range_km2", "current_range_km2"}
+)
 """Counts and areas: heavy-tailed, so the classifier sees ``log1p`` of them."""
 
 NICHE_PREFIXES: tuple[str, ...] = ("niche_mean_", "niche_sd_")
@@ -193,6 +195,26 @@ def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray) -> pd.Dat
     return out[list(OCCURRENCE_FEATURES) + [c for c in out.columns if c.startswith(NICHE_PREFIXES)]]
 
 
+def _match_coords(obj, like, what: str):
+    """``obj`` on the coordinates of ``like``: the same labels, or cell centres equal within 1/1000 of a cell
+    (float noise such as a float32 round trip). Anything else raises instead of a silent NaN-filled realignment."""
+    for dim in ("species", "y", "x"):
+        if dim not in obj.dims or dim not in like.dims:
+            continue
+        a, b = obj[dim].to_numpy(), like[dim].to_numpy()
+        same = a.shape == b.shape and np.array_equal(a, b)
+        if not same and dim != "species" and a.shape == b.shape and a.size:
+            step = float(np.abs(np.diff(b.astype(float))).min()) if b.size > 1 else 1.0
+            same = bool(np.allclose(a.astype(float), b.astype(float), rtol=0.0, atol=1e-3 * step))
+        if not same:
+            raise ValueError(
+                f"{what} do not match the current predictions along {dim!r} "
+                f"({a.size} vs {b.size} labels, starting {a[:3].tolist()} vs {b[:3].tolist()})"
+            )
+        obj = obj.assign_coords({dim: like[dim]})
+    return obj
+
+
 def range_features(
     current: xr.Dataset,
     future: xr.Dataset | None,
@@ -233,11 +255,10 @@ def range_features(
             if var not in ds:
                 raise ValueError(f"{name} predictions lack variable {var!r}; have {list(ds.data_vars)}")
 
-    # join="exact" turns any mismatch of species or grid into an error instead of silent NaN.
     if future is not None:
-        current, future = xr.align(current, future, join="exact")
+        future = _match_coords(future, current, "future predictions")
     pres0 = current["presence"].astype(bool)
-    area = xr.align(cell_area_km2, pres0, join="exact")[0].fillna(0.0).astype("float64")
+    area = _match_coords(cell_area_km2, pres0, "cell_area_km2").fillna(0.0).astype("float64")
     if future is None:
         pres, suit = pres0, current["suitability"]
     else:

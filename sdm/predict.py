@@ -97,3 +97,34 @@ def open_predictions(path: str | Path, decode: bool = True) -> xr.Dataset:
         "presence": ds["presence"] == 1,
     })
     return decoded.rio.write_crs(ds.rio.crs)
+
+
+def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str, chunk: int = 256,
+                     batch_size: int = 65536, assemblage: str = "threshold", k: float = 5, workers: int = 1,
+                     threads: int = 1, device: str = "auto") -> xr.Dataset:
+    """Predict one scenario's cube with a checkpoint and write suitability + presence (Zarr).
+
+    Torch gets ``threads // workers`` threads per Dask worker so the machine is not oversubscribed.
+    """
+    from sdm.assemblage import assemble
+    from sdm.climate import check_variables
+    from sdm.model import load_checkpoint, resolve_device
+
+    dev = resolve_device(device)
+    torch.set_num_threads(max(1, threads // workers))
+    model, checkpoint = load_checkpoint(model_path, dev)
+    check_variables(cube, checkpoint["variables"], scenario)
+    cube = cube.chunk({"variable": -1, "y": chunk, "x": chunk})
+    suitability = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev)
+    presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k)
+    predictions = xr.Dataset({"suitability": suitability, "presence": presence})
+    predictions.attrs = {"scenario": scenario, "assemblage": assemblage, "model": str(model_path)}
+    if assemblage == "average_k":
+        # the threshold needs a pass over all suitabilities first: store them, then derive presence from the store
+        write_predictions(predictions[["suitability"]], out_path, workers=workers)
+        stored = xr.open_zarr(out_path, consolidated=False)["suitability"]
+        presence = assemble(stored, assemblage, k=k)
+        presence.to_dataset().to_zarr(out_path, mode="a", consolidated=False)
+    else:
+        write_predictions(predictions.rio.write_crs(cube.rio.crs), out_path, workers=workers)
+    return predictions

@@ -103,3 +103,14 @@ def read_redlist(path: str | Path) -> tuple[pd.DataFrame, dict]:
     report["labelled"] = int(redlist["category"].notna().sum())
     report["unlabelled"] = int(redlist["category"].isna().sum())
     return redlist, report
+
+
+def match_report(redlist: pd.DataFrame, occurrence_species: pd.Series) -> dict:
+    """Names in the Red List without occurrences, and species with occurrences but no label."""
+    listed = set(redlist["species"])
+    observed = set(occurrence_species.astype(str))
+    labelled = set(redlist.loc[redlist["category"].notna(), "species"])
+    return {
+        "redlist_without_occurrences": sorted(listed - observed),
+        "occurrences_without_label": sorted(observed - labelled),
+    }

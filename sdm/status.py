@@ -18,6 +18,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.class_weight import compute_sample_weight
+from threadpoolctl import threadpool_limits
 
 from sdm.features import LOG_COLUMNS, feature_columns
 from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
@@ -57,7 +58,9 @@ class StatusClassifier:
     features
         Feature columns; None = :func:`sdm.features.feature_columns` of the table given to :meth:`fit`.
     n_jobs
-        Threads of the random forest (the gradient boosting uses OpenMP threads).
+        Threads for fitting and predicting (random-forest workers and the OpenMP threads of gradient boosting);
+        None = library defaults (all cores). Default 1: Red List sets are small, and Snakemake runs jobs side by
+        side, where unlimited OpenMP threads oversubscribe the cores and run many times slower.
 
     Counts and areas (:data:`sdm.features.LOG_COLUMNS`) enter as ``log1p``; infinities as missing values. Classes
     are weighted inversely to their frequency. A class absent from training gets probability 0.
@@ -69,7 +72,7 @@ class StatusClassifier:
         folds: int = 5,
         seed: int = 0,
         features: list[str] | None = None,
-        n_jobs: int = 1,
+        n_jobs: int | None = 1,
     ):
         self.method = method
         self.folds = folds
@@ -108,7 +111,7 @@ class StatusClassifier:
             return HistGradientBoostingClassifier(
                 min_samples_leaf=int(min(20, max(2, n_train // 10))), random_state=self.seed
             )
-        return RandomForestClassifier(n_estimators=500, random_state=self.seed, n_jobs=self.n_jobs)
+        return RandomForestClassifier(n_estimators=300, random_state=self.seed, n_jobs=self.n_jobs)
 
     def fit(self, features: pd.DataFrame, labels: pd.Series) -> "StatusClassifier":
         """Fit on the species (index of ``features``) whose label in ``labels`` (indexed by species) is one of
@@ -127,7 +130,8 @@ class StatusClassifier:
             self.estimator_ = None  # one class seen: predict it with certainty
         else:
             self.estimator_ = self._estimator(len(y))
-            self.estimator_.fit(X, y.to_numpy(), sample_weight=compute_sample_weight("balanced", y.to_numpy()))
+            with threadpool_limits(limits=self.n_jobs, user_api="openmp"):
+                self.estimator_.fit(X, y.to_numpy(), sample_weight=compute_sample_weight("balanced", y.to_numpy()))
         return self
 
     def predict_proba(self, features: pd.DataFrame) -> pd.DataFrame:
@@ -140,7 +144,8 @@ class StatusClassifier:
         if self.estimator_ is None:
             out[self.classes_[0]] = 1.0
             return out
-        proba = self.estimator_.predict_proba(self._design(features, self.features_))
+        with threadpool_limits(limits=self.n_jobs, user_api="openmp"):
+            proba = self.estimator_.predict_proba(self._design(features, self.features_))
         for j, c in enumerate(self.estimator_.classes_):
             out[str(c)] = proba[:, j]
         return out
@@ -249,7 +254,7 @@ def _more_threatened(a: pd.Series, b: pd.Series) -> pd.Series:
 def status_table(
     classifier: StatusClassifier,
     features_by_run: dict[tuple[str, str], pd.DataFrame],
-    redlist: pd.Series,
+    redlist: pd.Series | pd.DataFrame,
     oof: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Predicted status per species x run.
@@ -261,7 +266,9 @@ def status_table(
     features_by_run
         ``{(scenario, dispersal): species_features(...)}``; the present is the key ``("current", "none")``.
     redlist
-        Red List category per species (index species); may hold DD/NE or be missing species.
+        Red List category per species (index species; may hold DD/NE/NA or miss species), or the table of
+        :func:`sdm.redlist.read_redlist` (``species`` plus ``raw_category``, which keeps DD/NE for display, or
+        ``category``).
     oof
         Out-of-fold predictions from :meth:`StatusClassifier.cross_validate`, or None.
 
@@ -275,6 +282,9 @@ def status_table(
     category where it is one of LC..CR, else ``category``; futures: ``category``), ``no_suitable_cell``
     (range_km2 == 0), and as evidence ``range_km2``, ``range_change``, ``range_loss``.
     """
+    if isinstance(redlist, pd.DataFrame):
+        column = "raw_category" if "raw_category" in redlist.columns else "category"
+        redlist = redlist.set_index("species")[column]
     redlist = redlist.astype(object)
     oof = pd.Series(dtype=object) if oof is None else oof.astype(object)
     tables = []

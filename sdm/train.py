@@ -313,3 +313,36 @@ def summarise(species: list[str], auc: np.ndarray, tss: np.ndarray, presences: l
         "species_evaluated": int(np.sum(~np.isnan(auc))),
         "per_species": per_species,
     }
+
+
+def run_training(cube: xr.DataArray, occurrences: pd.DataFrame, params: dict, *, model_path, split_path,
+                 threads: int | None = None) -> dict:
+    """Train with the config's ``sdm`` params, write the checkpoint and the split GeoTIFF; return metrics.
+
+    Species with fewer than ``min_records`` occupied cells are not trained on and are listed in the metrics.
+    """
+    from sdm.model import save_checkpoint
+
+    sites = occurrences.groupby("species").size()
+    species = sorted(sites.index[sites >= params["min_records"]])
+    excluded = {s: int(n) for s, n in sites[sites < params["min_records"]].items()}
+    if not species:
+        raise ValueError(f"no species has >= sdm.min_records={params['min_records']} occupied cells; "
+                         f"largest has {int(sites.max()) if len(sites) else 0}")
+    model, info = train_sdm(
+        cube, occurrences, species=species, hidden=params["hidden"], blocks=params["blocks"],
+        dropout=params["dropout"], epochs=params["epochs"], batch_size=params["batch_size"],
+        background_per_batch=params["background_per_batch"], learning_rate=params["learning_rate"],
+        patience=params["patience"], block_cells=params["block_cells"], seed=params["seed"],
+        device=params["device"], baseline=params["baseline"], threads=threads,
+    )
+    save_checkpoint(model_path, model, species=info["species"], variables=info["variables"], mean=info["mean"],
+                    std=info["std"], thresholds=info["thresholds"], config=params)
+    split = xr.DataArray(info["split"].astype("uint8"), dims=("y", "x"), coords={"y": cube["y"], "x": cube["x"]},
+                         name="split", attrs={"long_name": "spatial CV split", "codes": "0 train, 1 validation, 2 test"})
+    split.rio.write_crs(cube.rio.crs).rio.to_raster(split_path, compress="deflate")
+    metrics = info["metrics"]
+    metrics["excluded_species"] = {"reason": f"fewer than {params['min_records']} occupied cells",
+                                   "species": excluded}
+    metrics["thresholds"] = dict(zip(info["species"], np.round(info["thresholds"], 4).tolist()))
+    return metrics

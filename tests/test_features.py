@@ -92,7 +92,12 @@ def test_aoo_counts_distinct_two_km_cells():
 
 def test_counts_latitudes_and_centroid():
     occ = _occ(
-        ["a", "a", "b", "b"], [179.0, -179.0, 10.0, 20.0], [-5.0, 5.0, 40.0, 50.0], [0, 0, 1, 1], [0, 1, 0, 1], [3, 4, 1, 1]
+        ["a", "a", "b", "b"],
+        [179.0, -179.0, 10.0, 20.0],
+        [-5.0, 5.0, 40.0, 50.0],
+        [0, 0, 1, 1],
+        [0, 1, 0, 1],
+        [3, 4, 1, 1],
     )
     feats = occurrence_features(occ, _cube())
     assert list(feats.index) == ["a", "b"]
@@ -230,3 +235,9 @@ def test_species_features_keeps_all_species():
     assert cols[: len(BASE_FEATURE_COLUMNS)] == list(BASE_FEATURE_COLUMNS)
     assert {"niche_mean_bio1", "niche_sd_bio12"} <= set(cols)
     assert not {"range_change", "range_loss", "current_range_km2"} & set(cols)
+
+
+def test_float_noise_in_coordinates_is_tolerated():
+    noisy = AREA.assign_coords(x=AREA["x"] + 1e-7)
+    feats = range_features(_predictions(CUR), _predictions(FUT).assign_coords(y=[1.5 + 1e-7, 0.5]), "full", noisy)
+    assert feats.loc["a", "range_km2"] == 9.0

@@ -64,7 +64,7 @@ def test_separable_data_is_learnt(method):
 
 def test_shuffled_labels_give_chance():
     # Leakage check: with labels unrelated to the features, CV must not beat chance (0.2 for 5 balanced classes).
-    features, labels = _synthetic(n_per_class=40)
+    features, labels = _synthetic(n_per_class=30)
     shuffled = pd.Series(np.random.default_rng(3).permutation(labels.to_numpy()), index=labels.index)
     metrics, _ = StatusClassifier(seed=0).cross_validate(features, shuffled)
     assert metrics["accuracy"] < 0.35
@@ -184,3 +184,25 @@ def test_status_table():
     assert (fut["status"] == fut["category"]).all()
     assert bool(fut.loc[features.index[1], "no_suitable_cell"])
     assert table["no_suitable_cell"].dtype == bool
+
+
+def test_status_table_accepts_read_redlist_frame():
+    features, labels = _synthetic(n_per_class=4)
+    clf = StatusClassifier().fit(features, labels)
+    sp = features.index
+    frame = pd.DataFrame(
+        {
+            "species": pd.array(sp[:3], dtype="string"),
+            "raw_category": ["DD", "EN", None],
+            "category": pd.array([pd.NA, "EN", pd.NA], dtype="string"),
+        }
+    )
+    table = status_table(clf, {("current", "none"): features}, frame, None).set_index("species")
+    assert list(table.loc[sp[:3], "redlist_category"]) == ["DD", "EN", ""]
+    assert table.loc[sp[1], "status"] == "EN"
+    assert table.loc[sp[0], "status"] == table.loc[sp[0], "category"]
+    assert (table["category_cv"] == "").all()
+    # The same labels as a pandas string Series with NA work for fit and CV.
+    labels_na = pd.Series(pd.array(list(labels.iloc[:-2]) + [pd.NA, pd.NA], dtype="string"), index=sp)
+    metrics, _ = StatusClassifier(folds=2).cross_validate(features, labels_na)
+    assert metrics["n_species"] == len(sp) - 2

@@ -1,0 +1,75 @@
+"""Checks of a run's configuration that a JSON schema cannot make: files that must exist, the demo's outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming the key and the file."""
+
+
+def run_names(scenarios: list[str], dispersal: list[str]) -> list[str]:
+    """``current_none`` (the present range) then ``{scenario}_{dispersal}`` for every future scenario."""
+    return ["current_none"] + [f"{s}_{d}" for s in scenarios for d in dispersal]
+
+
+def demo_outputs(config: dict, root: str = "results/demo") -> list[str]:
+    """The input files the demo rule writes."""
+    scenarios = config.get("demo", {}).get("scenarios", {})
+    return [f"{root}/occurrences.csv", f"{root}/redlist.csv", f"{root}/climate/current.tif",
+            *[f"{root}/climate/{name}.tif" for name in scenarios]]
+
+
+def _paths(config: dict):
+    yield "occurrences.path", config["occurrences"]["path"]
+    if config.get("redlist"):
+        yield "redlist.path", config["redlist"]["path"]
+    current = config["climate"]["current"]
+    for p in current if isinstance(current, list) else [current]:
+        yield "climate.current", p
+    for name, source in (config["climate"].get("scenarios") or {}).items():
+        for p in source if isinstance(source, list) else [source]:
+            yield f"climate.scenarios.{name}", p
+
+
+def check_inputs(config: dict, generated: list[str] = ()) -> None:
+    """Raise :class:`ConfigError` naming the key and the file of the first input that does not exist.
+
+    ``generated`` lists files that a rule of the run makes (the demo's), which need not exist yet.
+    """
+    made = {str(Path(p)) for p in generated}
+    for key, path in _paths(config):
+        if str(Path(path)) in made:
+            continue
+        if not Path(path).exists():
+            raise ConfigError(f"config key {key}: file not found: {path}")
+    grid = config.get("grid") or {}
+    given = [k for k in ("crs", "resolution", "bounds") if grid.get(k) is not None]
+    if given and len(given) != 3:
+        missing = [k for k in ("crs", "resolution", "bounds") if k not in given]
+        raise ConfigError(f"config key grid: give crs, resolution and bounds together (missing {', '.join(missing)})")
+    if config.get("demo") is not None:
+        missing = sorted(set(config["climate"].get("scenarios") or {}) - set(config["demo"].get("scenarios") or {}))
+        for name in missing:
+            path = config["climate"]["scenarios"][name]
+            if any(str(Path(p)) in made for p in (path if isinstance(path, list) else [path])):
+                raise ConfigError(f"config key climate.scenarios.{name}: not a demo scenario (demo.scenarios)")
+
+
+def validate_config(config: dict, schema_path: str | Path) -> None:
+    """Validate against the JSON schema; raise :class:`ConfigError` with one line naming the key at fault."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        raise ConfigError(f"config key {key}: unknown key(s) {unknown}; allowed: {allowed}")
+    raise ConfigError(f"config key {key}: {error.message}")

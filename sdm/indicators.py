@@ -1,0 +1,126 @@
+"""Per-cell indicators of an assemblage: richness, threatened species, the most threatened status, their change.
+
+Inputs are predicted presence (bool, ``species``, ``y``, ``x``, possibly lazy) and a status per species (LC..CR).
+Outputs are float32 layers (``y``, ``x``) with NaN outside the data, written as GeoTIFF (QGIS) and Zarr.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
+
+LAYERS = ("richness", "threatened_count", "threatened_share", "most_threatened")
+"""Indicators of one assemblage; their ``*_change`` versions are future minus current."""
+
+UNITS = {
+    "richness": "number of species",
+    "threatened_count": "number of species (VU, EN, CR)",
+    "threatened_share": "proportion of the assemblage (0-1)",
+    "most_threatened": "category code (0 LC, 1 NT, 2 VU, 3 EN, 4 CR)",
+}
+
+
+def scenario_presence(current: xr.DataArray, future: xr.DataArray | None, dispersal: str) -> xr.DataArray:
+    """Presence under a scenario: ``full`` dispersal -> the future range; ``none`` -> future range inside the
+    current one. ``future=None`` is the current climate."""
+    if future is None:
+        return current
+    if dispersal == "full":
+        return future
+    if dispersal == "none":
+        return future & current
+    raise ValueError(f"dispersal must be 'full' or 'none', got '{dispersal}'")
+
+
+def indicator_layers(presence: xr.DataArray, status: pd.Series, valid: xr.DataArray) -> xr.Dataset:
+    """Indicators of one assemblage.
+
+    ``presence``: bool (species, y, x); ``status``: category per species (LC..CR; other values or missing species
+    count as not threatened and not in the most-threatened layer); ``valid``: bool (y, x) cells with data.
+    """
+    species = [str(s) for s in presence["species"].values]
+    codes = status.reindex(species).map(CATEGORY_CODE)
+    threatened = xr.DataArray(status.reindex(species).isin(THREATENED).to_numpy(), dims="species",
+                              coords={"species": presence["species"]})
+    rank = xr.DataArray((codes.fillna(-1).to_numpy() + 1).astype("int16"), dims="species",
+                        coords={"species": presence["species"]})
+    present = presence.astype("int16")
+    richness = present.sum("species")
+    threatened_count = (present * threatened).sum("species")
+    most = (present * rank).max("species") - 1
+    ds = xr.Dataset({
+        "richness": richness.astype("float32"),
+        "threatened_count": threatened_count.astype("float32"),
+        "threatened_share": (threatened_count / richness.where(richness > 0)).astype("float32"),
+        "most_threatened": most.where(most >= 0).astype("float32"),
+    })
+    ds = ds.where(valid)
+    for name in LAYERS:
+        ds[name].attrs = {"long_name": name.replace("_", " "), "units": UNITS[name]}
+    return ds
+
+
+def with_change(future: xr.Dataset, current: xr.Dataset) -> xr.Dataset:
+    """Add ``*_change`` layers (future minus current) for richness, threatened count and share."""
+    out = future.copy()
+    for name in ("richness", "threatened_count", "threatened_share"):
+        out[f"{name}_change"] = (future[name] - current[name]).astype("float32")
+        out[f"{name}_change"].attrs = {"long_name": f"change in {name.replace('_', ' ')} vs current",
+                                       "units": UNITS[name]}
+    return out
+
+
+def write_indicators(indicators: xr.Dataset, out_dir: str | Path, crs) -> list[Path]:
+    """One GeoTIFF per layer (float32, NaN no data, CRS set) and ``indicators.zarr`` under ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    indicators = indicators.compute().rio.write_crs(crs)
+    paths = []
+    for name, layer in indicators.data_vars.items():
+        path = out_dir / f"{name}.tif"
+        layer.rio.write_nodata(np.nan, encoded=False).rio.to_raster(path, compress="deflate", tags={
+            "units": layer.attrs.get("units", ""), "categories": ",".join(CATEGORIES)})
+        paths.append(path)
+    for v in indicators.variables.values():
+        v.encoding = {}
+    indicators.to_zarr(out_dir / "indicators.zarr", mode="w", consolidated=False)
+    return paths
+
+
+def read_status(path) -> pd.Series:
+    """The ``status`` column of a per-run status table, indexed by species."""
+    return pd.read_csv(path).set_index("species")["status"]
+
+
+def run_indicators(current_path, future_path, scenario: str, dispersal: str, out_dir, status=None,
+                   current_status=None) -> list[Path]:
+    """Indicators of one run from the prediction stores and status tables; writes GeoTIFFs + Zarr.
+
+    Without a status table (no Red List in the config) only richness (and its change) is written.
+    """
+    from sdm.predict import open_predictions
+
+    current = open_predictions(current_path)
+    valid = current["suitability"].isel(species=0).notnull()
+    crs = current.rio.crs
+    if status is None:
+        layers = xr.Dataset({"richness": current["presence"].sum("species").astype("float32")})
+        if scenario != "current":
+            presence = scenario_presence(current["presence"], open_predictions(future_path)["presence"], dispersal)
+            future = xr.Dataset({"richness": presence.sum("species").astype("float32")})
+            future["richness_change"] = future["richness"] - layers["richness"]
+            layers = future
+        layers = layers.where(valid)
+        layers["richness"].attrs = {"units": UNITS["richness"]}
+        return write_indicators(layers, out_dir, crs)
+    current_layers = indicator_layers(current["presence"], read_status(current_status), valid)
+    if scenario == "current":
+        return write_indicators(current_layers, out_dir, crs)
+    presence = scenario_presence(current["presence"], open_predictions(future_path)["presence"], dispersal)
+    layers = with_change(indicator_layers(presence, read_status(status), valid), current_layers)
+    return write_indicators(layers, out_dir, crs)

@@ -1,0 +1,46 @@
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir)))  # the sdm package, also when it is not pip-installed
+from sdm.config import check_inputs, demo_outputs, run_names, validate_config  # noqa: E402
+
+# One line naming the key at fault first; then snakemake's validate fills in the schema's defaults.
+validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+validate(config, schema="../schemas/config.schema.yaml")
+
+DEMO = "demo" in config
+SCENARIOS = list(config["climate"].get("scenarios") or {})
+HAS_REDLIST = bool(config.get("redlist"))
+RUNS = run_names(SCENARIOS, config["dispersal"])  # "current_none" plus "{scenario}_{dispersal}"
+
+check_inputs(config, generated=demo_outputs(config) if DEMO else [])
+
+if not HAS_REDLIST:
+    print("No redlist.path in the config: the run stops after predictions and richness maps.", file=sys.stderr)
+
+wildcard_constraints:
+    scenario="|".join(["current", *SCENARIOS]),
+    dispersal="full|none",
+    run="|".join(RUNS),
+
+
+def climate_source(wildcards):
+    """The configured raster file(s) of a scenario."""
+    source = config["climate"]["current"] if wildcards.scenario == "current" else config["climate"]["scenarios"][wildcards.scenario]
+    return source if isinstance(source, list) else [source]
+
+
+def run_scenario(run):
+    return run.rsplit("_", 1)[0]
+
+
+def all_outputs():
+    outputs = ["results/ingest_report.json", "results/sdm/metrics.json"]
+    outputs += expand("results/predictions/{scenario}.zarr", scenario=["current", *SCENARIOS])
+    if HAS_REDLIST:
+        outputs += ["results/iucn/status.csv", "results/iucn/cv_metrics.json"]
+    outputs += expand("results/indicators/{run}/richness.tif", run=RUNS)
+    outputs += ["results/maps/index.html"]
+    return outputs

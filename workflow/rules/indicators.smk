@@ -1,0 +1,20 @@
+def indicator_inputs(wildcards):
+    scenario = run_scenario(wildcards.run)
+    inputs = {"current": "results/predictions/current.zarr", "future": f"results/predictions/{scenario}.zarr"}
+    if HAS_REDLIST:
+        inputs |= {"status": f"results/iucn/status/{wildcards.run}.csv",
+                   "current_status": "results/iucn/status/current_none.csv"}
+    return inputs
+
+
+rule indicators:
+    """Per-cell indicators of one run (richness, threatened count and share, most threatened status, change)."""
+    input:
+        unpack(indicator_inputs),
+    output:
+        richness="results/indicators/{run}/richness.tif",
+        zarr=directory("results/indicators/{run}/indicators.zarr"),
+    log:
+        "logs/indicators/{run}.log",
+    script:
+        "../scripts/indicators.py"

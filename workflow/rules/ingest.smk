@@ -1,0 +1,48 @@
+rule ingest_climate:
+    """Climate rasters of one scenario -> a cube on the run's grid (the current cube defines the grid)."""
+    input:
+        source=climate_source,
+        grid=lambda w: [] if w.scenario == "current" else "results/cubes/current.zarr",
+    output:
+        directory("results/cubes/{scenario}.zarr"),
+    params:
+        grid=config["grid"],
+        variables=config["climate"]["variables"],
+    log:
+        "logs/ingest_climate/{scenario}.log",
+    script:
+        "../scripts/ingest_climate.py"
+
+
+rule ingest_occurrences:
+    """Occurrence table -> cleaned records on the grid, one per species x cell, with a report of every drop."""
+    input:
+        occurrences=config["occurrences"]["path"],
+        cube="results/cubes/current.zarr",
+    output:
+        occurrences="results/occurrences.parquet",
+        rejected="results/rejected_occurrences.parquet",
+        report="results/ingest_report.json",
+    params:
+        columns=config["occurrences"]["columns"],
+        chunksize=config["occurrences"]["chunksize"],
+    log:
+        "logs/ingest_occurrences.log",
+    script:
+        "../scripts/ingest_occurrences.py"
+
+
+if HAS_REDLIST:
+
+    rule ingest_redlist:
+        """Red List table -> species and category (LC..CR; DD/NE unlabelled), matched to the occurrences."""
+        input:
+            redlist=config["redlist"]["path"],
+            occurrences="results/occurrences.parquet",
+        output:
+            redlist="results/redlist.parquet",
+            report="results/redlist_report.json",
+        log:
+            "logs/ingest_redlist.log",
+        script:
+            "../scripts/ingest_redlist.py"

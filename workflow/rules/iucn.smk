@@ -1,0 +1,61 @@
+def run_predictions(wildcards):
+    scenario = run_scenario(wildcards.run)
+    return {"current": "results/predictions/current.zarr", "future": f"results/predictions/{scenario}.zarr"}
+
+
+rule species_features:
+    """Per-species features of one run: occurrence geometry and niche, predicted range and its change."""
+    input:
+        unpack(run_predictions),
+        occurrences="results/occurrences.parquet",
+        cube="results/cubes/current.zarr",
+    output:
+        "results/iucn/features_{run}.parquet",
+    log:
+        "logs/species_features/{run}.log",
+    script:
+        "../scripts/species_features.py"
+
+
+if HAS_REDLIST:
+
+    rule train_iucn:
+        """Red List status classifier on the assessed species' current features, stratified k-fold CV."""
+        input:
+            features="results/iucn/features_current_none.parquet",
+            redlist="results/redlist.parquet",
+        output:
+            classifier="results/iucn/classifier.joblib",
+            metrics="results/iucn/cv_metrics.json",
+            cv_predictions="results/iucn/cv_predictions.csv",
+        params:
+            iucn=config["iucn"],
+        log:
+            "logs/train_iucn.log",
+        script:
+            "../scripts/train_iucn.py"
+
+    rule predict_status:
+        """Predicted Red List status of every species in one run (classifier, cross-checked with criterion A3)."""
+        input:
+            classifier="results/iucn/classifier.joblib",
+            features="results/iucn/features_{run}.parquet",
+            redlist="results/redlist.parquet",
+            cv_predictions="results/iucn/cv_predictions.csv",
+        output:
+            "results/iucn/status/{run}.csv",
+        log:
+            "logs/predict_status/{run}.log",
+        script:
+            "../scripts/predict_status.py"
+
+    rule status_table:
+        """All runs' status in one table: species x scenario x dispersal."""
+        input:
+            expand("results/iucn/status/{run}.csv", run=RUNS),
+        output:
+            report("results/iucn/status.csv", caption="../report/status.rst", category="Red List status"),
+        log:
+            "logs/status_table.log",
+        script:
+            "../scripts/status_table.py"

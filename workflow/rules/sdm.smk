@@ -1,0 +1,33 @@
+rule train_sdm:
+    """All species jointly: residual MLP on standardised climate, spatial-block early stopping, held-out metrics."""
+    input:
+        cube="results/cubes/current.zarr",
+        occurrences="results/occurrences.parquet",
+    output:
+        model="results/sdm/model.pt",
+        metrics="results/sdm/metrics.json",
+        split="results/sdm/split.tif",
+    params:
+        sdm=config["sdm"],
+    threads: workflow.cores
+    log:
+        "logs/train_sdm.log",
+    script:
+        "../scripts/train_sdm.py"
+
+
+rule predict:
+    """Suitability and presence of every species on the grid of one scenario (Dask, chunk by chunk)."""
+    input:
+        model="results/sdm/model.pt",
+        cube="results/cubes/{scenario}.zarr",
+    output:
+        directory("results/predictions/{scenario}.zarr"),
+    params:
+        prediction=config["prediction"],
+        device=config["sdm"]["device"],
+    threads: workflow.cores
+    log:
+        "logs/predict/{scenario}.log",
+    script:
+        "../scripts/predict.py"

@@ -1,0 +1,20 @@
+from common import log_to
+from sdm.climate import ingest_climate, open_cube, write_cube
+from sdm.grid import make_grid
+
+log = log_to(snakemake.log[0])
+scenario = snakemake.wildcards.scenario
+grid_config = snakemake.params.grid
+sources = snakemake.input.source
+variables = snakemake.params.variables
+if scenario != "current":
+    reference = open_cube(snakemake.input.grid)
+    grid, variables = reference.isel(variable=0, drop=True), [str(v) for v in reference["variable"].values]
+elif grid_config.get("crs"):
+    grid = make_grid(grid_config["crs"], grid_config["resolution"], grid_config["bounds"])
+else:
+    grid = None
+cube = ingest_climate(sources if len(sources) > 1 else sources[0], scenario, grid, variables)
+write_cube(cube, snakemake.output[0], chunk=grid_config["chunk"])
+log.info("cube %s: %s variables %s on %s x %s cells", scenario, cube.sizes["variable"],
+         list(cube["variable"].values), cube.sizes["y"], cube.sizes["x"])

@@ -1,0 +1,7 @@
+import pandas as pd
+from common import log_to
+
+log = log_to(snakemake.log[0])
+table = pd.concat([pd.read_csv(path) for path in snakemake.input], ignore_index=True)
+table.to_csv(snakemake.output[0], index=False)
+log.info("status table: %d rows", len(table))

@@ -1,0 +1,18 @@
+import json
+
+import pandas as pd
+from common import log_to
+from sdm.status import StatusClassifier, save_classifier
+
+log = log_to(snakemake.log[0])
+p = snakemake.params.iucn
+features = pd.read_parquet(snakemake.input.features)
+labels = pd.read_parquet(snakemake.input.redlist).set_index("species")["category"].reindex(features.index)
+classifier = StatusClassifier(method=p["classifier"], folds=p["folds"], seed=p["seed"])
+metrics, oof = classifier.cross_validate(features, labels)
+classifier.fit(features, labels)
+save_classifier(classifier, snakemake.output.classifier)
+oof.rename("category_cv").rename_axis("species").to_csv(snakemake.output.cv_predictions)
+with open(snakemake.output.metrics, "w") as f:
+    json.dump(metrics, f, indent=2)
+log.info("IUCN CV: accuracy %.3f, binary %.3f", metrics["accuracy"], metrics["binary_accuracy"])
