@@ -5,3 +5,8 @@ Modules are named after what they hold: ``grid``, ``occurrences``, ``climate``, 
 """
 
 __version__ = "0.1.0"
+
+import warnings
+
+# Snakemake drops a timestamp file into directory outputs such as our Zarr stores; zarr warns about it on open.
+warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")

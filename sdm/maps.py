@@ -420,6 +420,8 @@ def indicator_map(
         _category_legend(meta["title"]).add_to(m)
     else:
         caption = f"{meta['title']} ({meta['units']})"
+        if len(caption) > 90:  # the title box says the title; the legend must at least say the units
+            caption = meta["units"][0].upper() + meta["units"][1:]
         colormap = LinearColormap(_PALETTES[indicator], vmin=vmin, vmax=vmax, caption=caption, tick_labels=ticks)
         _localise_d3(colormap, url["d3"])
         # branca draws the caption as one SVG line: make the legend wide enough for it (~7 px a character)
@@ -629,8 +631,11 @@ def index_page(
         sub-sections; lists of dicts become tables; other lists are comma-joined. Floats are shown to 4
         significant digits.
     out_html : the file to write.
-    species_table : optional table (e.g. species x scenario Red List status); cells holding a category code of
-        ``redlist.CATEGORIES`` are coloured with the IUCN colours. A text box filters its rows.
+    species_table : optional table of statuses; cells holding a category code of ``redlist.CATEGORIES`` are
+        coloured with the IUCN colours and a text box filters the rows. A long table with one row per species x
+        run (``sdm.status.status_table``: ``species``, ``scenario``, [``dispersal``], ``status`` or ``category``,
+        [``redlist_category``]) is shown as species x run (plus the Red List column), with the full table
+        under a collapsed "All columns"; any other table is shown as it is.
     """
     out_html = Path(out_html)
     out_html.parent.mkdir(parents=True, exist_ok=True)
@@ -658,7 +663,7 @@ def index_page(
         "</section>",
     ]
     if species_table is not None:
-        parts += ['<section id="species"><h2>Species</h2>', _species_html(species_table), "</section>"]
+        parts += ['<section id="species"><h2>Species</h2>', _species_section(species_table), "</section>"]
     parts += ["</main>", _INDEX_JS, "</body></html>"]
     page = "\n".join(parts)
     _check_offline_attributes(page, out_html)
@@ -672,6 +677,7 @@ _INDEX_CSS = """<style>
   main { max-width: 1100px; margin: 0 auto; padding: 16px 24px 48px; }
   h1 { font-size: 22px; } h2 { font-size: 18px; border-bottom: 1px solid #ccd; padding-bottom: 3px; }
   h3 { font-size: 15px; margin-bottom: 4px; } h4, h5, h6 { font-size: 14px; margin-bottom: 4px; }
+  #metrics .group .group { margin-left: 4px; padding-left: 14px; border-left: 3px solid #dde1e8; }
   ul.maps { padding-left: 18px; } ul.maps li { margin: 2px 0; } ul.maps a { color: #1f5fa8; }
   table { border-collapse: collapse; background: #fff; margin: 4px 0 12px; }
   th, td { border: 1px solid #d5d8de; padding: 3px 8px; text-align: left; vertical-align: top; }
@@ -681,6 +687,7 @@ _INDEX_CSS = """<style>
   input.filter { margin: 4px 0; padding: 3px 6px; width: 280px; }
   .species-wrap { max-height: 70vh; overflow: auto; }
   .species-wrap th { position: sticky; top: 0; }
+  details { margin-top: 8px; } summary { cursor: pointer; color: #1f5fa8; }
 </style>"""
 
 _INDEX_JS = """<script>
@@ -759,7 +766,7 @@ def _metrics_html(metrics: dict, level: int) -> str:
     for key, value in metrics.items():
         if key in scalars:
             continue
-        out.append(f"<{h}>{esc(str(key))}</{h}>")
+        out.append(f'<div class="group"><{h}>{esc(str(key))}</{h}>')
         if isinstance(value, dict) and value and all(
             isinstance(v, dict) and v and all(_is_scalar(x) for x in v.values()) for v in value.values()
         ):
@@ -770,6 +777,7 @@ def _metrics_html(metrics: dict, level: int) -> str:
             out.append(_matrix_html({i + 1: v for i, v in enumerate(value)}))
         else:
             out.append("<ul>" + "".join(f"<li>{_fmt(v)[0]}</li>" for v in value) + "</ul>")
+        out.append("</div>")
     return "\n".join(out)
 
 
@@ -787,7 +795,27 @@ def _matrix_html(rows: dict) -> str:
     return f"<table><thead>{head}</thead><tbody>{body}</tbody></table>"
 
 
-def _species_html(table: pd.DataFrame) -> str:
+def _species_section(table: pd.DataFrame) -> str:
+    value = next((c for c in ("status", "category") if c in table.columns), None)
+    if not {"species", "scenario"} <= set(table.columns) or value is None:
+        return _species_html(table)
+    long = table.assign(
+        run=table["scenario"].astype(str) + ("_" + table["dispersal"].astype(str) if "dispersal" in table else "")
+    ).drop_duplicates(["species", "run"])
+    wide = long.pivot(index="species", columns="run", values=value)
+    wide = wide.loc[long["species"].drop_duplicates(), long["run"].drop_duplicates()]
+    wide.columns.name = None
+    if "redlist_category" in long.columns:
+        redlist = long.groupby("species", sort=False)["redlist_category"].first()
+        wide.insert(0, "Red List", redlist.reindex(wide.index).replace("", None))
+    return (
+        f"<p>{_html.escape(value).capitalize()} per species and run.</p>" + _species_html(wide)
+        + f"<details><summary>All columns ({len(table)} rows)</summary>"
+        + _species_html(table, filter_box=False) + "</details>"
+    )
+
+
+def _species_html(table: pd.DataFrame, filter_box: bool = True) -> str:
     esc = _html.escape
     df = table.reset_index() if not isinstance(table.index, pd.RangeIndex) else table
     head = "".join(f"<th>{esc(str(c))}</th>" for c in df.columns)
@@ -795,6 +823,8 @@ def _species_html(table: pd.DataFrame) -> str:
         "<tr>" + "".join(_cell(None if _isna(v) else v) for v in row) + "</tr>"
         for row in df.itertuples(index=False, name=None)
     )
+    if not filter_box:
+        return f'<div class="species-wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
     return (
         f'<input class="filter" id="species-filter" type="search" placeholder="Filter {len(df)} rows…">'
         f'<div class="species-wrap"><table id="species-table"><thead><tr>{head}</tr></thead>'

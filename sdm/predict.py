@@ -11,6 +11,7 @@ from pathlib import Path
 import dask
 import dask.array as da
 import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import torch
 import xarray as xr
 from dask.diagnostics import ProgressBar

@@ -296,3 +296,17 @@ def test_render_maps_skips_missing_rasters(tmp_path):
     assert out["richness_change"].read_text().count("L.imageOverlay(") == 1
     assert local_refs(out["index"].read_text()) == ["richness.html", "richness_change.html"]
     assert_offline(out["richness"])
+
+
+def test_index_pivots_a_long_status_table(tmp_path):
+    rows = []
+    for scenario, dispersal, cats in [("current", "none", ["LC", "VU"]), ("ssp126_2070", "full", ["NT", "CR"])]:
+        for species, cat, rl in zip(["Bufo bufo", "Rana arvalis"], cats, ["LC", ""]):
+            rows.append({"species": species, "scenario": scenario, "dispersal": dispersal, "status": cat,
+                         "redlist_category": rl, "p_LC": 0.25})
+    html = maps.index_page({}, {}, tmp_path / "index.html", pd.DataFrame(rows)).read_text()
+    wide = re.search(r'<table id="species-table">.*?</table>', html).group(0)
+    assert re.findall(r"<th>([^<]*)</th>", wide) == ["species", "Red List", "current_none", "ssp126_2070_full"]
+    assert re.findall(r"<tr>(.*?)</tr>", wide)[2].count("<td") == 4  # Rana arvalis: no Red List, 2 runs
+    assert ">CR</td>" in wide and "p_LC" not in wide
+    assert "<summary>All columns (4 rows)</summary>" in html and "p_LC" in html
