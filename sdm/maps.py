@@ -844,3 +844,39 @@ def _check_offline_attributes(page: str, where: Path) -> None:
     bad = re.findall(r"""(?:src|href)\s*=\s*["']?(https?://[^"'\s>]+)""", page, flags=re.IGNORECASE)
     if bad:
         raise RuntimeError(f"{where}: the page would load from the network: {', '.join(bad[:10])}")
+
+
+def run_metrics(sdm_metrics: dict, ingest_report: dict, iucn_metrics: dict | None = None) -> dict:
+    """The metrics shown on the index page: a headline summary first, then the details without bulky lists.
+
+    The SDM's per-epoch history and thresholds and the list of species lost in cleaning stay in the JSON files.
+    """
+    test = sdm_metrics.get("test", {})
+    deep, baseline = test.get("deep_sdm", {}), test.get("baseline", {})
+    summary = {
+        "Deep SDM held-out mean AUC": deep.get("mean_auc"),
+        "Deep SDM held-out mean TSS": deep.get("mean_tss"),
+    }
+    if baseline:
+        summary[f"Baseline ({baseline.get('name')}) held-out mean AUC"] = baseline.get("mean_auc")
+        summary[f"Baseline ({baseline.get('name')}) held-out mean TSS"] = baseline.get("mean_tss")
+    summary["Records read / kept"] = f"{ingest_report['records_read']} / {ingest_report['records_kept']}"
+    if iucn_metrics:
+        summary["Red List status, 5-class CV accuracy"] = iucn_metrics.get("accuracy")
+        summary["Red List status, binary (threatened) CV accuracy"] = iucn_metrics.get("binary_accuracy")
+        summary["Red List status, balanced CV accuracy"] = iucn_metrics.get("balanced_accuracy")
+    per_species = {
+        s: {"deep SDM AUC": v.get("auc"), "baseline AUC": baseline.get("per_species", {}).get(s, {}).get("auc"),
+            "held-out records": v.get("test_records")}
+        for s, v in deep.get("per_species", {}).items()
+    }
+    details = {k: v for k, v in sdm_metrics.items() if k not in ("history", "thresholds", "test")}
+    metrics = {
+        "Summary": summary,
+        "Species distribution model": details,
+        "Held-out AUC per species (spatial blocks)": per_species,
+        "Occurrence cleaning": {k: v for k, v in ingest_report.items() if k != "species_lost"},
+    }
+    if iucn_metrics:
+        metrics["Red List classifier (cross-validation)"] = iucn_metrics
+    return metrics

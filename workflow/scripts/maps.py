@@ -2,14 +2,13 @@ import json
 
 import pandas as pd
 from common import log_to
-from sdm.maps import render_maps
+from sdm.maps import render_maps, run_metrics
 
 log = log_to(snakemake.log[0])
-metrics = {"Species distribution model": json.load(open(snakemake.input.sdm_metrics)),
-           "Occurrence cleaning": json.load(open(snakemake.input.ingest_report))}
-if snakemake.input.iucn_metrics:
-    metrics["Red List classifier"] = json.load(open(snakemake.input.iucn_metrics))
-status = pd.read_csv(snakemake.input.status) if snakemake.input.status else None
+inputs = snakemake.input
+metrics = run_metrics(json.load(open(inputs.sdm_metrics)), json.load(open(inputs.ingest_report)),
+                      json.load(open(inputs.iucn_metrics)) if inputs.iucn_metrics else None)
+status = pd.read_csv(inputs.status) if inputs.status else None
 maps = render_maps(snakemake.params.runs, "results/indicators", snakemake.output.index, metrics, status,
                    tiles=snakemake.params.tiles)
 log.info("maps: %s", {k: str(v) for k, v in maps.items()})

@@ -1,0 +1,206 @@
+"""End to end: snakemake on a small demo world in a temporary directory, then every output checked against the
+demo's known truth; a second run has nothing to do; adding a scenario reruns only what depends on it."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import xarray as xr
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from sdm.climate import open_cube
+from sdm.demo import load_truth
+from sdm.predict import open_predictions
+from sdm.redlist import THREATENED
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ["ssp126_2070", "ssp585_2070"]
+RUNS = ["current_none"] + [f"{s}_{d}" for s in SCENARIOS for d in ("full", "none")]
+
+CONFIG = {
+    "demo": {"rows": 200, "cols": 200, "species": 30, "seed": 3,
+             "scenarios": {"ssp126_2070": {"warming": 1.5, "precip_change": -0.05},
+                           "ssp585_2070": {"warming": 4.0, "precip_change": -0.2}}},
+    "occurrences": {"path": "results/demo/occurrences.csv"},
+    "redlist": {"path": "results/demo/redlist.csv"},
+    "climate": {"current": "results/demo/climate/current.tif",
+                "scenarios": {s: f"results/demo/climate/{s}.tif" for s in SCENARIOS}},
+    "sdm": {"epochs": 40, "hidden": 128, "blocks": 3, "baseline": "logistic", "patience": 8},
+    "prediction": {"chunk": 128},
+}
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("demo_run")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+def test_ingest_report_adds_up(run):
+    report = json.loads((run / "results/ingest_report.json").read_text())
+    assert report["records_kept"] + sum(report["dropped"].values()) == report["records_read"]
+    # the demo plants bad rows of several kinds; each must be caught under its own reason
+    for reason in ("missing_coordinates", "non_numeric_coordinates", "coordinates_out_of_range", "outside_grid",
+                   "zero_zero_coordinates", "duplicate_species_cell"):
+        assert report["dropped"][reason] > 0, reason
+    occurrences = pd.read_parquet(run / "results/occurrences.parquet")
+    rejected = pd.read_parquet(run / "results/rejected_occurrences.parquet")
+    assert len(occurrences) == report["records_kept"]
+    assert len(rejected) == sum(report["dropped"].values())
+    assert not occurrences.duplicated(["species", "row", "col"]).any()
+
+
+def test_cubes_share_the_grid_with_crs(run):
+    current = open_cube(run / "results/cubes/current.zarr")
+    assert current.dims == ("variable", "y", "x")
+    assert current.shape[1:] == (200, 200)
+    assert current.rio.crs.to_epsg() == 3035
+    for scenario in SCENARIOS:
+        cube = open_cube(run / f"results/cubes/{scenario}.zarr")
+        assert cube.shape == current.shape
+        assert cube.rio.crs == current.rio.crs
+        np.testing.assert_array_equal(cube["x"], current["x"])
+        warming = float((cube.sel(variable="bio1") - current.sel(variable="bio1")).mean())
+        assert warming > 1.0  # both demo futures are warmer
+
+
+def test_sdm_beats_chance_against_truth_and_reports_baseline(run):
+    metrics = json.loads((run / "results/sdm/metrics.json").read_text())
+    deep, baseline = metrics["test"]["deep_sdm"], metrics["test"]["baseline"]
+    assert deep["mean_auc"] is not None and baseline["mean_auc"] is not None
+    assert "logistic" in baseline["name"]
+
+    _, truth = load_truth(run / "results/demo")
+    predictions = open_predictions(run / "results/predictions/current.zarr")
+    with rasterio.open(run / "results/sdm/split.tif") as src:
+        split = src.read(1)
+        assert src.crs.to_epsg() == 3035
+    test_cells = (split == 2) & predictions["suitability"].isel(species=0).notnull().values
+    aucs = []
+    for species in predictions["species"].values:
+        truth_presence = truth["presence"].sel(scenario="current", species=species).values[test_cells]
+        score = predictions["suitability"].sel(species=species).values[test_cells]
+        if 0 < truth_presence.sum() < truth_presence.size:
+            aucs.append(roc_auc_score(truth_presence, score))
+    assert len(aucs) >= 15
+    assert np.mean(aucs) >= 0.85, f"held-out AUC against the true presence: {np.mean(aucs):.3f}"
+
+
+def test_predictions_are_compact_and_aligned(run):
+    raw = xr.open_zarr(run / "results/predictions/ssp585_2070.zarr", consolidated=False)
+    assert raw["suitability"].dtype == np.uint8 and raw["presence"].dtype == np.uint8
+    assert raw["suitability"].dims == ("species", "y", "x")
+    assert 20 <= raw["suitability"].sizes["species"] <= 30  # species under sdm.min_records are not modelled
+    assert raw["suitability"].shape[1:] == (200, 200)
+    assert int(raw["suitability"].max()) <= 255
+
+
+def test_status_recovers_true_labels(run):
+    status = pd.read_csv(run / "results/iucn/status.csv")
+    species, _ = load_truth(run / "results/demo")
+    assert len(status) == status["species"].nunique() * len(RUNS)
+    assert set(zip(status["scenario"], status["dispersal"])) == {tuple(r.rsplit("_", 1)) for r in RUNS}
+    current = status[status["scenario"] == "current"].set_index("species")
+    truth = species.set_index("species")
+    # honest evidence: out-of-fold predictions for assessed species, plain predictions for the others
+    predicted = current["category_cv"].where(current["category_cv"].notna(), current["category"])
+    true = truth["true_category"].reindex(predicted.index)
+    binary = (predicted.isin(THREATENED) == true.isin(THREATENED)).mean()
+    assert binary >= 0.8, f"binary accuracy against the demo's true labels: {binary:.3f}"
+    cv = json.loads((run / "results/iucn/cv_metrics.json").read_text())
+    assert set(cv) >= {"accuracy", "balanced_accuracy", "binary_accuracy", "confusion_matrix"}
+    probabilities = status[["p_LC", "p_NT", "p_VU", "p_EN", "p_CR"]].sum(axis=1)
+    np.testing.assert_allclose(probabilities, 1.0, atol=1e-6)
+
+
+def test_indicator_geotiffs_open_with_crs(run):
+    for run_name in RUNS:
+        folder = run / "results/indicators" / run_name
+        names = ["richness", "threatened_count", "threatened_share", "most_threatened"]
+        if run_name != "current_none":
+            names += ["richness_change", "threatened_count_change", "threatened_share_change"]
+        for name in names:
+            with rasterio.open(folder / f"{name}.tif") as src:
+                assert src.crs.to_epsg() == 3035
+                assert (src.height, src.width) == (200, 200)
+                values = src.read(1)
+            if name == "most_threatened":
+                assert set(np.unique(values[np.isfinite(values)])) <= {0, 1, 2, 3, 4}
+            if name == "threatened_share":
+                assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1
+        assert (folder / "indicators.zarr").is_dir()
+    # richness equals the number of present species in the stored assemblage
+    presence = open_predictions(run / "results/predictions/current.zarr")["presence"]
+    with rasterio.open(run / "results/indicators/current_none/richness.tif") as src:
+        richness = src.read(1)
+    expected = presence.sum("species").values.astype("float32")
+    valid = np.isfinite(richness)
+    np.testing.assert_array_equal(richness[valid], expected[valid])
+
+
+def test_maps_are_offline(run):
+    maps = run / "results/maps"
+    pages = sorted(maps.glob("*.html"))
+    assert {p.name for p in pages} >= {"index.html", "richness.html", "threatened_share.html",
+                                       "most_threatened.html", "richness_change.html"}
+    for page in pages:
+        assert not re.search(r"https?://(?!www\.w3\.org)", page.read_text()), page.name
+    index = (maps / "index.html").read_text()
+    assert "threatened_share.html" in index and "AUC" in index
+
+
+def test_maps_render_in_a_browser_without_network(run, tmp_path):
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("/usr/bin/chromium not installed (apt-get install chromium)")
+    from test_browser import dump_dom, js_errors, screenshot
+
+    for page in ("index.html", "threatened_share.html"):
+        dom = dump_dom(tmp_path, run / "results/maps" / page)
+        assert js_errors(dom) == "", f"{page}: {js_errors(dom)}"
+        if page != "index.html":
+            assert "leaflet-container" in dom
+            assert "leaflet-image-layer" in dom
+            assert "legend" in dom
+    screenshot(tmp_path, run / "results/maps/threatened_share.html", "e2e_threatened_share")
+
+
+def test_second_run_has_nothing_to_do(run):
+    result = snakemake(run, "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_adding_a_scenario_reruns_only_what_depends_on_it(run):
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["climate"]["scenarios"]["extra_2070"] = "results/demo/climate/ssp585_2070.tif"
+    extra = run / "config_extra.yaml"
+    extra.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(run),
+           "--configfile", str(extra), "--cores", "2", "--dry-run"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.MULTILINE))
+    jobs.pop("total", None)
+    assert jobs == {"ingest_climate": "1", "predict": "1", "species_features": "2", "predict_status": "2",
+                    "indicators": "2", "status_table": "1", "maps": "1", "all": "1"}, out[-3000:]
