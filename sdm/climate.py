@@ -27,6 +27,8 @@ def harmonise_name(name: str) -> str:
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
     match = re.search(r"bio(?:clim)?[_\-\s]?0*(\d{1,2})$", stem, flags=re.IGNORECASE)
+    # CHELSA puts the variable first and the period after it: CHELSA_bio1_1981-2010_V.2.1 -> bio1
+    match = match or re.search(r"(?<![a-z])bio(?:clim)?[_\-]?0*(\d{1,2})(?![0-9a-z])", stem, flags=re.IGNORECASE)
     if match:
         return f"bio{int(match.group(1))}"
     return re.sub(r"[^0-9a-z]+", "_", stem.lower()).strip("_")
@@ -80,7 +82,8 @@ def read_raster(path: Path) -> xr.DataArray:
         if da.rio.crs is None:
             da = da.rio.write_crs("EPSG:4326")  # NetCDF climatologies on lat/lon without grid_mapping are WGS84
         return da.transpose("variable", "y", "x")
-    da = rioxarray.open_rasterio(path, masked=True)
+    # mask_and_scale: integer rasters with a scale/offset (CHELSA: K x 10) come back in physical units
+    da = rioxarray.open_rasterio(path, mask_and_scale=True)
     if da.rio.crs is None:
         raise ValueError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path.name})")
     names = [harmonise_name(n) for n in _band_names(da, path)]

@@ -49,12 +49,6 @@ def check_inputs(config: dict, generated: list[str] = ()) -> None:
     if given and len(given) != 3:
         missing = [k for k in ("crs", "resolution", "bounds") if k not in given]
         raise ConfigError(f"config key grid: give crs, resolution and bounds together (missing {', '.join(missing)})")
-    if config.get("demo") is not None:
-        missing = sorted(set(config["climate"].get("scenarios") or {}) - set(config["demo"].get("scenarios") or {}))
-        for name in missing:
-            path = config["climate"]["scenarios"][name]
-            if any(str(Path(p)) in made for p in (path if isinstance(path, list) else [path])):
-                raise ConfigError(f"config key climate.scenarios.{name}: not a demo scenario (demo.scenarios)")
 
 
 def validate_config(config: dict, schema_path: str | Path) -> None:

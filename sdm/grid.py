@@ -23,6 +23,8 @@ def make_grid(crs: str, resolution: float, bounds: tuple[float, float, float, fl
     ``resolution`` is the cell size in CRS units (metres for a projected CRS, degrees for EPSG:4326).
     Bounds are snapped outwards to whole cells.
     """
+    if len(bounds) != 4:
+        raise ValueError(f"grid.bounds {list(bounds)} must be [xmin, ymin, xmax, ymax] (4 numbers)")
     xmin, ymin, xmax, ymax = (float(b) for b in bounds)
     if not (xmax > xmin and ymax > ymin):
         raise ValueError(f"grid.bounds {list(bounds)} must be [xmin, ymin, xmax, ymax] with xmax > xmin, ymax > ymin")

@@ -80,9 +80,12 @@ def read_chunks(path: str | Path, chunksize: int = 500_000):
             yield batch.to_pandas().astype("string")
         return
     sep = sniff_separator(path)
+    # GBIF tab-separated downloads are unquoted: a field that starts with '"' is text, not the start of a quote
+    # (with QUOTE_MINIMAL it swallows the following rows or fails with 'EOF inside string').
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
     reader = pd.read_csv(
         path, sep=sep, dtype="string", chunksize=chunksize, encoding="utf-8-sig", encoding_errors="replace",
-        quoting=csv.QUOTE_MINIMAL, on_bad_lines="warn", keep_default_na=False, na_values=[""],
+        quoting=quoting, on_bad_lines="warn", keep_default_na=False, na_values=[""],
         skip_blank_lines=True,
     )
     yield from reader
@@ -91,6 +94,7 @@ def read_chunks(path: str | Path, chunksize: int = 500_000):
 def _classify_chunk(raw: pd.DataFrame, columns: dict[str, str], grid: xr.DataArray, valid: np.ndarray) -> pd.DataFrame:
     """Parse one raw chunk: species, coordinates, grid cell and the first drop reason (or NA) of each row."""
     species = raw[columns["species"]].astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
+    species = species.mask(species == "")  # blank names are missing, not a species called ""
     lon_text = raw[columns["longitude"]].astype("string").str.strip()
     lat_text = raw[columns["latitude"]].astype("string").str.strip()
     lon = pd.to_numeric(lon_text, errors="coerce").astype("float64").to_numpy()
@@ -155,7 +159,7 @@ def ingest_occurrences(
         bad = parsed["reason"].notna()
         rejected_parts.append(parsed.loc[bad, ["line", "species", "longitude", "latitude", "reason"]])
         kept_parts.append(parsed.loc[~bad].drop(columns="reason"))
-    if resolved is None:
+    if resolved is None or read == 0:
         raise ValueError(f"{path}: no rows (only a header or nothing)")
 
     kept = pd.concat(kept_parts, ignore_index=True)
@@ -180,6 +184,7 @@ def ingest_occurrences(
     rejected = pd.concat([rejected, duplicates], ignore_index=True).sort_values("line", kind="stable")
     rejected = rejected.reset_index(drop=True)
     rejected["species"] = rejected["species"].astype("string")
+    rejected["reason"] = rejected["reason"].astype("string")  # the same dtype whatever the chunking
 
     dropped = {reason: int((rejected["reason"] == reason).sum()) for reason in DROP_REASONS}
     species_read = set(pd.concat([kept["species"], rejected["species"].dropna()]).astype(str))

@@ -77,7 +77,8 @@ def write_predictions(predictions: xr.Dataset, path: str | Path, progress: bool 
         v.encoding = {}
     with dask.config.set(scheduler="threads", num_workers=workers):
         if progress:
-            with ProgressBar(minimum=2, dt=5):
+            # dt is also how long the bar's thread may sleep before the write returns: keep it short
+            with ProgressBar(minimum=2, dt=0.5):
                 predictions.to_zarr(path, mode="w", consolidated=False)
         else:
             predictions.to_zarr(path, mode="w", consolidated=False)
@@ -117,15 +118,16 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
     check_variables(cube, checkpoint["variables"], scenario)
     cube = cube.chunk({"variable": -1, "y": chunk, "x": chunk})
     suitability = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev)
-    presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k)
-    predictions = xr.Dataset({"suitability": suitability, "presence": presence})
-    predictions.attrs = {"scenario": scenario, "assemblage": assemblage, "model": str(model_path)}
+    attrs = {"scenario": scenario, "assemblage": assemblage, "model": str(model_path)}
     if assemblage == "average_k":
         # the threshold needs a pass over all suitabilities first: store them, then derive presence from the store
-        write_predictions(predictions[["suitability"]], out_path, workers=workers)
+        # (assembling from the lazy cube would run the model over the whole grid a second time)
+        write_predictions(xr.Dataset({"suitability": suitability}, attrs=attrs), out_path, workers=workers)
         stored = xr.open_zarr(out_path, consolidated=False)["suitability"]
         presence = assemble(stored, assemblage, k=k)
         presence.to_dataset().to_zarr(out_path, mode="a", consolidated=False)
-    else:
-        write_predictions(predictions.rio.write_crs(cube.rio.crs), out_path, workers=workers)
+        return xr.Dataset({"suitability": stored, "presence": presence}, attrs=attrs)
+    presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k)
+    predictions = xr.Dataset({"suitability": suitability, "presence": presence}, attrs=attrs)
+    write_predictions(predictions.rio.write_crs(cube.rio.crs), out_path, workers=workers)
     return predictions

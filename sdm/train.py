@@ -99,12 +99,13 @@ def training_table(cube: xr.DataArray, occurrences: pd.DataFrame, species: list[
 
 
 def _scores(model: ResidualMLP, x: torch.Tensor, batch: int = 65536) -> np.ndarray:
+    was_training = model.training
     model.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(x), batch):
             out.append(torch.sigmoid(model(x[start:start + batch])).float().cpu().numpy())
-    model.train()
+    model.train(was_training)  # restore the caller's mode: train_sdm returns its model in eval mode
     return np.concatenate(out) if out else np.zeros((0, model.hparams["n_species"]), dtype="float32")
 
 
@@ -226,7 +227,7 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += float(loss)
+            total += float(loss.detach())
         if len(split_cells["validation"]):
             scores = _scores(model, x_all)
             val_auc = float(np.nanmean(auc_per_species(scores, val_presences, split_cells["validation"])))

@@ -204,3 +204,64 @@ def test_adding_a_scenario_reruns_only_what_depends_on_it(run):
     jobs.pop("total", None)
     assert jobs == {"ingest_climate": "1", "predict": "1", "species_features": "2", "predict_status": "2",
                     "indicators": "2", "status_table": "1", "maps": "1", "all": "1"}, out[-3000:]
+
+
+def dry_run(workdir: Path, config: dict) -> subprocess.CompletedProcess:
+    path = workdir / "config_dry.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(path), "--cores", "2", "--dry-run"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["sdm"].update(epoch=3), "config key sdm: unknown key(s) ['epoch']"),
+    (lambda c: c["sdm"].update(epochs="ten"), "config key sdm.epochs: 'ten' is not of type 'integer'"),
+    (lambda c: c["occurrences"].update(path="nowhere/occurrence.txt"),
+     "config key occurrences.path: file not found: nowhere/occurrence.txt"),
+    (lambda c: c["climate"]["scenarios"].update(ssp245="missing.tif"),
+     "config key climate.scenarios.ssp245: file not found: missing.tif"),
+])
+def test_bad_config_stops_before_any_work_naming_the_key(tmp_path, change, message):
+    config = json.loads(json.dumps(CONFIG))
+    change(config)
+    result = dry_run(tmp_path, config)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_user_config_runs_on_its_inputs_only(run, tmp_path):
+    """A --configfile without a demo section: no demo job, only the user's scenario."""
+    data = tmp_path / "mydata"
+    data.mkdir()
+    for name in ("occurrences.csv", "redlist.csv", "climate/current.tif", "climate/ssp585_2070.tif"):
+        (data / Path(name).name).write_bytes((run / "results/demo" / name).read_bytes())
+    config = {"occurrences": {"path": str(data / "occurrences.csv")}, "redlist": {"path": str(data / "redlist.csv")},
+              "climate": {"current": str(data / "current.tif"), "scenarios": {"hot": str(data / "ssp585_2070.tif")}}}
+    result = dry_run(tmp_path, config)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    out = result.stdout + result.stderr
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.MULTILINE))
+    assert "demo" not in jobs
+    assert jobs["ingest_climate"] == "2" and jobs["predict"] == "2" and jobs["indicators"] == "3"
+    assert "ssp126" not in out and "results/demo" not in out
+
+
+def test_without_redlist_the_run_stops_after_richness(tmp_path):
+    config = {"demo": {"rows": 40, "cols": 40, "species": 8, "seed": 5,
+                       "scenarios": {"warm": {"warming": 2.0, "precip_change": -0.1}}},
+              "occurrences": {"path": "results/demo/occurrences.csv"},
+              "climate": {"current": "results/demo/climate/current.tif",
+                          "scenarios": {"warm": "results/demo/climate/warm.tif"}},
+              "sdm": {"epochs": 3, "hidden": 16, "blocks": 1, "baseline": "none", "block_cells": 8},
+              "dispersal": ["none"]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "No redlist.path in the config" in result.stdout + result.stderr
+    assert not (tmp_path / "results/iucn").exists()
+    assert sorted(p.name for p in (tmp_path / "results/indicators/warm_none").glob("*.tif")) == [
+        "richness.tif", "richness_change.tif"]
+    maps = {p.name for p in (tmp_path / "results/maps").glob("*.html")}
+    assert maps == {"index.html", "richness.html", "richness_change.html"}

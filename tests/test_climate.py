@@ -1,0 +1,250 @@
+"""Unit tests of sdm.climate: variable names, raster readers, reprojection onto the grid, Zarr cubes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+from rasterio.transform import from_origin
+
+from sdm.climate import (
+    check_variables,
+    harmonise_name,
+    ingest_climate,
+    open_cube,
+    read_climate,
+    to_grid,
+    valid_mask,
+    write_cube,
+)
+from sdm.grid import make_grid
+
+ORIGIN = (4_000_000.0, 3_000_000.0)  # top-left corner, EPSG:3035 metres
+
+
+def _geotiff(path: Path, data: np.ndarray, names: list[str] | None = None, crs: str | None = "EPSG:3035",
+             transform=None, nodata=np.nan, **profile) -> Path:
+    """Write (band, y, x) ``data`` as a GeoTIFF, with band descriptions when ``names`` are given."""
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    kwargs = dict(driver="GTiff", count=data.shape[0], height=data.shape[1], width=data.shape[2],
+                  dtype=str(data.dtype), transform=transform or from_origin(*ORIGIN, 1000, 1000), nodata=nodata)
+    if crs is not None:
+        kwargs["crs"] = crs
+    kwargs.update(profile)
+    with rasterio.open(path, "w", **kwargs) as dst:
+        dst.write(data)
+        for i, name in enumerate(names or [], start=1):
+            dst.set_band_description(i, name)
+    return path
+
+
+def _layers(n: int = 3, ny: int = 4, nx: int = 6) -> np.ndarray:
+    return np.arange(n * ny * nx, dtype="float32").reshape(n, ny, nx)
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("bio_1", "bio1"),
+        ("bio01", "bio1"),
+        ("BIO1", "bio1"),
+        ("wc2.1_10m_bio_1.tif", "bio1"),
+        ("wc2.1_30s_bio_12.tif", "bio12"),
+        ("bio19", "bio19"),
+        ("bio_10", "bio10"),
+        ("bioclim_05", "bio5"),
+        ("CHELSA_bio1_1981-2010_V.2.1.tif", "bio1"),
+        ("CHELSA_bio12_2041-2070_gfdl-esm4_ssp585_V.2.1.tif", "bio12"),
+        ("/data/climate/wc2.1_10m_bio_7.tif", "bio7"),
+        ("Soil Type", "soil_type"),
+        ("elevation.tif", "elevation"),
+        ("wc2.1_10m_bioc_ACCESS-CM2_ssp126_2041-2060.tif", "wc2_1_10m_bioc_access_cm2_ssp126_2041_2060"),
+    ],
+)
+def test_harmonise_name(name, expected):
+    assert harmonise_name(name) == expected
+
+
+def test_multiband_geotiff_band_descriptions(tmp_path):
+    path = _geotiff(tmp_path / "current.tif", _layers(), names=["bio_1", "BIO12", "Soil Type"])
+    cube = read_climate(path)
+    assert cube.dims == ("variable", "y", "x")
+    assert cube["variable"].values.tolist() == ["bio1", "bio12", "soil_type"]
+    assert cube.dtype == np.float32 and cube.rio.crs == "EPSG:3035"
+    np.testing.assert_array_equal(cube.sel(variable="bio12").values, _layers()[1])
+
+
+def test_multiband_without_descriptions_get_numbered_names(tmp_path):
+    cube = read_climate(_geotiff(tmp_path / "stack.tif", _layers(2)))
+    assert cube["variable"].values.tolist() == ["stack_band1", "stack_band2"]
+
+
+def test_directory_of_single_band_files_named_from_file_names(tmp_path):
+    folder = tmp_path / "wc"
+    folder.mkdir()
+    for i in (12, 1):
+        _geotiff(folder / f"wc2.1_10m_bio_{i}.tif", np.full((4, 6), i, "float32"))
+    (folder / "readme.txt").write_text("not a raster")
+    cube = read_climate(folder)
+    assert sorted(cube["variable"].values.tolist()) == ["bio1", "bio12"]
+    assert float(cube.sel(variable="bio12").mean()) == 12
+
+
+def test_list_of_files_and_variable_subset_order(tmp_path):
+    files = [_geotiff(tmp_path / f"bio_{i}.tif", np.full((4, 6), i, "float32")) for i in (1, 5, 12)]
+    cube = read_climate([str(f) for f in files], variables=["BIO12", "bio_1"])
+    assert cube["variable"].values.tolist() == ["bio12", "bio1"]
+    assert cube.sel(variable="bio1").values.max() == 1
+
+
+def test_missing_variable_names_the_variable_and_the_source(tmp_path):
+    path = _geotiff(tmp_path / "current.tif", _layers(2), names=["bio1", "bio12"])
+    with pytest.raises(ValueError, match=r"current\.tif.*bio7"):
+        read_climate(path, variables=["bio1", "bio7"])
+    with pytest.raises(ValueError, match=r"scenario 'ssp585'.*current\.tif.*bio7"):
+        ingest_climate(path, "ssp585", variables=["bio7"])
+
+
+def test_duplicate_names_after_harmonising_raise(tmp_path):
+    path = _geotiff(tmp_path / "dup.tif", _layers(2), names=["bio_1", "BIO01"])
+    with pytest.raises(ValueError, match="bio1"):
+        read_climate(path)
+
+
+def test_raster_without_crs_raises_naming_the_file(tmp_path):
+    path = _geotiff(tmp_path / "no_crs.tif", _layers(1), crs=None)
+    with pytest.raises(ValueError, match=r"no_crs\.tif.*no CRS"):
+        read_climate(path)
+
+
+def test_missing_file_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"absent\.tif"):
+        read_climate([tmp_path / "absent.tif"])
+
+
+def test_scale_and_offset_are_applied(tmp_path):
+    # CHELSA stores temperatures as integers in 0.1 K: value * 0.1 - 273.15 is degrees C
+    path = tmp_path / "CHELSA_bio1_1981-2010_V.2.1.tif"
+    with rasterio.open(path, "w", driver="GTiff", count=1, height=2, width=2, dtype="uint16", crs="EPSG:4326",
+                       transform=from_origin(0, 2, 1, 1), nodata=65535) as dst:
+        dst.write(np.array([[[2931, 2981], [3031, 65535]]], dtype="uint16"))
+        dst.scales, dst.offsets = (0.1,), (-273.15,)
+    cube = read_climate(path)
+    assert cube["variable"].values.tolist() == ["bio1"]
+    np.testing.assert_allclose(cube.values[0, 0], [19.95, 24.95], atol=1e-3)
+    assert np.isnan(cube.values[0, 1, 1])  # no-data stays no-data
+
+
+def test_ingest_onto_a_coarser_geographic_grid(tmp_path):
+    # 0.5 degree source with a north-south gradient; the grid is 1 degree
+    lat = 9.75 - 0.5 * np.arange(20)
+    data = np.stack([np.repeat(lat[:, None], 20, axis=1), np.full((20, 20), 100.0)]).astype("float32")
+    path = _geotiff(tmp_path / "current.tif", data, names=["bio1", "bio12"], crs="EPSG:4326",
+                    transform=from_origin(0, 10, 0.5, 0.5))
+    grid = make_grid("EPSG:4326", 1.0, (2, 2, 8, 8))
+    cube = ingest_climate(path, "current", grid)
+    assert cube.name == "climate" and cube.dims == ("variable", "y", "x")
+    assert cube.shape == (2, *grid.shape) and cube.rio.crs == grid.rio.crs
+    np.testing.assert_array_equal(cube["x"], grid["x"])
+    np.testing.assert_array_equal(cube["y"], grid["y"])
+    assert cube.rio.transform(recalc=True) == grid.rio.transform(recalc=True)
+    # the gradient survives, oriented north-up: bio1 ~ latitude of the cell centre
+    np.testing.assert_allclose(cube.sel(variable="bio1").values[:, 0], grid["y"].values, atol=0.3)
+    np.testing.assert_allclose(cube.sel(variable="bio12").values, 100.0)
+
+
+def test_ingest_onto_a_projected_grid_from_geographic_source(tmp_path):
+    data = np.ones((2, 40, 40), dtype="float32")
+    path = _geotiff(tmp_path / "current.tif", data, names=["bio1", "bio12"], crs="EPSG:4326",
+                    transform=from_origin(5, 52, 0.1, 0.1))
+    grid = make_grid("EPSG:3035", 5000, (4_050_000, 2_950_000, 4_100_000, 3_000_000))
+    cube = ingest_climate(path, "current", grid)
+    assert cube.shape == (2, 10, 10) and cube.rio.crs == "EPSG:3035"
+    assert np.isfinite(cube.values).any()
+
+
+def test_a_raster_off_the_grid_raises_with_the_scenario(tmp_path):
+    path = _geotiff(tmp_path / "elsewhere.tif", _layers(1), names=["bio1"], crs="EPSG:4326",
+                    transform=from_origin(100, 50, 1, 1))
+    grid = make_grid("EPSG:4326", 1.0, (0, 0, 10, 10))
+    with pytest.raises(ValueError, match=r"scenario 'ssp126_2070'.*does not overlap"):
+        ingest_climate(path, "ssp126_2070", grid)
+
+
+def test_nan_in_one_variable_is_nan_in_all(tmp_path):
+    data = _layers(3)
+    data[0, 1, 2] = np.nan
+    data[2, 3, 5] = np.nan
+    path = _geotiff(tmp_path / "current.tif", data, names=["bio1", "bio12", "bio15"])
+    cube = ingest_climate(path, "current")  # onto the source's own grid: no resampling
+    np.testing.assert_array_equal(cube.sel(variable="bio12").values[[0, 2], [0, 4]], data[1][[0, 2], [0, 4]])
+    for y, x in ((1, 2), (3, 5)):
+        assert np.isnan(cube.values[:, y, x]).all()
+    mask = valid_mask(cube)
+    assert mask.dtype == bool and mask.shape == (4, 6) and mask.sum() == 22
+
+
+def test_nodata_value_becomes_nan(tmp_path):
+    data = np.full((2, 4, 6), 5, dtype="int16")
+    data[1, 0, 0] = -9999
+    path = _geotiff(tmp_path / "current.tif", data, names=["bio1", "bio12"], nodata=-9999)
+    cube = ingest_climate(path, "current")
+    assert cube.dtype == np.float32
+    assert np.isnan(cube.values[:, 0, 0]).all() and np.isfinite(cube.values[:, 1:, :]).all()
+
+
+def test_write_open_cube_round_trip(tmp_path):
+    grid = make_grid("EPSG:3035", 1000, (ORIGIN[0], ORIGIN[1] - 40_000, ORIGIN[0] + 40_000, ORIGIN[1]))
+    data = np.random.default_rng(0).normal(size=(2, 40, 40)).astype("float32")
+    data[:, 3, 4] = np.nan
+    cube = xr.DataArray(data, dims=("variable", "y", "x"),
+                        coords={"variable": ["bio1", "bio12"], "y": grid["y"], "x": grid["x"]})
+    cube = to_grid(cube.rio.write_crs("EPSG:3035"), grid)
+    write_cube(cube, tmp_path / "current.zarr", chunk=16)
+    back = open_cube(tmp_path / "current.zarr")
+    assert back.dims == ("variable", "y", "x")
+    assert back.rio.crs == "EPSG:3035"
+    assert back["variable"].values.tolist() == ["bio1", "bio12"]
+    assert back.chunks == ((2,), (16, 16, 8), (16, 16, 8))
+    np.testing.assert_array_equal(back.values, cube.values)
+    np.testing.assert_array_equal(back["y"], grid["y"])
+    assert back.rio.transform(recalc=True) == grid.rio.transform(recalc=True)
+    # rewriting the same store replaces it
+    write_cube(cube * 2, tmp_path / "current.zarr", chunk=16)
+    np.testing.assert_allclose(open_cube(tmp_path / "current.zarr").values, cube.values * 2)
+    with pytest.raises(FileNotFoundError):
+        open_cube(tmp_path / "absent.zarr")
+
+
+def test_check_variables_names_scenario_and_variable():
+    cube = xr.DataArray(np.zeros((2, 1, 1)), dims=("variable", "y", "x"), coords={"variable": ["bio1", "bio12"]})
+    check_variables(cube, ["bio12", "bio1"], "ssp585_2070")
+    with pytest.raises(ValueError, match=r"scenario 'ssp585_2070'.*bio15"):
+        check_variables(cube, ["bio1", "bio15"], "ssp585_2070")
+
+
+def test_netcdf_on_lat_lon(tmp_path):
+    lat = np.arange(-9.5, 10.0, 1.0)  # ascending, as in most NetCDF climatologies
+    lon = np.arange(-19.5, 20.0, 1.0)
+    bio1 = np.repeat(lat[:, None], lon.size, axis=1).astype("float32")
+    ds = xr.Dataset(
+        {"bio_1": (("lat", "lon"), bio1), "BIO12": (("time", "lat", "lon"), 10 * bio1[None])},
+        coords={"lat": lat, "lon": lon, "time": [0]},
+    )
+    path = tmp_path / "climatology.nc"
+    ds.to_netcdf(path)
+    cube = read_climate(path)
+    assert cube.dims == ("variable", "y", "x")
+    assert cube["variable"].values.tolist() == ["bio1", "bio12"]
+    assert cube.rio.crs == "EPSG:4326"
+    assert cube.shape == (2, 20, 40)
+    # onto a north-up grid: the first row is the northernmost
+    grid = make_grid("EPSG:4326", 1.0, (-10, -10, 10, 10))
+    on_grid = ingest_climate(path, "current", grid)
+    np.testing.assert_allclose(on_grid.sel(variable="bio1").values[:, 0], grid["y"].values, atol=1e-5)
+    np.testing.assert_allclose(on_grid.sel(variable="bio12").values[0, 0], 95.0, atol=1e-4)

@@ -1,0 +1,132 @@
+"""Unit tests of sdm.config: schema validation messages and the input checks a schema cannot make."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sdm.config import ConfigError, check_inputs, demo_outputs, run_names, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+@pytest.fixture
+def config():
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def _real_config(tmp_path: Path) -> dict:
+    """A user's own-data config whose input files exist."""
+    for name in ("occ.csv", "redlist.csv", "current.tif", "ssp585.tif"):
+        (tmp_path / name).write_text("x")
+    return {
+        "occurrences": {"path": str(tmp_path / "occ.csv")},
+        "redlist": {"path": str(tmp_path / "redlist.csv")},
+        "climate": {"current": str(tmp_path / "current.tif"), "scenarios": {"ssp585": [str(tmp_path / "ssp585.tif")]}},
+    }
+
+
+def test_default_config_is_valid(config):
+    validate_config(config, SCHEMA)
+
+
+def test_config_examples_are_valid():
+    for path in sorted((ROOT / "config").rglob("*.yaml")):
+        validate_config(yaml.safe_load(path.read_text()), SCHEMA)
+
+
+def test_unknown_key_names_the_key_path(config):
+    config["sdm"]["epoch"] = 10
+    with pytest.raises(ConfigError, match=r"config key sdm: unknown key\(s\) \['epoch'\]") as error:
+        validate_config(config, SCHEMA)
+    assert "epochs" in str(error.value)  # the allowed keys are listed
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_top_level_key(config):
+    config["ocurrences"] = {"path": "x.csv"}
+    with pytest.raises(ConfigError, match=r"config key \(top level\): unknown key\(s\) \['ocurrences'\]"):
+        validate_config(config, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "section, value, key",
+    [
+        ("sdm", {"epochs": "ten"}, "sdm.epochs"),
+        ("sdm", {"epochs": 0}, "sdm.epochs"),
+        ("prediction", {"assemblage": "top_5"}, "prediction.assemblage"),
+        ("grid", {"bounds": [0, 0, 1]}, "grid.bounds"),
+        ("dispersal", ["full", "partial"], "dispersal.1"),
+        ("climate", {"current": 3}, "climate.current"),
+        ("climate", {"scenarios": {"current": "x.tif"}}, "climate.scenarios"),  # 'current' is reserved
+    ],
+)
+def test_wrong_value_names_the_key(config, section, value, key):
+    config[section] = {**config.get(section, {}), **value} if isinstance(value, dict) else value
+    with pytest.raises(ConfigError, match=rf"^config key {key.replace('.', '[.]')}: "):
+        validate_config(config, SCHEMA)
+
+
+def test_missing_required_key(config):
+    config["occurrences"] = {"columns": {"species": "taxon"}}
+    with pytest.raises(ConfigError, match=r"^config key occurrences: 'path' is a required property"):
+        validate_config(config, SCHEMA)
+
+
+def test_missing_required_section(config):
+    del config["climate"]
+    with pytest.raises(ConfigError, match="climate"):
+        validate_config(config, SCHEMA)
+
+
+def test_check_inputs_names_the_key_and_the_missing_file(tmp_path):
+    cfg = _real_config(tmp_path)
+    check_inputs(cfg)
+    (tmp_path / "occ.csv").unlink()
+    with pytest.raises(ConfigError, match=rf"occurrences\.path.*{tmp_path / 'occ.csv'}"):
+        check_inputs(cfg)
+
+
+def test_check_inputs_missing_scenario_file(tmp_path):
+    cfg = _real_config(tmp_path)
+    (tmp_path / "ssp585.tif").unlink()
+    with pytest.raises(ConfigError, match=r"climate\.scenarios\.ssp585.*ssp585\.tif"):
+        check_inputs(cfg)
+
+
+def test_check_inputs_partial_grid(tmp_path):
+    cfg = _real_config(tmp_path)
+    cfg["grid"] = {"crs": "EPSG:3035", "resolution": 1000, "bounds": None}
+    with pytest.raises(ConfigError, match=r"grid.*bounds"):
+        check_inputs(cfg)
+    cfg["grid"]["bounds"] = [0, 0, 10, 10]
+    check_inputs(cfg)
+
+
+def test_demo_outputs_are_exempt(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # config paths are relative: run where results/demo/ does not exist
+    outputs = demo_outputs(config)
+    assert "results/demo/occurrences.csv" in outputs
+    assert "results/demo/climate/ssp585_2070.tif" in outputs
+    check_inputs(config, generated=outputs)  # nothing exists yet, but the demo rule makes it all
+    with pytest.raises(ConfigError, match="occurrences.path"):
+        check_inputs(config, generated=[])
+    # paths are compared normalised
+    check_inputs(config, generated=[f"./{p}" for p in outputs])
+
+
+def test_run_names():
+    assert run_names([], ["full", "none"]) == ["current_none"]
+    assert run_names(["ssp126_2070", "ssp585_2070"], ["full", "none"]) == [
+        "current_none", "ssp126_2070_full", "ssp126_2070_none", "ssp585_2070_full", "ssp585_2070_none",
+    ]
+
+
+def test_validation_does_not_modify_the_config(config):
+    before = copy.deepcopy(config)
+    validate_config(config, SCHEMA)
+    assert config == before

@@ -1,0 +1,177 @@
+"""Unit tests of sdm.indicators on a hand-made presence cube and hand-made prediction stores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+
+from sdm.indicators import LAYERS, indicator_layers, run_indicators, scenario_presence, with_change, write_indicators
+from sdm.predict import NODATA, write_predictions
+
+SPECIES = ["least", "vulnerable", "critical"]
+STATUS = pd.Series({"least": "LC", "vulnerable": "VU", "critical": "CR"})
+X, Y = [4_000_500.0, 4_001_500.0], [3_000_500.0, 2_999_500.0]
+NAN = np.nan
+
+
+def _presence(values) -> xr.DataArray:
+    return xr.DataArray(np.asarray(values, dtype=bool), dims=("species", "y", "x"),
+                        coords={"species": SPECIES, "y": Y, "x": X})
+
+
+# cell (0, 0): all three; (0, 1): only LC; (1, 0): none; (1, 1): VU only but outside the valid mask
+CURRENT = _presence([[[1, 1], [0, 0]],
+                     [[1, 0], [0, 1]],
+                     [[1, 0], [0, 0]]])
+VALID = xr.DataArray([[True, True], [True, False]], dims=("y", "x"), coords={"y": Y, "x": X})
+
+
+def test_indicator_layers_on_hand_made_cube():
+    ds = indicator_layers(CURRENT, STATUS, VALID)
+    assert set(ds.data_vars) == set(LAYERS)
+    np.testing.assert_array_equal(ds["richness"], [[3, 1], [0, NAN]])
+    np.testing.assert_array_equal(ds["threatened_count"], [[2, 0], [0, NAN]])
+    np.testing.assert_allclose(ds["threatened_share"], [[2 / 3, 0], [NAN, NAN]])
+    np.testing.assert_array_equal(ds["most_threatened"], [[4, 0], [NAN, NAN]])  # CR = 4, LC = 0
+    for name in LAYERS:
+        assert ds[name].dtype == np.float32, name
+        assert ds[name].dims == ("y", "x")
+        assert ds[name].attrs["units"]
+
+
+def test_most_threatened_codes_and_unknown_status():
+    # 'vulnerable' alone -> VU = 2; a species without status (or DD) counts as neither threatened nor ranked
+    presence = _presence([[[0, 0], [0, 1]],
+                          [[1, 0], [0, 1]],
+                          [[0, 0], [0, 0]]])
+    status = pd.Series({"least": "DD", "vulnerable": "VU"})  # 'critical' missing
+    ds = indicator_layers(presence, status, xr.ones_like(VALID))
+    np.testing.assert_array_equal(ds["most_threatened"], [[2, NAN], [NAN, 2]])
+    np.testing.assert_array_equal(ds["richness"], [[1, 0], [0, 2]])
+    np.testing.assert_array_equal(ds["threatened_count"], [[1, 0], [0, 1]])
+    np.testing.assert_allclose(ds["threatened_share"], [[1, NAN], [NAN, 0.5]])
+
+
+def test_scenario_presence_dispersal():
+    future = _presence([[[0, 1], [1, 0]],
+                        [[1, 1], [1, 1]],
+                        [[0, 0], [0, 0]]])
+    assert scenario_presence(CURRENT, None, "full") is CURRENT
+    np.testing.assert_array_equal(scenario_presence(CURRENT, future, "full"), future)
+    np.testing.assert_array_equal(scenario_presence(CURRENT, future, "none"), future.values & CURRENT.values)
+    with pytest.raises(ValueError, match="partial"):
+        scenario_presence(CURRENT, future, "partial")
+
+
+def test_with_change_is_future_minus_current():
+    current = indicator_layers(CURRENT, STATUS, VALID)
+    future = indicator_layers(_presence([[[1, 1], [1, 0]],
+                                         [[0, 0], [1, 0]],
+                                         [[0, 1], [1, 0]]]), STATUS, VALID)
+    ds = with_change(future, current)
+    np.testing.assert_array_equal(ds["richness_change"], [[1 - 3, 2 - 1], [3 - 0, NAN]])
+    np.testing.assert_array_equal(ds["threatened_count_change"], [[0 - 2, 1 - 0], [2 - 0, NAN]])
+    np.testing.assert_allclose(ds["threatened_share_change"], [[0 - 2 / 3, 0.5 - 0], [NAN, NAN]], rtol=1e-6)
+    for name in ("richness", "threatened_count", "threatened_share"):
+        assert ds[f"{name}_change"].dtype == np.float32
+    np.testing.assert_array_equal(ds["richness"], future["richness"])  # the future layers are kept
+    assert "most_threatened_change" not in ds
+
+
+def test_write_indicators_geotiffs_and_zarr(tmp_path):
+    ds = indicator_layers(CURRENT, STATUS, VALID)
+    paths = write_indicators(ds, tmp_path / "run", "EPSG:3035")
+    assert sorted(p.name for p in paths) == sorted(f"{name}.tif" for name in LAYERS)
+    for path in paths:
+        with rasterio.open(path) as src:
+            assert src.crs == rasterio.crs.CRS.from_epsg(3035)
+            assert src.dtypes == ("float32",)
+            assert np.isnan(src.nodata)
+            assert (src.height, src.width) == (2, 2)
+            assert src.transform.a == pytest.approx(1000) and src.transform.c == pytest.approx(4_000_000)
+            band = src.read(1)
+            assert "units" in src.tags()
+        np.testing.assert_array_equal(band, ds[path.stem].values)
+    stored = xr.open_zarr(tmp_path / "run" / "indicators.zarr", consolidated=False, decode_coords="all")
+    assert set(LAYERS) <= set(stored.data_vars)
+    np.testing.assert_array_equal(stored["richness"].values, ds["richness"].values)
+    assert stored.rio.crs.to_epsg() == 3035
+
+
+# --- run_indicators on prediction stores ------------------------------------------------------------------------
+
+def _store(path, presence: xr.DataArray, nodata: np.ndarray):
+    """A predictions store as predict_scenario writes it (uint8 codes, 255 = no data, CRS)."""
+    codes = np.where(presence.values, 200, 10).astype("uint8")
+    codes[:, nodata] = NODATA
+    flags = presence.values.astype("uint8")
+    flags[:, nodata] = NODATA
+    ds = xr.Dataset({"suitability": (("species", "y", "x"), codes), "presence": (("species", "y", "x"), flags)},
+                    coords={"species": SPECIES, "y": Y, "x": X}).rio.write_crs("EPSG:3035")
+    write_predictions(ds.chunk(), path, progress=False)
+    return path
+
+
+FUTURE = _presence([[[1, 1], [1, 0]],
+                    [[0, 0], [1, 0]],
+                    [[0, 1], [1, 0]]])
+NODATA_CELLS = ~VALID.values
+
+
+@pytest.fixture
+def stores(tmp_path):
+    return (_store(tmp_path / "current.zarr", CURRENT, NODATA_CELLS),
+            _store(tmp_path / "ssp585.zarr", FUTURE, NODATA_CELLS))
+
+
+def _read(path):
+    with rasterio.open(path) as src:
+        assert src.crs.to_epsg() == 3035 and src.dtypes == ("float32",)
+        return src.read(1)
+
+
+def test_run_indicators_without_status_writes_only_richness(stores, tmp_path):
+    current, future = stores
+    paths = run_indicators(current, future, "current", "none", tmp_path / "current_none")
+    assert [p.name for p in paths] == ["richness.tif"]
+    np.testing.assert_array_equal(_read(paths[0]), [[3, 1], [0, NAN]])
+
+    paths = run_indicators(current, future, "ssp585", "full", tmp_path / "ssp585_full")
+    assert sorted(p.name for p in paths) == ["richness.tif", "richness_change.tif"]
+    out = tmp_path / "ssp585_full"
+    np.testing.assert_array_equal(_read(out / "richness.tif"), [[1, 2], [3, NAN]])
+    np.testing.assert_array_equal(_read(out / "richness_change.tif"), [[-2, 1], [3, NAN]])
+    assert not (out / "threatened_count.tif").exists()
+    assert (out / "indicators.zarr").exists()
+
+
+def test_run_indicators_no_dispersal_keeps_future_inside_current(stores, tmp_path):
+    current, future = stores
+    run_indicators(current, future, "ssp585", "none", tmp_path / "ssp585_none")
+    # future & current: (0,0) least only; (0,1) least; (1,0) none
+    np.testing.assert_array_equal(_read(tmp_path / "ssp585_none" / "richness.tif"), [[1, 1], [0, NAN]])
+    np.testing.assert_array_equal(_read(tmp_path / "ssp585_none" / "richness_change.tif"), [[-2, 0], [0, NAN]])
+
+
+def test_run_indicators_with_status(stores, tmp_path):
+    current, future = stores
+    status_path = tmp_path / "status.csv"
+    STATUS.rename("status").rename_axis("species").reset_index().to_csv(status_path, index=False)
+    paths = run_indicators(current, future, "ssp585", "full", tmp_path / "ssp585_full", status=status_path,
+                           current_status=status_path)
+    names = {p.stem for p in paths}
+    assert set(LAYERS) <= names
+    assert {"richness_change", "threatened_count_change", "threatened_share_change"} <= names
+    out = tmp_path / "ssp585_full"
+    np.testing.assert_array_equal(_read(out / "threatened_count.tif"), [[0, 1], [2, NAN]])
+    np.testing.assert_array_equal(_read(out / "most_threatened.tif"), [[0, 4], [4, NAN]])
+    np.testing.assert_array_equal(_read(out / "threatened_count_change.tif"), [[-2, 1], [2, NAN]])
+
+    paths = run_indicators(current, future, "current", "none", tmp_path / "current_none", status=status_path,
+                           current_status=status_path)
+    assert sorted(p.stem for p in paths) == sorted(LAYERS)
+    np.testing.assert_array_equal(_read(tmp_path / "current_none" / "most_threatened.tif"), [[4, 0], [NAN, NAN]])

@@ -1,0 +1,232 @@
+"""Unit tests of sdm.predict: quantisation, the per-chunk forward, the lazy suitability cube and the Zarr store."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import torch
+import xarray as xr
+
+from sdm.model import ResidualMLP, save_checkpoint
+from sdm.predict import (
+    NODATA,
+    SCALE,
+    forward_block,
+    open_predictions,
+    predict_scenario,
+    quantise,
+    suitability_cube,
+)
+
+VARIABLES = ["bio1", "bio12", "bio4"]
+SPECIES = ["sp_a", "sp_b", "sp_c", "sp_d"]
+THRESHOLDS = np.array([0.2, 0.5, 0.65, 0.9])
+NY, NX = 40, 36
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """The code under test may call torch.set_num_threads; keep that from leaking into other tests."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cube() -> xr.DataArray:
+    """(variable, y, x) float32 on EPSG:3035, variables on different scales, a nodata corner and a lone NaN."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:NY, 0:NX]
+    data = np.stack([5 + 0.5 * xx + rng.normal(0, 1, (NY, NX)),
+                     900 + 20 * yy + rng.normal(0, 50, (NY, NX)),
+                     rng.normal(2, 0.5, (NY, NX))]).astype("float32")
+    data[:, :5, :7] = np.nan
+    data[2, 30, 30] = np.nan  # one variable missing -> the whole cell is no data
+    return xr.DataArray(
+        data, dims=("variable", "y", "x"), name="climate",
+        coords={"variable": VARIABLES, "y": 2_500_000 - 1000 * (np.arange(NY) + 0.5),
+                "x": 4_100_000 + 1000 * (np.arange(NX) + 0.5)},
+    ).rio.write_crs("EPSG:3035")
+
+
+def _model() -> ResidualMLP:
+    torch.manual_seed(0)
+    model = ResidualMLP(len(VARIABLES), len(SPECIES), hidden=16, blocks=1, dropout=0.0)
+    with torch.no_grad():  # spread the probabilities over (0, 1) rather than all near 0.5
+        model.head.weight.mul_(8)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def cube():
+    return _cube()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(cube, tmp_path_factory):
+    """(model, checkpoint dict as load_checkpoint gives it, path)."""
+    model = _model()
+    values = cube.values.reshape(len(VARIABLES), -1)
+    mean, std = np.nanmean(values, axis=1), np.nanstd(values, axis=1)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_checkpoint(path, model, species=SPECIES, variables=VARIABLES, mean=mean, std=std, thresholds=THRESHOLDS,
+                    config={})
+    return model, {"species": SPECIES, "variables": VARIABLES, "mean": mean, "std": std,
+                   "thresholds": THRESHOLDS}, path
+
+
+def _direct(model, checkpoint, cube) -> np.ndarray:
+    """Reference: a plain model forward on every cell, (species, y, x), NaN where any variable is missing."""
+    values = cube.sel(variable=checkpoint["variables"]).values.astype("float64").reshape(len(VARIABLES), -1).T
+    z = ((values - checkpoint["mean"]) / checkpoint["std"]).astype("float32")
+    with torch.no_grad():
+        probs = torch.sigmoid(model(torch.from_numpy(np.nan_to_num(z)))).numpy()
+    probs[~np.isfinite(values).all(axis=1)] = np.nan
+    return probs.T.reshape(len(SPECIES), NY, NX)
+
+
+def test_quantise():
+    codes = quantise(np.array([0.0, 1.0, np.nan, 0.5, -0.1, 1.3, 0.25, 1 / SCALE]))
+    assert codes.dtype == np.uint8
+    np.testing.assert_array_equal(codes, [0, 254, 255, 127, 0, 254, 64, 1])
+    assert NODATA == 255
+
+
+def test_forward_block_equals_direct_forward(checkpoint, cube):
+    model, ckpt, _ = checkpoint
+    out = forward_block(cube.values.astype("float64"), model, ckpt["mean"], ckpt["std"], torch.device("cpu"),
+                        batch_size=100)  # several batches, the last one partial
+    assert out.shape == (len(SPECIES), NY, NX) and out.dtype == np.float32
+    expected = _direct(model, ckpt, cube)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    nodata = ~np.isfinite(cube.values).all(axis=0)
+    assert np.isnan(out[:, nodata]).all()
+    assert np.isfinite(out[:, ~nodata]).all()
+    assert np.isnan(out[:, 30, 30]).all()
+    # the probabilities are spread, so the threshold tests below mean something
+    assert np.nanmin(out) < 0.2 and np.nanmax(out) > 0.8
+
+
+def test_forward_block_all_nodata(checkpoint):
+    model, ckpt, _ = checkpoint
+    out = forward_block(np.full((3, 2, 3), np.nan), model, ckpt["mean"], ckpt["std"], torch.device("cpu"), 16)
+    assert out.shape == (4, 2, 3) and np.isnan(out).all()
+
+
+def test_suitability_cube_is_lazy_and_chunked(checkpoint, cube):
+    model, ckpt, _ = checkpoint
+    result = suitability_cube(cube.chunk({"variable": 1, "y": 16, "x": 16}), model, ckpt)
+    assert isinstance(result.data, da.Array)
+    assert result.dims == ("species", "y", "x")
+    assert result.dtype == np.uint8
+    assert result.data.chunks == ((len(SPECIES),), (16, 16, 8), (16, 16, 4))
+    assert list(result["species"].values) == SPECIES
+    assert result.rio.crs.to_epsg() == 3035
+    np.testing.assert_array_equal(result["x"], cube["x"])
+
+
+def test_suitability_cube_of_a_numpy_cube(checkpoint, cube):
+    model, ckpt, _ = checkpoint
+    result = suitability_cube(cube, model, ckpt)
+    assert isinstance(result.data, da.Array)
+    codes = result.values
+    assert np.abs(codes.astype(int) - quantise(_direct(model, ckpt, cube)).astype(int)).max() <= 1
+
+
+def test_chunked_prediction_equals_whole_array(checkpoint, cube):
+    model, ckpt, _ = checkpoint
+    four = cube.chunk({"variable": -1, "y": NY // 2, "x": NX // 2})
+    assert four.data.npartitions == 4
+    chunked = suitability_cube(four, model, ckpt, batch_size=64).values
+    whole = quantise(forward_block(cube.values.astype("float64"), model, ckpt["mean"], ckpt["std"],
+                                   torch.device("cpu"), batch_size=1_000_000))
+    np.testing.assert_array_equal(chunked == NODATA, whole == NODATA)
+    # float32 sums may differ in the last bit between batch sizes, which can move a rounding by one code
+    diff = np.abs(chunked.astype(int) - whole.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+def test_variable_order_of_the_cube_does_not_matter(checkpoint, cube):
+    model, ckpt, _ = checkpoint
+    reversed_cube = cube.isel(variable=slice(None, None, -1))
+    assert list(reversed_cube["variable"].values) == VARIABLES[::-1]
+    extra = xr.concat([reversed_cube, (cube.sel(variable="bio1") * 0 + 7).expand_dims(variable=["bio99"])],
+                      dim="variable")
+    expected = suitability_cube(cube, model, ckpt).values
+    np.testing.assert_array_equal(suitability_cube(reversed_cube, model, ckpt).values, expected)
+    np.testing.assert_array_equal(suitability_cube(extra, model, ckpt).values, expected)
+
+
+@pytest.mark.parametrize("assemblage", ["threshold", "top_k", "average_k"])
+def test_predict_scenario_writes_a_readable_store(checkpoint, cube, tmp_path, assemblage):
+    model, ckpt, path = checkpoint
+    out = tmp_path / "current.zarr"
+    predict_scenario(cube, path, out, scenario="current", chunk=16, batch_size=256, assemblage=assemblage, k=2,
+                     device="cpu")
+    assert out.exists()
+    ds = open_predictions(out)
+    assert ds.rio.crs is not None and ds.rio.crs.to_epsg() == 3035
+    suitability, presence = ds["suitability"].values, ds["presence"].values
+    assert suitability.shape == presence.shape == (len(SPECIES), NY, NX)
+    assert ds["suitability"].dtype == np.float32 and presence.dtype == bool
+    assert list(ds["species"].values) == SPECIES
+    np.testing.assert_array_equal(ds["x"], cube["x"])
+    np.testing.assert_array_equal(ds["y"], cube["y"])
+    nodata = ~np.isfinite(cube.values).all(axis=0)
+    assert np.isnan(suitability[:, nodata]).all()
+    valid = suitability[:, ~nodata]
+    assert np.isfinite(valid).all() and valid.min() >= 0 and valid.max() <= 1
+    assert not presence[:, nodata].any()
+    np.testing.assert_allclose(suitability, _direct(model, ckpt, cube), atol=1 / SCALE)
+    if assemblage == "threshold":
+        np.testing.assert_array_equal(presence[:, ~nodata], valid >= THRESHOLDS[:, None] - 1e-6)
+    elif assemblage == "top_k":
+        assert (presence[:, ~nodata].sum(axis=0) == 2).all()
+    else:
+        assert abs(presence[:, ~nodata].sum(axis=0).mean() - 2) < 0.5
+    raw = open_predictions(out, decode=False)
+    assert raw["suitability"].dtype == np.uint8 and raw["presence"].dtype == np.uint8
+    assert (raw["presence"].values[:, nodata] == NODATA).all()
+
+
+def test_predict_scenario_on_a_reversed_cube_gives_the_same_store(checkpoint, cube, tmp_path):
+    _, _, path = checkpoint
+    predict_scenario(cube, path, tmp_path / "a.zarr", scenario="current", chunk=16, device="cpu")
+    predict_scenario(cube.isel(variable=[2, 0, 1]), path, tmp_path / "b.zarr", scenario="current", chunk=16,
+                     device="cpu")
+    a, b = open_predictions(tmp_path / "a.zarr", decode=False), open_predictions(tmp_path / "b.zarr", decode=False)
+    np.testing.assert_array_equal(a["suitability"].values, b["suitability"].values)
+    np.testing.assert_array_equal(a["presence"].values, b["presence"].values)
+
+
+def test_predict_scenario_missing_variable_names_scenario_and_variable(checkpoint, cube, tmp_path):
+    _, _, path = checkpoint
+    with pytest.raises(ValueError, match=r"ssp585.*bio12|bio12.*ssp585"):
+        predict_scenario(cube.drop_sel(variable="bio12"), path, tmp_path / "x.zarr", scenario="ssp585",
+                         device="cpu")
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_open_predictions_missing_store(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.zarr"):
+        open_predictions(tmp_path / "nothing.zarr")
+
+
+@pytest.mark.parametrize("assemblage", ["threshold", "average_k"])
+def test_predict_scenario_runs_the_model_once_per_chunk(checkpoint, cube, tmp_path, monkeypatch, assemblage):
+    import sdm.predict
+
+    calls = []
+    original = sdm.predict.forward_block
+
+    def counting(block, *args, **kwargs):
+        if block.size:  # dask may call the function on an empty block to infer its output type
+            calls.append(block.shape)
+        return original(block, *args, **kwargs)
+
+    monkeypatch.setattr(sdm.predict, "forward_block", counting)
+    predict_scenario(cube, checkpoint[2], tmp_path / "p.zarr", scenario="current", chunk=20, assemblage=assemblage,
+                     k=2, device="cpu")
+    # 40 x 36 cells in chunks of 20: 2 x 2 chunks, each forwarded once (average_k reads the stored suitability)
+    assert sorted(s[1:] for s in calls) == [(20, 16), (20, 16), (20, 20), (20, 20)]

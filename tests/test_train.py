@@ -1,0 +1,263 @@
+"""Unit tests of sdm.train: spatial blocks, metrics, and a small end-to-end training on a synthetic cube."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import torch
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+
+from sdm.model import load_checkpoint
+from sdm.train import (
+    SPLITS,
+    auc_per_species,
+    max_tss_threshold,
+    run_training,
+    spatial_blocks,
+    train_sdm,
+    tss_at,
+)
+
+N = 60
+SPECIES_RULES = {
+    # presence as a known function of the (unscaled) variables v0, v1, v2 in about [-1, 1]
+    # (ranges of 10-20 % of the grid: background points include presences, so wide ranges cap the AUC near 0.8)
+    "sp_a": lambda v0, v1, v2: v0 > 0.7,
+    "sp_b": lambda v0, v1, v2: v1 < -0.7,
+    "sp_c": lambda v0, v1, v2: v2 > 0.7,
+    "sp_d": lambda v0, v1, v2: np.abs(v0 - v1) < 0.15,
+}
+FAST = {"hidden": 32, "blocks": 1, "dropout": 0.0, "epochs": 15, "batch_size": 64, "background_per_batch": 256,
+        "learning_rate": 3e-3, "patience": 15, "block_cells": 6, "seed": 0, "device": "cpu",
+        "baseline": "logistic"}
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """The code under test may call torch.set_num_threads; keep that from leaking into other tests."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def synthetic_world(seed: int = 0):
+    """(cube (variable, y, x) float32 EPSG:3035 with a nodata corner, occurrences, true presence (species, y, x))."""
+    yy, xx = np.mgrid[0:N, 0:N] / (N - 1)
+    v0 = 2 * xx - 1 + 0.3 * np.sin(6 * yy)
+    v1 = 2 * yy - 1 + 0.3 * np.cos(5 * xx)
+    v2 = np.sin(3 * np.pi * xx) * np.cos(3 * np.pi * yy)
+    # different scales per variable, so the standardisation matters
+    data = np.stack([15 + 10 * v0, 1000 + 500 * v1, v2]).astype("float32")
+    data[:, :4, :4] = np.nan
+    data[1, -2:, -3:] = np.nan  # one variable missing is enough to make a cell invalid
+    valid = np.isfinite(data).all(axis=0)
+    cube = xr.DataArray(
+        data, dims=("variable", "y", "x"), name="climate",
+        coords={"variable": ["bio1", "bio12", "bio4"], "y": 3_000_000 - 1000 * (np.arange(N) + 0.5),
+                "x": 4_000_000 + 1000 * (np.arange(N) + 0.5)},
+    ).rio.write_crs("EPSG:3035")
+    rng = np.random.default_rng(seed)
+    truth, rows = {}, []
+    for name, rule in SPECIES_RULES.items():
+        present = rule(v0, v1, v2) & valid
+        truth[name] = present
+        r, c = np.nonzero(present)
+        pick = rng.choice(len(r), size=min(150, len(r)), replace=False)
+        rows.append(pd.DataFrame({"species": name, "row": r[pick], "col": c[pick]}))
+    occurrences = pd.concat(rows, ignore_index=True)
+    return cube, occurrences, truth
+
+
+@pytest.fixture(scope="module")
+def world():
+    return synthetic_world()
+
+
+@pytest.fixture(scope="module")
+def trained(world):
+    cube, occurrences, _ = world
+    return train_sdm(cube, occurrences, progress=False, **FAST)
+
+
+# --- spatial blocks ---------------------------------------------------------------------------------------------
+
+def test_spatial_blocks_cover_every_cell_with_the_three_codes():
+    split = spatial_blocks((33, 47), 5, seed=1)
+    assert split.shape == (33, 47)
+    assert set(np.unique(split)) == set(SPLITS.values()) == {0, 1, 2}
+
+
+def test_whole_blocks_share_one_code():
+    block = 7
+    split = spatial_blocks((30, 25), block, seed=4)
+    for r in range(0, 30, block):
+        for c in range(0, 25, block):
+            assert len(np.unique(split[r:r + block, c:c + block])) == 1, (r, c)
+
+
+def test_spatial_block_fractions_roughly_respected():
+    split = spatial_blocks((100, 100), 5, seed=0)  # 400 blocks
+    shares = np.bincount(split.ravel(), minlength=3) / split.size
+    np.testing.assert_allclose(shares, [0.7, 0.15, 0.15], atol=0.01)
+
+
+def test_spatial_blocks_deterministic_per_seed():
+    a = spatial_blocks((40, 40), 4, seed=7)
+    np.testing.assert_array_equal(a, spatial_blocks((40, 40), 4, seed=7))
+    assert not np.array_equal(a, spatial_blocks((40, 40), 4, seed=8))
+
+
+def test_spatial_blocks_smallest_grid_still_has_all_codes():
+    split = spatial_blocks((10, 30), 10, seed=0)  # exactly 3 blocks
+    assert sorted(np.unique(split[:, ::10][0])) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("shape, block", [((10, 10), 10), ((10, 20), 10), ((5, 5), 50)])
+def test_too_few_blocks_raises(shape, block):
+    with pytest.raises(ValueError, match="block_cells"):
+        spatial_blocks(shape, block, seed=0)
+
+
+# --- metrics ----------------------------------------------------------------------------------------------------
+
+def test_max_tss_threshold_on_separable_scores():
+    presence = np.array([0.62, 0.7, 0.95, 0.8])
+    background = np.array([0.05, 0.3, 0.41, 0.2, 0.1])
+    threshold, tss = max_tss_threshold(presence, background)
+    assert tss == pytest.approx(1.0)
+    assert 0.41 < threshold <= 0.62
+    assert tss_at(presence, background, threshold) == pytest.approx(1.0)
+
+
+def test_max_tss_threshold_with_overlap():
+    # best cut is at 0.5: sensitivity 3/4, specificity 3/3 -> TSS 0.75
+    threshold, tss = max_tss_threshold(np.array([0.2, 0.5, 0.6, 0.9]), np.array([0.1, 0.3, 0.4]))
+    assert threshold == pytest.approx(0.5)
+    assert tss == pytest.approx(0.75)
+
+
+def test_max_tss_threshold_empty_is_nan():
+    assert all(np.isnan(max_tss_threshold(np.array([]), np.array([0.1]))))
+
+
+def test_auc_per_species_perfect_random_and_without_presences():
+    rng = np.random.default_rng(0)
+    n = 20000
+    scores = np.column_stack([np.r_[np.ones(100), np.zeros(n - 100)],  # species 0: perfect
+                              rng.random(n),  # species 1: random
+                              rng.random(n)])  # species 2: no presences
+    presences = [np.arange(100), rng.choice(n, 5000, replace=False), np.array([], dtype=int)]
+    background = np.arange(100, n)
+    auc = auc_per_species(scores, presences, background)
+    assert auc[0] == pytest.approx(1.0)
+    assert auc[1] == pytest.approx(0.5, abs=0.02)
+    assert np.isnan(auc[2])
+
+
+def test_auc_per_species_inverted_scorer_is_zero():
+    scores = np.array([[0.1], [0.2], [0.8], [0.9]])
+    assert auc_per_species(scores, [np.array([0, 1])], np.array([2, 3]))[0] == pytest.approx(0.0)
+
+
+def test_tss_at():
+    presence = np.array([0.2, 0.6, 0.8])
+    background = np.array([0.1, 0.5, 0.7, 0.3])
+    # sensitivity 2/3, specificity 3/4
+    assert tss_at(presence, background, 0.55) == pytest.approx(2 / 3 + 3 / 4 - 1)
+    assert tss_at(presence, background, 0.0) == pytest.approx(0.0)  # everything present
+    assert np.isnan(tss_at(presence, background, np.nan))
+    assert np.isnan(tss_at(np.array([]), background, 0.5))
+
+
+# --- end-to-end training on the synthetic world ----------------------------------------------------------------
+
+def test_train_sdm_learns_the_known_niches(trained, world):
+    model, info = trained
+    cube, _, truth = world
+    test = info["metrics"]["test"]
+    assert test["deep_sdm"]["mean_auc"] > 0.8
+    assert test["deep_sdm"]["mean_tss"] is not None
+    assert test["deep_sdm"]["species_evaluated"] >= 3
+    assert test["baseline"]["mean_auc"] is not None
+    assert "logistic" in test["baseline"]["name"]
+    # the fitted scores also separate true presence from absence over the whole valid grid
+    scores, rows, cols = info["scores"], info["cell_rows"], info["cell_cols"]
+    for s, name in enumerate(info["species"]):
+        inside = truth[name][rows, cols]
+        assert scores[inside, s].mean() > scores[~inside, s].mean() + 0.2, name
+
+
+def test_train_sdm_info(trained, world):
+    model, info = trained
+    cube, _, _ = world
+    assert info["species"] == sorted(SPECIES_RULES)
+    assert info["variables"] == ["bio1", "bio12", "bio4"]
+    assert info["thresholds"].shape == (4,)
+    assert np.all((info["thresholds"] > 0) & (info["thresholds"] < 1))
+    assert info["split"].shape == (N, N)
+    assert info["mean"].shape == info["std"].shape == (3,)
+    assert info["mean"][1] == pytest.approx(1000, abs=200)  # statistics in the variables' own units
+    assert info["scores"].shape == (int(np.isfinite(cube.values).all(axis=0).sum()), 4)
+    metrics = info["metrics"]
+    assert metrics["device"] == "cpu"
+    assert metrics["n_cells"] == info["scores"].shape[0]
+    assert sum(metrics["records"].values()) == 600
+    assert 1 <= metrics["epochs_run"] <= FAST["epochs"]
+    assert model.hparams["hidden"] == 32 and not model.training
+
+
+def test_train_sdm_is_deterministic_under_a_seed(trained, world):
+    cube, occurrences, _ = world
+    _, first = trained
+    _, again = train_sdm(cube, occurrences, progress=False, **FAST)
+    np.testing.assert_array_equal(first["thresholds"], again["thresholds"])
+    np.testing.assert_array_equal(first["scores"], again["scores"])
+    for key in ("deep_sdm", "baseline"):
+        a, b = dict(first["metrics"]["test"][key]), dict(again["metrics"]["test"][key])
+        a.pop("fit_seconds", None), b.pop("fit_seconds", None)
+        assert a == b
+    assert first["metrics"]["history"] == again["metrics"]["history"]
+
+
+def test_train_sdm_without_species_raises(world):
+    cube, occurrences, _ = world
+    with pytest.raises(ValueError, match="no species"):
+        train_sdm(cube, occurrences.iloc[:0], progress=False, **FAST)
+
+
+def test_run_training_writes_checkpoint_and_split(world, tmp_path):
+    cube, occurrences, _ = world
+    rare = pd.DataFrame({"species": "sp_rare", "row": [30, 31, 32], "col": [30, 30, 30]})
+    occurrences = pd.concat([occurrences, rare], ignore_index=True)
+    params = {**FAST, "epochs": 2, "min_records": 5, "baseline": "none"}
+    model_path, split_path = tmp_path / "model.pt", tmp_path / "split.tif"
+    metrics = run_training(cube, occurrences, params, model_path=model_path, split_path=split_path, threads=1)
+
+    assert metrics["excluded_species"]["species"] == {"sp_rare": 3}
+    assert "5" in metrics["excluded_species"]["reason"]
+    assert set(metrics["thresholds"]) == set(SPECIES_RULES)
+    assert "baseline" not in metrics["test"]
+
+    model, checkpoint = load_checkpoint(model_path)
+    assert checkpoint["species"] == sorted(SPECIES_RULES)
+    assert checkpoint["variables"] == ["bio1", "bio12", "bio4"]
+    assert checkpoint["config"]["min_records"] == 5
+    np.testing.assert_allclose(checkpoint["thresholds"], [metrics["thresholds"][s] for s in checkpoint["species"]],
+                               atol=1e-4)
+
+    with rasterio.open(split_path) as src:
+        assert src.crs.to_epsg() == 3035
+        assert (src.height, src.width) == (N, N)
+        split = src.read(1)
+        assert src.transform.a == pytest.approx(1000) and src.transform.c == pytest.approx(4_000_000)
+    assert set(np.unique(split)) == {0, 1, 2}
+
+
+def test_run_training_without_enough_records_raises(world, tmp_path):
+    cube, occurrences, _ = world
+    with pytest.raises(ValueError, match="min_records=1000"):
+        run_training(cube, occurrences, {**FAST, "min_records": 1000}, model_path=tmp_path / "m.pt",
+                     split_path=tmp_path / "s.tif")
