@@ -238,3 +238,4 @@ def test_accounting_always_adds_up(rows, chunksize):
     assert np.isfinite(occurrences[["longitude", "latitude"]].to_numpy()).all()
     assert VALID[occurrences["row"], occurrences["col"]].all()
     assert (occurrences["species"].str.strip() != "").all()
+    assert all(name.strip() for name in report["species_lost"])

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-import torch
 import rioxarray  # noqa: F401  (registers the .rio accessor)
+import torch
 import xarray as xr
 
 from sdm.model import load_checkpoint

@@ -1,3 +1,4 @@
+import re
 import sys
 from pathlib import Path
 
@@ -21,9 +22,9 @@ if not HAS_REDLIST:
     print("No redlist.path in the config: the run stops after predictions and richness maps.", file=sys.stderr)
 
 wildcard_constraints:
-    scenario="|".join(["current", *SCENARIOS]),
+    scenario="|".join(re.escape(s) for s in ["current", *SCENARIOS]),
     dispersal="full|none",
-    run="|".join(RUNS),
+    run="|".join(re.escape(r) for r in RUNS),
 
 
 def climate_source(wildcards):
