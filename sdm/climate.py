@@ -14,6 +14,8 @@ import rioxarray
 import xarray as xr
 from rasterio.enums import Resampling
 
+from sdm.storage import write_zarr
+
 RASTER_SUFFIXES = (".tif", ".tiff", ".nc", ".nc4", ".vrt")
 
 
@@ -141,9 +143,7 @@ def write_cube(cube: xr.DataArray, path: str | Path, chunk: int = 512) -> None:
     """Write a cube as Zarr v3 (no consolidated metadata), chunked (all variables, chunk, chunk)."""
     ds = cube.rename("climate").to_dataset()
     ds = ds.chunk({"variable": -1, "y": chunk, "x": chunk})
-    for v in ds.variables.values():
-        v.encoding = {}
-    ds.to_zarr(path, mode="w", consolidated=False)
+    write_zarr(ds, path)
 
 
 def open_cube(path: str | Path) -> xr.DataArray:

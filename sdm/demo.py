@@ -27,6 +27,7 @@ from pyproj import Transformer
 from affine import Affine
 
 from sdm.redlist import CATEGORIES, LONG_NAMES
+from sdm.storage import write_zarr
 
 CRS = "EPSG:3035"
 CELL_M = 1000.0
@@ -171,9 +172,8 @@ def generate_demo(
     paths["truth_species"] = out / "truth" / "species.csv"
     table.to_csv(paths["truth_species"], index=False, float_format="%.6g")
     paths["truth_presence"] = out / "truth" / "presence.zarr"
-    _truth_dataset(list(climates), table["species"].tolist(), suit, presence.astype(np.uint8)).to_zarr(
-        paths["truth_presence"], mode="w", consolidated=False
-    )
+    write_zarr(_truth_dataset(list(climates), table["species"].tolist(), suit, presence.astype(np.uint8)),
+               paths["truth_presence"])
     return paths
 
 

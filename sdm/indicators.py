@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sdm.storage import write_zarr
 from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
 
 LAYERS = ("richness", "threatened_count", "threatened_share", "most_threatened")
@@ -86,9 +87,7 @@ def write_indicators(indicators: xr.Dataset, out_dir: str | Path, crs) -> list[P
         layer.rio.write_nodata(np.nan, encoded=False).rio.to_raster(path, compress="deflate", tags={
             "units": layer.attrs.get("units", ""), "categories": ",".join(CATEGORIES)})
         paths.append(path)
-    for v in indicators.variables.values():
-        v.encoding = {}
-    indicators.to_zarr(out_dir / "indicators.zarr", mode="w", consolidated=False)
+    write_zarr(indicators, out_dir / "indicators.zarr")
     return paths
 
 

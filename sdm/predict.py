@@ -17,6 +17,7 @@ import xarray as xr
 from dask.diagnostics import ProgressBar
 
 from sdm.model import ResidualMLP, standardise
+from sdm.storage import write_zarr
 
 NODATA = 255
 SCALE = 254
@@ -73,15 +74,13 @@ def suitability_cube(cube: xr.DataArray, model: ResidualMLP, checkpoint: dict, *
 
 def write_predictions(predictions: xr.Dataset, path: str | Path, progress: bool = True, workers: int = 1) -> None:
     """Write suitability / presence (uint8) as Zarr v3, computing chunk by chunk with ``workers`` threads."""
-    for v in predictions.variables.values():
-        v.encoding = {}
     with dask.config.set(scheduler="threads", num_workers=workers):
         if progress:
             # dt is also how long the bar's thread may sleep before the write returns: keep it short
             with ProgressBar(minimum=2, dt=0.5):
-                predictions.to_zarr(path, mode="w", consolidated=False)
+                write_zarr(predictions, path)
         else:
-            predictions.to_zarr(path, mode="w", consolidated=False)
+            write_zarr(predictions, path)
 
 
 def open_predictions(path: str | Path, decode: bool = True) -> xr.Dataset:
@@ -125,7 +124,7 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
         write_predictions(xr.Dataset({"suitability": suitability}, attrs=attrs), out_path, workers=workers)
         stored = xr.open_zarr(out_path, consolidated=False)["suitability"]
         presence = assemble(stored, assemblage, k=k)
-        presence.to_dataset().to_zarr(out_path, mode="a", consolidated=False)
+        write_zarr(presence.to_dataset(), out_path, mode="a")
         return xr.Dataset({"suitability": stored, "presence": presence}, attrs=attrs)
     presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k)
     predictions = xr.Dataset({"suitability": suitability, "presence": presence}, attrs=attrs)

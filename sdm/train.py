@@ -28,26 +28,39 @@ SPLITS = {"train": 0, "validation": 1, "test": 2}
 
 
 def spatial_blocks(shape: tuple[int, int], block_cells: int, seed: int,
-                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> np.ndarray:
+                   fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+                   records: np.ndarray | None = None, valid: np.ndarray | None = None) -> np.ndarray:
     """Split the grid into square blocks of ``block_cells`` cells and assign each to train / validation / test.
 
     Returns int8 (y, x) with the codes of :data:`SPLITS`. Whole blocks are held out so that evaluation measures
-    transfer to unseen places, not interpolation between neighbouring records.
+    transfer to unseen places, not interpolation between neighbouring records. Blocks are taken in random order
+    into validation, then test, until each holds its fraction of the (valid) cells and, when ``records`` (y, x
+    counts) is given, of the records too: sparse, clustered records would otherwise leave a split without any.
     """
     ny, nx = -(-shape[0] // block_cells), -(-shape[1] // block_cells)
     n_blocks = ny * nx
     if n_blocks < 3:
         raise ValueError(f"sdm.block_cells={block_cells} leaves {n_blocks} blocks on a {shape} grid; need >= 3")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n_blocks)
-    n_val = max(1, round(fractions[1] * n_blocks))
-    n_test = max(1, round(fractions[2] * n_blocks))
-    block_split = np.zeros(n_blocks, dtype="int8")
-    block_split[order[:n_val]] = SPLITS["validation"]
-    block_split[order[n_val:n_val + n_test]] = SPLITS["test"]
     rows = np.arange(shape[0]) // block_cells
     cols = np.arange(shape[1]) // block_cells
-    return block_split[rows[:, None] * nx + cols[None, :]]
+    block_of = rows[:, None] * nx + cols[None, :]
+    cells = np.ones(shape) if valid is None else valid.astype("float64")
+    shares = [np.bincount(block_of.ravel(), weights=cells.ravel(), minlength=n_blocks)]
+    if records is not None and records.sum() > 0:
+        shares.append(np.bincount(block_of.ravel(), weights=records.ravel(), minlength=n_blocks))
+    shares = [s / s.sum() for s in shares if s.sum() > 0] or [np.full(n_blocks, 1 / n_blocks)]
+    order = np.random.default_rng(seed).permutation(n_blocks)
+    block_split = np.zeros(n_blocks, dtype="int8")
+    taken = np.zeros(len(shares))
+    position = 0
+    for code, fraction in ((SPLITS["validation"], fractions[1]), (SPLITS["test"], fractions[2])):
+        taken[:] = 0
+        while position < n_blocks - 1 and (taken < fraction).any():
+            block = order[position]
+            block_split[block] = code
+            taken += [s[block] for s in shares]
+            position += 1
+    return block_split[block_of]
 
 
 def auc_per_species(scores: np.ndarray, presence_cells: list[np.ndarray], background: np.ndarray) -> np.ndarray:
@@ -174,7 +187,12 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     if not species:
         raise ValueError("no species to train the SDM on (all were excluded by occurrence cleaning)")
     values, cell_rows, cell_cols, presences = training_table(cube, occurrences, species)
-    split_map = spatial_blocks((cube.sizes["y"], cube.sizes["x"]), block_cells, seed)
+    record_counts = np.zeros((cube.sizes["y"], cube.sizes["x"]))
+    np.add.at(record_counts, (cell_rows[presences[:, 0]], cell_cols[presences[:, 0]]), 1)
+    valid = np.zeros_like(record_counts, dtype=bool)
+    valid[cell_rows, cell_cols] = True
+    split_map = spatial_blocks((cube.sizes["y"], cube.sizes["x"]), block_cells, seed, records=record_counts,
+                               valid=valid)
     cell_split = split_map[cell_rows, cell_cols]
     split_cells = {name: np.flatnonzero(cell_split == code) for name, code in SPLITS.items()}
     if len(split_cells["train"]) == 0:

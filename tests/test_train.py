@@ -261,3 +261,15 @@ def test_run_training_without_enough_records_raises(world, tmp_path):
     with pytest.raises(ValueError, match="min_records=1000"):
         run_training(cube, occurrences, {**FAST, "min_records": 1000}, model_path=tmp_path / "m.pt",
                      split_path=tmp_path / "s.tif")
+
+
+def test_spatial_blocks_give_every_split_records_when_records_are_clustered():
+    """51 records in one corner of a large grid (like a single-species study) must reach validation and test."""
+    records = np.zeros((60, 60))
+    rng = np.random.default_rng(0)
+    np.add.at(records, (rng.integers(0, 15, 51), rng.integers(0, 15, 51)), 1)
+    split = spatial_blocks((60, 60), 5, seed=2, records=records)
+    held = {name: records[split == code].sum() for name, code in SPLITS.items()}
+    assert held["validation"] >= 0.15 * 51 and held["test"] >= 0.15 * 51
+    assert held["train"] > 0
+    assert sum(held.values()) == 51
