@@ -22,7 +22,9 @@ def demo_outputs(config: dict, root: str = "results/demo") -> list[str]:
 
 
 def _paths(config: dict):
-    yield "occurrences.path", config["occurrences"]["path"]
+    occurrences = config["occurrences"]["path"]
+    for p in occurrences if isinstance(occurrences, list) else [occurrences]:
+        yield "occurrences.path", p
     if config.get("redlist"):
         yield "redlist.path", config["redlist"]["path"]
     current = config["climate"]["current"]

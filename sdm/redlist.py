@@ -8,7 +8,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from sdm.names import canonical_names
 
 CATEGORIES: tuple[str, ...] = ("LC", "NT", "VU", "EN", "CR")
 """Assessed categories, least to most threatened. Their index is the ordinal code used in rasters."""
@@ -84,11 +87,13 @@ def read_redlist(path: str | Path) -> tuple[pd.DataFrame, dict]:
         if code is None and not (value is None or pd.isna(value) or str(value).strip() == ""):
             raise ValueError(f"{path}: row {i}, column '{category_col}': unknown Red List category '{value}'")
         codes.append(code)
-    redlist = pd.DataFrame({
-        "species": table[species_col].astype("string").str.strip().str.replace(r"\s+", " ", regex=True),
-        "raw_category": codes,
-    })
+    names = table[species_col].astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
+    # the same canonical 'Genus epithet' as the occurrences, so authors, case and subspecies do not break matching
+    redlist = pd.DataFrame({"species": canonical_names(names).fillna(names), "name": names, "raw_category": codes})
     redlist = redlist[redlist["species"].notna() & (redlist["species"] != "")]
+    # an assessment of the species itself wins over one of its subspecies or a variant spelling
+    infraspecific = redlist["name"].str.contains(r"\b(?:subsp|ssp|var|subvar|f|forma)\.?\s", regex=True)
+    redlist = redlist.iloc[np.argsort(infraspecific.fillna(False).to_numpy(), kind="stable")]
     extinct = redlist["raw_category"].isin(EXTINCT)
     duplicated = redlist.duplicated("species", keep="first")
     report = {

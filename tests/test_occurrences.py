@@ -36,7 +36,7 @@ ROWS = [  # line (1-based data row): expected fate
     ["Aus aus", "abc", "2.5"],  # 4: non_numeric_coordinates
     ["Aus aus", "95", "2.5"],  # 5: coordinates_out_of_range (lat > 90)
     ["Aus aus", "0", "0"],  # 6: zero_zero_coordinates
-    ["Aus aus", "50", "50"],  # 7: outside_grid
+    ["Aus aus", "50", "60"],  # 7: outside_grid
     ["Aus aus", "9.5", "0.5"],  # 8: nodata_cell
     ["Aus aus", "1.7", "2.2"],  # 9: duplicate_species_cell (same cell as line 1)
     ["Bus bus", "1.5", "2.5"],  # 10: kept (another species in the same cell)
@@ -45,7 +45,7 @@ ROWS = [  # line (1-based data row): expected fate
     ["Bus bus", "nan", "3"],  # 13: non_numeric_coordinates
     ["Bus bus", "inf", "3"],  # 14: non_numeric_coordinates
     ["Bus bus", "5", "-200"],  # 15: coordinates_out_of_range (lon < -180)
-    ["Cus cus", "5.5", "5.5"],  # 16: kept
+    ["Cus cus", "5.5", "5.6"],  # 16: kept
     ["   ", "5.5", "5.5"],  # 17: missing_species (blank name)
 ]
 EXPECTED_REASONS = {
@@ -65,7 +65,7 @@ def test_every_drop_reason_is_counted_exactly(messy_csv):
     occurrences, rejected, report = ingest_occurrences(messy_csv, GRID, VALID)
     assert report["records_read"] == len(ROWS)
     assert report["records_kept"] == 3
-    assert report["dropped"] == {
+    assert report["dropped"] == {reason: 0 for reason in DROP_REASONS} | {
         "missing_species": 3,
         "missing_coordinates": 1,
         "non_numeric_coordinates": 3,
@@ -84,7 +84,7 @@ def test_every_drop_reason_is_counted_exactly(messy_csv):
 
 def test_rejected_rows_have_their_line_and_reason(messy_csv):
     _, rejected, _ = ingest_occurrences(messy_csv, GRID, VALID)
-    assert list(rejected.columns) == ["line", "species", "longitude", "latitude", "reason"]
+    assert list(rejected.columns) == ["file", "line", "name", "species", "longitude", "latitude", "reason"]
     assert dict(zip(rejected["line"], rejected["reason"])) == EXPECTED_REASONS
     assert rejected["line"].is_monotonic_increasing
     assert rejected.set_index("line").loc[9, "species"] == "Aus aus"

@@ -26,6 +26,8 @@ rule ingest_occurrences:
     params:
         columns=config["occurrences"]["columns"],
         chunksize=config["occurrences"]["chunksize"],
+        cleaning=config["occurrences"]["cleaning"],
+        min_records=config["sdm"]["min_records"],
     log:
         "logs/ingest_occurrences.log",
     script:

@@ -7,8 +7,9 @@ from sdm.occurrences import ingest_occurrences
 log = log_to(snakemake.log[0])
 cube = open_cube(snakemake.input.cube)
 occurrences, rejected, report = ingest_occurrences(
-    snakemake.input.occurrences, cube.isel(variable=0, drop=True), valid_mask(cube),
-    columns=snakemake.params.columns, chunksize=snakemake.params.chunksize,
+    [paths] if isinstance(paths := snakemake.input.occurrences, str) else list(paths), cube.isel(variable=0, drop=True), valid_mask(cube),
+    columns=snakemake.params.columns, chunksize=snakemake.params.chunksize, cleaning=snakemake.params.cleaning,
+    min_records=snakemake.params.min_records,
 )
 occurrences.to_parquet(snakemake.output.occurrences, index=False)
 rejected.to_parquet(snakemake.output.rejected, index=False)
