@@ -63,6 +63,8 @@ def _band_names(da: xr.DataArray, path: Path) -> list[str]:
         return [descriptions]
     if n == 1:
         return [path.name]
+    if n == 19 and re.search(r"bioc|bioclim", path.stem, flags=re.IGNORECASE):
+        return [f"bio{i + 1}" for i in range(n)]  # WorldClim CMIP6 'bioc' stacks: the 19 bioclim variables in order
     return [f"{path.stem}_band{i + 1}" for i in range(n)]
 
 

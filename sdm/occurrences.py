@@ -229,6 +229,13 @@ def _classify_chunk(raw: pd.DataFrame, columns: dict[str, str], grid: xr.DataArr
     }, index=raw.index)
 
 
+def lost_species_reasons(rejected: pd.DataFrame, lost: set[str]) -> dict[str, str]:
+    """Why each species with no record left was lost: its records' drop reasons, most frequent first."""
+    rows = rejected[rejected["species"].isin(lost)]
+    reasons = rows.groupby("species")["reason"].agg(lambda r: ", ".join(f"{k} ({v})" for k, v in r.value_counts().items()))
+    return {s: reasons.get(s, "") for s in sorted(lost)}
+
+
 def ingest_occurrences(
     path: str | Path | list,
     grid: xr.DataArray,
@@ -319,7 +326,7 @@ def ingest_occurrences(
         "dropped": dropped,
         "species_read": len(species_read),
         "species_kept": len(species_kept),
-        "species_lost": sorted(species_read - species_kept),
+        "species_lost": lost_species_reasons(rejected, species_read - species_kept),
         "species_below_min_records": {
             "min_records": min_records,
             "note": "kept for features and status; not used to train the SDM",

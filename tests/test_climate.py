@@ -248,3 +248,17 @@ def test_netcdf_on_lat_lon(tmp_path):
     on_grid = ingest_climate(path, "current", grid)
     np.testing.assert_allclose(on_grid.sel(variable="bio1").values[:, 0], grid["y"].values, atol=1e-5)
     np.testing.assert_allclose(on_grid.sel(variable="bio12").values[0, 0], 95.0, atol=1e-4)
+
+
+def test_worldclim_cmip6_stack_without_band_names_reads_as_bio1_to_bio19(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path = tmp_path / "wc2.1_10m_bioc_MIROC6_ssp585_2081-2100.tif"
+    data = np.arange(19 * 4 * 5, dtype="float32").reshape(19, 4, 5)
+    with rasterio.open(path, "w", driver="GTiff", width=5, height=4, count=19, dtype="float32", crs="EPSG:4326",
+                       transform=from_origin(-50, -20, 0.5, 0.5)) as dst:
+        dst.write(data)
+    cube = read_climate(path)
+    assert list(cube["variable"].values) == [f"bio{i}" for i in range(1, 20)]
+    np.testing.assert_array_equal(cube.sel(variable="bio2").values, data[1])

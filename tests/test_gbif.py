@@ -179,3 +179,10 @@ def test_redlist_names_match_occurrences_despite_authors_case_and_subspecies(tmp
     matches = match_report(redlist, pd.Series(["Orchis mascula", "Ophrys apifera", "Himantoglossum hircinum"]))
     assert matches["redlist_without_occurrences"] == ["Serapias lingua"]
     assert matches["occurrences_without_label"] == ["Himantoglossum hircinum"]
+
+
+def test_lost_species_are_listed_with_the_reason(tmp_path):
+    path = tmp_path / "occ.csv"
+    path.write_text("species,lat,lon\nAus aus,1.5,2.5\nBus bus,50.5,60.5\nBus bus,0,0\nBus bus,51.5,60.5\n")
+    _, _, report = ingest_occurrences(path, GRID, VALID)
+    assert report["species_lost"] == {"Bus bus": "outside_grid (2), zero_zero_coordinates (1)"}

@@ -79,7 +79,7 @@ def test_every_drop_reason_is_counted_exactly(messy_csv):
     assert report["records_kept"] + sum(report["dropped"].values()) == report["records_read"]
     assert report["columns"] == {"species": "species", "longitude": "decimalLongitude", "latitude": "decimalLatitude"}
     assert report["species_read"] == 3 and report["species_kept"] == 3
-    assert report["species_lost"] == []  # a blank name is missing, not a species ""
+    assert report["species_lost"] == {}  # a blank name is missing, not a species ""
 
 
 def test_rejected_rows_have_their_line_and_reason(messy_csv):

@@ -1,0 +1,114 @@
+"""The two real-data example configurations, run end to end on the files in ../shared/data (as users download them).
+
+The orchid run uses fewer epochs and a narrower model here (a test flag, not the example's settings) to fit CI.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import yaml
+
+from sdm.climate import open_cube
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+if not SHARED.is_dir():
+    pytest.skip(f"real data not found at {SHARED}", allow_module_level=True)
+
+
+def absolute(config: dict) -> dict:
+    """The example's ../shared paths made absolute, so that the run can happen in a temporary directory."""
+    text = json.dumps(config).replace('"../shared/', f'"{ROOT.parent / "shared"}/')
+    return json.loads(text)
+
+
+def run_example(name: str, workdir: Path, overrides: dict | None = None) -> subprocess.CompletedProcess:
+    config = absolute(yaml.safe_load((ROOT / "config/examples" / f"{name}.yaml").read_text()))
+    for section, values in (overrides or {}).items():
+        config.setdefault(section, {}).update(values)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def myrcia(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("myrcia")
+    run_example("myrcia_cmip6", workdir, {"sdm": {"baseline": "logistic"}})
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def orchids(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("orchids")
+    run_example("orchids_global", workdir, {"sdm": {"epochs": 4, "hidden": 64, "blocks": 2}})
+    return workdir
+
+
+def test_myrcia_reads_worldclim_current_and_cmip6_futures(myrcia):
+    current = open_cube(myrcia / "results/cubes/current.zarr")
+    assert list(current["variable"].values) == ["bio1", "bio7", "bio12", "bio15"]  # bio_1 and bio01 harmonised
+    assert current.shape == (4, 52, 40) and current.rio.crs.to_epsg() == 4326
+    future = open_cube(myrcia / "results/cubes/MIROC6_ssp585_2081-2100.zarr")
+    assert list(future["variable"].values) == list(current["variable"].values)
+    # MIROC6 SSP5-8.5 late century is warmer than the present on every common land cell
+    warming = (future.sel(variable="bio1") - current.sel(variable="bio1")).values
+    assert np.nanmin(warming) > 0
+    report = json.loads((myrcia / "results/ingest_report.json").read_text())
+    assert report["records_read"] == 51
+    assert report["records_kept"] + sum(report["dropped"].values()) == 51
+    assert report["species_kept"] == 1
+
+
+def test_myrcia_has_every_future_run_without_red_list(myrcia):
+    runs = sorted(p.name for p in (myrcia / "results/indicators").iterdir())
+    assert len(runs) == 1 + 8 * 2
+    for run in runs:
+        with rasterio.open(myrcia / "results/indicators" / run / "richness.tif") as src:
+            assert src.crs.to_epsg() == 4326
+            values = src.read(1)
+        assert set(np.unique(values[np.isfinite(values)])) <= {0.0, 1.0}  # one species: present or not
+    assert not (myrcia / "results/iucn").exists()  # no Red List in this example
+    assert (myrcia / "results/maps/richness_change.html").exists()
+
+
+def test_orchids_every_species_has_a_status_or_a_reason(orchids):
+    status = pd.read_csv(orchids / "results/iucn/status.csv")
+    report = json.loads((orchids / "results/ingest_report.json").read_text())
+    labels = pd.read_csv(SHARED / "iucnn_orchids/training_labels.csv")
+    species_in = set(pd.read_parquet(SHARED / "iucnn_orchids/training_occ.parquet")["species"]) | set(
+        pd.read_parquet(SHARED / "iucnn_orchids/prediction_occ.parquet")["species"])
+    assert len(species_in) == 989
+    accounted = set(status["species"]) | set(report["species_lost"])
+    assert species_in <= accounted, sorted(species_in - accounted)[:10]
+    assert all(report["species_lost"].values())  # each with its reason
+    runs = {(s, d) for s, d in zip(status["scenario"], status["dispersal"])}
+    assert len(runs) == 1 + 4 * 2
+    # the not-evaluated species get a predicted status with probabilities
+    unassessed = status[(status["scenario"] == "current") & ~status["species"].isin(labels["species"])]
+    assert len(unassessed) >= 95
+    assert unassessed["category"].isin(["LC", "NT", "VU", "EN", "CR"]).all()
+
+
+def test_orchids_classifier_and_sdm_metrics(orchids):
+    cv = json.loads((orchids / "results/iucn/cv_metrics.json").read_text())
+    assert cv["n_species"] >= 880 and cv["folds"] == 10
+    assert cv["binary_accuracy"] > 0.6  # far above chance (0.5) even with the test's short SDM training
+    sdm = json.loads((orchids / "results/sdm/metrics.json").read_text())
+    assert sdm["test"]["deep_sdm"]["mean_auc"] > 0.7
+    assert sdm["test"]["baseline"]["mean_auc"] is not None
+    with rasterio.open(orchids / "results/indicators/ukesm1-0-ll_ssp585_2080_none/threatened_share_change.tif") as src:
+        assert src.crs.to_epsg() == 4326 and (src.height, src.width) == (360, 720)
