@@ -96,21 +96,25 @@ def read_status(path) -> pd.Series:
     return pd.read_csv(path).set_index("species")["status"]
 
 
-def run_indicators(current_path, future_path, scenario: str, dispersal: str, out_dir, status=None,
+def run_indicators(current, future, scenario: str, dispersal: str, out_dir, status=None,
                    current_status=None) -> list[Path]:
-    """Indicators of one run from the prediction stores and status tables; writes GeoTIFFs + Zarr.
+    """Indicators of one run from predictions and status tables; writes GeoTIFFs + Zarr.
 
-    Without a status table (no Red List in the config) only richness (and its change) is written.
+    ``current`` / ``future`` are prediction stores (paths) or decoded prediction Datasets (e.g. the lazy ones of
+    fused mode). Without a status table (no Red List in the config) only richness (and its change) is written.
     """
     from sdm.predict import open_predictions
 
-    current = open_predictions(current_path)
+    def opened(predictions):
+        return predictions if isinstance(predictions, xr.Dataset) else open_predictions(predictions)
+
+    current = opened(current)
     valid = current["suitability"].isel(species=0).notnull()
     crs = current.rio.crs
     if status is None:
         layers = xr.Dataset({"richness": current["presence"].sum("species").astype("float32")})
         if scenario != "current":
-            presence = scenario_presence(current["presence"], open_predictions(future_path)["presence"], dispersal)
+            presence = scenario_presence(current["presence"], opened(future)["presence"], dispersal)
             future = xr.Dataset({"richness": presence.sum("species").astype("float32")})
             future["richness_change"] = future["richness"] - layers["richness"]
             layers = future
@@ -120,6 +124,6 @@ def run_indicators(current_path, future_path, scenario: str, dispersal: str, out
     current_layers = indicator_layers(current["presence"], read_status(current_status), valid)
     if scenario == "current":
         return write_indicators(current_layers, out_dir, crs)
-    presence = scenario_presence(current["presence"], open_predictions(future_path)["presence"], dispersal)
+    presence = scenario_presence(current["presence"], opened(future)["presence"], dispersal)
     layers = with_change(indicator_layers(presence, read_status(status), valid), current_layers)
     return write_indicators(layers, out_dir, crs)

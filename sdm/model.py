@@ -26,20 +26,46 @@ class ResidualBlock(nn.Module):
 
 
 class ResidualMLP(nn.Module):
-    """Multi-species SDM on a cell's input vector (as in SINR, Cole et al. 2023): logits (batch, species)."""
+    """Multi-species SDM on a cell's input vector (as in SINR, Cole et al. 2023): logits (batch, species).
 
-    def __init__(self, n_inputs: int, n_species: int, hidden: int = 256, blocks: int = 4, dropout: float = 0.1):
+    ``quadratic`` appends the squares of the (standardised) inputs, so that a unimodal niche is one linear unit
+    away (MaxEnt's quadratic features); it matters when records are few. ``members`` > 1 makes the module a deep
+    ensemble: that many independently initialised networks whose logits are averaged (:meth:`member_logits` gives
+    them one by one for training). With the defaults the module and its ``state_dict`` are the original single
+    network, so older checkpoints load unchanged.
+    """
+
+    def __init__(self, n_inputs: int, n_species: int, hidden: int = 256, blocks: int = 4, dropout: float = 0.1,
+                 quadratic: bool = False, members: int = 1):
         super().__init__()
+        if members < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
         self.hparams = {"n_inputs": n_inputs, "n_species": n_species, "hidden": hidden, "blocks": blocks,
-                        "dropout": dropout}
+                        "dropout": dropout, "quadratic": bool(quadratic), "members": int(members)}
+        self.quadratic = bool(quadratic)
+        if members > 1:
+            self.members = nn.ModuleList(
+                ResidualMLP(n_inputs, n_species, hidden, blocks, dropout, quadratic) for _ in range(members)
+            )
+            return
+        self.members = None
+        width_in = 2 * n_inputs if quadratic else n_inputs
         self.encoder = nn.Sequential(
-            nn.Linear(n_inputs, hidden), nn.ReLU(inplace=True),
+            nn.Linear(width_in, hidden), nn.ReLU(inplace=True),
             *[ResidualBlock(hidden, dropout) for _ in range(blocks)],
         )
         self.head = nn.Linear(hidden, n_species)
 
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of every member, (members, batch, species)."""
+        if self.members is not None:
+            return torch.stack([m(x) for m in self.members])
+        if self.quadratic:
+            x = torch.cat([x, x * x], dim=1)
+        return self.head(self.encoder(x))[None]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))
+        return self.member_logits(x).mean(dim=0)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

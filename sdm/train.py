@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 import xarray as xr
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from sdm.model import ResidualMLP, resolve_device, standardise
@@ -66,14 +65,20 @@ def spatial_blocks(shape: tuple[int, int], block_cells: int, seed: int,
 def auc_per_species(scores: np.ndarray, presence_cells: list[np.ndarray], background: np.ndarray) -> np.ndarray:
     """AUC of each species' scores at its presence cells against background cells (NaN without presences).
 
-    ``scores`` is (cells, species); ``presence_cells[s]`` and ``background`` are row indices into it.
+    ``scores`` is (cells, species); ``presence_cells[s]`` and ``background`` are row indices into it. Ties count
+    half (the Mann-Whitney statistic, as ``sklearn.metrics.roc_auc_score``); one sort per species.
     """
     aucs = np.full(len(presence_cells), np.nan)
+    if len(background) == 0:
+        return aucs
     for s, cells in enumerate(presence_cells):
-        if len(cells) == 0 or len(background) == 0:
+        if len(cells) == 0:
             continue
-        y = np.r_[np.ones(len(cells)), np.zeros(len(background))]
-        aucs[s] = roc_auc_score(y, np.r_[scores[cells, s], scores[background, s]])
+        back = np.sort(scores[background, s])
+        pres = scores[cells, s]
+        below = np.searchsorted(back, pres, side="left")
+        ties = np.searchsorted(back, pres, side="right") - below
+        aucs[s] = (below.sum() + 0.5 * ties.sum()) / (len(pres) * len(back))
     return aucs
 
 
@@ -123,8 +128,11 @@ def _scores(model: ResidualMLP, x: torch.Tensor, batch: int = 65536) -> np.ndarr
 
 
 def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, train_cells: np.ndarray,
-                 method: str, seed: int, n_background: int = 10000) -> tuple[str, np.ndarray]:
+                 method: str, seed: int, n_background: int = 10000,
+                 fit: np.ndarray | None = None, progress: bool = True) -> tuple[str, np.ndarray]:
     """Per-species classical SDMs fitted on the same training records; returns (name, scores (cells, species)).
+
+    ``fit`` (bool per species, default all) selects the species to fit; the others' scores stay NaN.
 
     ``maxent``: elapid's MaxEnt (linear, quadratic, hinge features); ``logistic``: a scikit-learn logistic
     regression on linear + quadratic terms with class-balanced weights (fast, for many species).
@@ -132,9 +140,10 @@ def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, trai
     rng = np.random.default_rng(seed)
     background = rng.choice(train_cells, size=min(n_background, len(train_cells)), replace=False)
     scores = np.full((len(values), n_species), np.nan, dtype="float32")
+    fit = np.ones(n_species, dtype=bool) if fit is None else np.asarray(fit, dtype=bool)
     if method == "maxent":
         import elapid
-        for s in tqdm(range(n_species), desc="baseline maxent", leave=False):
+        for s in tqdm(np.flatnonzero(fit), desc="baseline maxent", leave=False, disable=not progress):
             cells = presences[presences[:, 1] == s, 0]
             cells = cells[np.isin(cells, train_cells)]
             if len(cells) < 2:
@@ -150,7 +159,7 @@ def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, trai
         mean, std = values[train_cells].mean(0), values[train_cells].std(0) + 1e-9
         z = (values - mean) / std
         design = np.c_[z, z**2]
-        for s in range(n_species):
+        for s in np.flatnonzero(fit):
             cells = presences[presences[:, 1] == s, 0]
             cells = cells[np.isin(cells, train_cells)]
             if len(cells) < 2:
@@ -168,12 +177,27 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
               hidden: int = 256, blocks: int = 4, dropout: float = 0.1, epochs: int = 100, batch_size: int = 512,
               background_per_batch: int = 2048, learning_rate: float = 1e-3, weight_decay: float = 1e-5,
               patience: int = 10, block_cells: int = 20, seed: int = 0, device: str = "auto",
-              baseline: str = "maxent", threads: int | None = None, progress: bool = True):
+              baseline: str = "maxent", threads: int | None = None, progress: bool = True,
+              fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), baseline_species: list[str] | None = None,
+              quadratic: bool = False, members: int = 1, sampling_exponent: float = 0.0,
+              target_group: float = 0.0, steps_per_epoch: int | None = None):
     """Train the joint SDM. Returns ``(model, info)``.
 
     ``info`` has ``species``, ``variables``, ``mean``, ``std``, ``thresholds`` (per species, max-TSS on
     validation blocks), ``split`` (int8 y, x; codes of :data:`SPLITS`) and ``metrics`` (held-out AUC / TSS of the
     deep SDM and of the baseline, per species and mean).
+
+    ``fractions`` are the train / validation / test shares of the spatial blocks (a test share of 0 trains on
+    everything but the validation blocks, for evaluation on independent data). The baseline is fitted for
+    ``baseline_species`` (default: all) that have test records, or for all of them when there is no test split;
+    its scores (cells, species; NaN where not fitted) are ``info["baseline_scores"]``.
+
+    Model and sampling options: ``quadratic`` adds squared inputs, ``members`` trains a deep ensemble (see
+    :class:`~sdm.model.ResidualMLP`); a species is drawn for a presence with probability proportional to its
+    training records to the power ``sampling_exponent`` (0: every species as often, 1: every record as often);
+    ``target_group`` is the share of background cells drawn from cells holding records of any species (observer-bias
+    correction) instead of uniformly over the training blocks; ``steps_per_epoch`` defaults to one pass over the
+    training records (at most 200 steps).
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -191,8 +215,8 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     np.add.at(record_counts, (cell_rows[presences[:, 0]], cell_cols[presences[:, 0]]), 1)
     valid = np.zeros_like(record_counts, dtype=bool)
     valid[cell_rows, cell_cols] = True
-    split_map = spatial_blocks((cube.sizes["y"], cube.sizes["x"]), block_cells, seed, records=record_counts,
-                               valid=valid)
+    split_map = spatial_blocks((cube.sizes["y"], cube.sizes["x"]), block_cells, seed, fractions=fractions,
+                               records=record_counts, valid=valid)
     cell_split = split_map[cell_rows, cell_cols]
     split_cells = {name: np.flatnonzero(cell_split == code) for name, code in SPLITS.items()}
     if len(split_cells["train"]) == 0:
@@ -220,12 +244,25 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
 
     val_presences, test_presences = presence_cells(SPLITS["validation"]), presence_cells(SPLITS["test"])
 
-    model = ResidualMLP(len(variables), n_species, hidden=hidden, blocks=blocks, dropout=dropout).to(dev)
+    model = ResidualMLP(len(variables), n_species, hidden=hidden, blocks=blocks, dropout=dropout,
+                        quadratic=quadratic, members=members).to(dev)
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     generator = np.random.default_rng(seed)
     train_cells = split_cells["train"]
     trainable_species = np.flatnonzero(trainable)
-    steps_per_epoch = max(1, min(200, int(np.ceil(len(train_pairs) / batch_size))))
+    species_weights = counts[trainable_species].astype("float64") ** sampling_exponent
+    species_weights /= species_weights.sum()
+    # target-group background: the training cells where any species was recorded, i.e. where observers went
+    record_cells = np.unique(train_pairs[:, 0])
+    n_target = int(round(target_group * background_per_batch)) if len(record_cells) else 0
+    if steps_per_epoch is None:
+        steps_per_epoch = max(1, min(200, int(np.ceil(len(train_pairs) / batch_size))))
+    trainable_mask = torch.from_numpy(trainable).to(dev)
+    val_cells = split_cells["validation"]
+    position = np.full(len(values), -1, dtype="int64")
+    position[val_cells] = np.arange(len(val_cells))
+    val_local = [position[c] for c in val_presences]  # validation records as rows of the validation scores
+    x_val = x_all[torch.from_numpy(val_cells).to(dev)]
 
     best = {"auc": -np.inf, "epoch": -1, "state": None}
     history = []
@@ -234,21 +271,24 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
         model.train()
         total = 0.0
         for _ in range(steps_per_epoch):
-            s = generator.choice(trainable_species, size=batch_size)
+            s = generator.choice(trainable_species, size=batch_size, p=species_weights)
             cells = pooled[offsets[s] + (generator.random(batch_size) * counts[s]).astype("int64")]
-            bg = generator.choice(train_cells, size=background_per_batch)
-            logits_pos = model(x_all[torch.from_numpy(cells).to(dev)])
-            logits_bg = model(x_all[torch.from_numpy(bg).to(dev)])
-            pos = logits_pos.gather(1, torch.from_numpy(s).to(dev)[:, None]).squeeze(1)
-            loss = (torch.nn.functional.softplus(-pos).mean()
-                    + torch.nn.functional.softplus(logits_bg).mean(dim=0)[torch.from_numpy(trainable).to(dev)].mean())
+            bg = np.r_[generator.choice(train_cells, size=background_per_batch - n_target),
+                       generator.choice(record_cells, size=n_target)] if n_target else \
+                generator.choice(train_cells, size=background_per_batch)
+            logits = model.member_logits(x_all[torch.from_numpy(np.r_[cells, bg]).to(dev)])  # (members, batch, species)
+            logits_pos, logits_bg = logits[:, :batch_size], logits[:, batch_size:]
+            index = torch.from_numpy(s).to(dev)[None, :, None].expand(logits.shape[0], -1, 1)
+            pos = logits_pos.gather(2, index).squeeze(2)
+            # each member's loss, summed: the members learn independently from the same batches
+            loss = (torch.nn.functional.softplus(-pos).mean(dim=1)
+                    + torch.nn.functional.softplus(logits_bg).mean(dim=1)[:, trainable_mask].mean(dim=1)).sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += float(loss.detach())
-        if len(split_cells["validation"]):
-            scores = _scores(model, x_all)
-            val_auc = float(np.nanmean(auc_per_species(scores, val_presences, split_cells["validation"])))
+            total += float(loss.detach()) / logits.shape[0]
+        if len(val_cells):
+            val_auc = float(np.nanmean(auc_per_species(_scores(model, x_val), val_local, np.arange(len(val_cells)))))
         else:
             val_auc = float("nan")
         history.append({"epoch": epoch, "loss": total / steps_per_epoch, "validation_auc": val_auc})
@@ -290,10 +330,14 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
         "history": history,
         "test": {"deep_sdm": summarise(species, deep_auc, deep_tss, test_presences)},
     }
+    base_scores = None
     if baseline != "none":
         t0 = time.perf_counter()
+        fit = np.ones(n_species, dtype=bool) if baseline_species is None else np.isin(species, baseline_species)
+        if len(test_bg):  # only species that can be evaluated: MaxEnt takes about 1 s per species
+            fit &= np.array([len(p) > 0 for p in test_presences])
         name, base_scores = fit_baseline(values, presences[presence_split == SPLITS["train"]], n_species,
-                                         train_cells, baseline, seed)
+                                         train_cells, baseline, seed, fit=fit, progress=progress)
         base_auc = auc_per_species(np.nan_to_num(base_scores, nan=0.0), test_presences, test_bg)
         base_auc[np.isnan(base_scores).all(axis=0)] = np.nan
         base_tss = []
@@ -308,7 +352,7 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
         metrics["test"]["baseline"]["fit_seconds"] = round(time.perf_counter() - t0, 2)
     info = {"species": list(species), "variables": variables, "mean": mean, "std": std, "thresholds": thresholds,
             "split": split_map, "metrics": metrics, "scores": scores, "cell_rows": cell_rows,
-            "cell_cols": cell_cols}
+            "cell_cols": cell_cols, "baseline_scores": base_scores}
     return model, info
 
 

@@ -265,3 +265,24 @@ def test_without_redlist_the_run_stops_after_richness(tmp_path):
         "richness.tif", "richness_change.tif"]
     maps = {p.name for p in (tmp_path / "results/maps").glob("*.html")}
     assert maps == {"index.html", "richness.html", "richness_change.html"}
+
+
+def test_fused_mode_stores_no_species_cube(tmp_path):
+    config = {"demo": {"rows": 40, "cols": 40, "species": 8, "seed": 5,
+                       "scenarios": {"warm": {"warming": 2.0, "precip_change": -0.1}}},
+              "occurrences": {"path": "results/demo/occurrences.csv"},
+              "redlist": {"path": "results/demo/redlist.csv"},
+              "climate": {"current": "results/demo/climate/current.tif",
+                          "scenarios": {"warm": "results/demo/climate/warm.tif"}},
+              "sdm": {"epochs": 3, "hidden": 16, "blocks": 1, "baseline": "none", "block_cells": 8},
+              "prediction": {"fused": True, "chunk": 16}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "results/predictions").exists()
+    features = pd.read_parquet(tmp_path / "results/iucn/features_warm_none.parquet")
+    assert (features["range_km2"] <= features["current_range_km2"]).all()  # no dispersal: inside the current range
+    for name in ("richness", "threatened_share_change"):
+        with rasterio.open(tmp_path / f"results/indicators/warm_full/{name}.tif") as src:
+            assert src.crs.to_epsg() == 3035
+    assert (tmp_path / "results/maps/index.html").exists()

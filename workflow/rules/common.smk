@@ -37,9 +37,22 @@ def run_scenario(run):
     return run.rsplit("_", 1)[0]
 
 
+FUSED = config["prediction"]["fused"]
+
+
+def run_predictions(wildcards):
+    """What a run's features and indicators read: prediction stores, or in fused mode the cubes and the model."""
+    scenario = run_scenario(wildcards.run)
+    if FUSED:
+        return {"model": "results/sdm/model.pt", "current": "results/cubes/current.zarr",
+                "future": f"results/cubes/{scenario}.zarr"}
+    return {"current": "results/predictions/current.zarr", "future": f"results/predictions/{scenario}.zarr"}
+
+
 def all_outputs():
     outputs = ["results/ingest_report.json", "results/sdm/metrics.json"]
-    outputs += expand("results/predictions/{scenario}.zarr", scenario=["current", *SCENARIOS])
+    if not FUSED:
+        outputs += expand("results/predictions/{scenario}.zarr", scenario=["current", *SCENARIOS])
     if HAS_REDLIST:
         outputs += ["results/iucn/status.csv", "results/iucn/cv_metrics.json"]
     outputs += expand("results/indicators/{run}/richness.tif", run=RUNS)

@@ -1,6 +1,5 @@
 def indicator_inputs(wildcards):
-    scenario = run_scenario(wildcards.run)
-    inputs = {"current": "results/predictions/current.zarr", "future": f"results/predictions/{scenario}.zarr"}
+    inputs = run_predictions(wildcards)
     if HAS_REDLIST:
         inputs |= {"status": f"results/iucn/status/{wildcards.run}.csv",
                    "current_status": "results/iucn/status/current_none.csv"}
@@ -14,6 +13,10 @@ rule indicators:
     output:
         richness="results/indicators/{run}/richness.tif",
         zarr=directory("results/indicators/{run}/indicators.zarr"),
+    params:
+        prediction=config["prediction"],
+        device=config["sdm"]["device"],
+    threads: workflow.cores
     log:
         "logs/indicators/{run}.log",
     script:

@@ -1,8 +1,3 @@
-def run_predictions(wildcards):
-    scenario = run_scenario(wildcards.run)
-    return {"current": "results/predictions/current.zarr", "future": f"results/predictions/{scenario}.zarr"}
-
-
 rule species_features:
     """Per-species features of one run: occurrence geometry and niche, predicted range and its change."""
     input:
@@ -11,6 +6,10 @@ rule species_features:
         cube="results/cubes/current.zarr",
     output:
         "results/iucn/features_{run}.parquet",
+    params:
+        prediction=config["prediction"],
+        device=config["sdm"]["device"],
+    threads: workflow.cores
     log:
         "logs/species_features/{run}.log",
     script:

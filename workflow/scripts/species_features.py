@@ -2,14 +2,14 @@ import pandas as pd
 from common import log_to
 from sdm.climate import open_cube
 from sdm.features import species_features
+from sdm.fused import run_predictions
 from sdm.grid import cell_area_km2
-from sdm.predict import open_predictions
 
 log = log_to(snakemake.log[0])
 scenario, dispersal = snakemake.wildcards.run.rsplit("_", 1)
 cube = open_cube(snakemake.input.cube)
-current = open_predictions(snakemake.input.current)
-future = None if scenario == "current" else open_predictions(snakemake.input.future)
+current, future = run_predictions(snakemake.input, scenario, snakemake.params.prediction,
+                                  snakemake.params.device, snakemake.threads)
 features = species_features(pd.read_parquet(snakemake.input.occurrences), cube, current, future, dispersal,
                             cell_area_km2(cube.isel(variable=0, drop=True)))
 features.to_parquet(snakemake.output[0])

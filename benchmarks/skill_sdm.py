@@ -1,0 +1,305 @@
+"""SDM skill on real data: the joint deep SDM against MaxEnt (elapid) on the same splits (issue 5, part 2).
+
+Three data sets from ``../shared/data`` (see its PROVENANCE.md):
+
+- **myrcia** (kuenm2, WorldClim 10', bio1/bio7/bio12/bio15): both models learn from the 51 training records
+  (validation blocks for early stopping and thresholds, no test blocks) and are scored on the 82 independent
+  NeoTropTree records against every cell of the calibration area (the raster's valid cells): AUC.
+- **mammals** (biomod2, 3 degrees, 5 bioclim variables, 6 species with IUCN-range presence/absence): presence-only
+  training records are a sample of each species' true presence cells; background is every land cell. AUC and TSS
+  (at the max-TSS threshold of the validation blocks) against the true presence/absence of the test blocks, averaged
+  over split seeds.
+- **orchids** (IUCNN GBIF records of 889 species, ISIMIP 0.5 degree, 19 bioclim): spatial-block split, every species
+  with >= ``sdm.min_records`` occupied cells trained jointly; mean per-species test AUC (records vs test-block
+  background) over the species with >= 10 occupied cells and at least one test record. MaxEnt is fitted for those
+  species only.
+
+Run ``python benchmarks/skill_sdm.py`` (all three, about 15 minutes on 2 cores) or ``--dataset myrcia``.
+``sdm_skill_tables()`` returns the tables as a dict for ``benchmarks/skill.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from sklearn.metrics import roc_auc_score
+
+from sdm.climate import ingest_climate, valid_mask
+from sdm.grid import grid_of, points_to_cells
+from sdm.occurrences import ingest_occurrences
+from sdm.train import SPLITS, max_tss_threshold, train_sdm, tss_at
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SDM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+DATASETS = ("myrcia", "mammals", "orchids")
+
+# Deep SDM settings per data set (the workflow's defaults, with the examples' block sizes): a single species with
+# a few dozen records needs a small network; the joint orchid model is the pipeline's own configuration.
+DEEP = {
+    "myrcia": {"hidden": 64, "blocks": 2, "block_cells": 8, "epochs": 100, "patience": 10},
+    "mammals": {"block_cells": 5, "epochs": 100, "patience": 10},
+    "orchids": {"block_cells": 10, "epochs": 40, "patience": 6},
+}
+TARGETS = {  # issue 5: the deep SDM's mean AUC minus MaxEnt's must reach this
+    "myrcia": -0.01, "mammals": -0.01, "orchids": 0.02,
+}
+MAXENT = "elapid MaxEnt (linear, quadratic, hinge)"
+
+
+# --- evaluation ---------------------------------------------------------------------------------------------------
+
+def auc(scores_presence: np.ndarray, scores_background: np.ndarray) -> float:
+    """Probability that a presence scores above a background cell (ties count half); NaN when a side is empty."""
+    scores_presence, scores_background = np.asarray(scores_presence), np.asarray(scores_background)
+    if len(scores_presence) == 0 or len(scores_background) == 0:
+        return float("nan")
+    y = np.r_[np.ones(len(scores_presence)), np.zeros(len(scores_background))]
+    return float(roc_auc_score(y, np.r_[scores_presence, scores_background]))
+
+
+def independent_test_auc(suitability: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                         background: np.ndarray) -> float:
+    """AUC of independent test records against background cells on a (y, x) suitability grid.
+
+    Each record counts once (records sharing a cell repeat its score); ``background`` is a bool (y, x) mask of the
+    cells to compare with (typically the calibration area: every cell with data). Records on cells without a score
+    (NaN) are left out.
+    """
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    presence = suitability[rows, cols]
+    back = suitability[background & np.isfinite(suitability)]
+    return auc(presence[np.isfinite(presence)], back)
+
+
+def presence_absence_skill(scores: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
+    """AUC and TSS (at ``threshold``) of scores against true presence (1) / absence (0) of the same cells."""
+    truth = np.asarray(truth).astype(bool)
+    return {"auc": auc(scores[truth], scores[~truth]), "tss": tss_at(scores[truth], scores[~truth], threshold)}
+
+
+def split_cells(split: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+    """bool (y, x) masks of the valid cells in each split (train / validation / test) of a spatial-block map."""
+    return {name: (split == code) & valid for name, code in SPLITS.items()}
+
+
+def grid_scores(info: dict, key: str, shape: tuple[int, int]) -> np.ndarray:
+    """(species, y, x) scores from ``train_sdm``'s per-cell ``info[key]`` (cells, species); NaN off the valid cells."""
+    cells = info[key]
+    out = np.full((cells.shape[1], *shape), np.nan, dtype="float64")
+    out[:, info["cell_rows"], info["cell_cols"]] = cells.T
+    return out
+
+
+def _validation_threshold(scores: np.ndarray, records: pd.DataFrame, masks: dict) -> float:
+    """Max-TSS threshold of one species' (y, x) scores: its records in validation blocks vs validation cells."""
+    in_val = masks["validation"][records["row"], records["col"]]
+    return max_tss_threshold(scores[records["row"][in_val], records["col"][in_val]],
+                             scores[masks["validation"]])[0]
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+def load_myrcia() -> tuple[xr.DataArray, pd.DataFrame, pd.DataFrame]:
+    """(cube, training occurrences on the grid, independent test records with ``row``/``col``)."""
+    base = DATA / "kuenm2_myrcia_cmip6"
+    cube = ingest_climate(base / "Current_variables.tif", "current", variables=["bio1", "bio7", "bio12", "bio15"])
+    occurrences, _, _ = ingest_occurrences(base / "occurrences_train.csv", grid_of(cube), valid_mask(cube))
+    test = pd.read_csv(base / "occurrences_independent_test.csv")
+    cells = points_to_cells(test["x"], test["y"], grid_of(cube))
+    return cube, occurrences, test.join(cells[["row", "col"]])
+
+
+def load_mammals() -> tuple[xr.DataArray, xr.DataArray]:
+    """(cube (5 bioclim, y, x), truth (species, y, x) uint8 1 presence / 0 absence / 255 no data)."""
+    base = DATA / "biomod2_bioclim_mammals"
+    cube = ingest_climate(base / "bioclim_current.tif", "current")
+    table = pd.read_csv(base / "DataSpecies_presence_absence.csv")
+    species = [c for c in table.columns if c not in ("X_WGS84", "Y_WGS84")]
+    cells = points_to_cells(table["X_WGS84"], table["Y_WGS84"], grid_of(cube))
+    truth = np.full((len(species), cube.sizes["y"], cube.sizes["x"]), 255, dtype="uint8")
+    for i, s in enumerate(species):
+        truth[i, cells["row"], cells["col"]] = table[s].to_numpy()
+    truth[:, ~valid_mask(cube)] = 255
+    return cube, xr.DataArray(truth, dims=("species", "y", "x"),
+                              coords={"species": species, "y": cube["y"], "x": cube["x"]}, name="truth")
+
+
+def load_orchids() -> tuple[xr.DataArray, pd.DataFrame]:
+    """(cube (19 bioclim, y, x) at 0.5 degrees, occurrences: one row per species x occupied cell)."""
+    cube = ingest_climate(DATA / "isimip_bioclim_global_0p5deg" / "bioclim_gswp3-w5e5_obsclim_1995.tif", "current")
+    occurrences, _, _ = ingest_occurrences(DATA / "iucnn_orchids" / "training_occ.parquet", grid_of(cube),
+                                           valid_mask(cube))
+    return cube, occurrences
+
+
+# --- runs ---------------------------------------------------------------------------------------------------------
+
+def _row(model: str, aucs, tss=None, **extra) -> dict:
+    aucs = np.asarray(aucs, dtype="float64")
+    row = {"model": model, "mean_auc": round(float(np.nanmean(aucs)), 4) if np.isfinite(aucs).any() else None,
+           "n_species": int(np.isfinite(aucs).sum())}
+    if tss is not None:
+        tss = np.asarray(tss, dtype="float64")
+        row["mean_tss"] = round(float(np.nanmean(tss)), 4) if np.isfinite(tss).any() else None
+    return {**row, **extra}
+
+
+def _table(name: str, protocol: str, deep: dict, maxent: dict, seconds: float, **extra) -> dict:
+    difference = None
+    if deep["mean_auc"] is not None and maxent["mean_auc"] is not None:
+        difference = round(deep["mean_auc"] - maxent["mean_auc"], 4)
+    return {"dataset": name, "protocol": protocol, "rows": [deep, maxent], "auc_difference": difference,
+            "target": f"deep SDM AUC - MaxEnt AUC >= {TARGETS[name]:+.2f}",
+            "target_met": difference is not None and difference >= TARGETS[name] - 1e-9,
+            "seconds": round(seconds, 1), **extra}
+
+
+def run_myrcia(seed: int = 0, threads: int | None = None, progress: bool = False, **deep) -> dict:
+    """Deep SDM and MaxEnt on the 51 records; AUC of the 82 independent records vs the calibration area."""
+    started = time.perf_counter()
+    cube, occurrences, test = load_myrcia()
+    params = {**DEEP["myrcia"], **deep}
+    _, info = train_sdm(cube, occurrences, seed=seed, baseline="maxent", fractions=(0.8, 0.2, 0.0),
+                        threads=threads, progress=progress, device="cpu", **params)
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    background = valid_mask(cube)
+    test = test[test["row"] >= 0]
+    aucs = {key: independent_test_auc(grid_scores(info, key, shape)[0], test["row"], test["col"], background)
+            for key in ("scores", "baseline_scores")}
+    held = info["metrics"]["records"]
+    protocol = (f"{held['train']} training + {held['validation']} validation cells of the 51 records "
+                f"(blocks of {params['block_cells']} cells); {len(test)} independent records vs "
+                f"{int(background.sum())} calibration-area cells")
+    return _table("myrcia", protocol, _row("deep SDM", [aucs["scores"]], epochs=info["metrics"]["epochs_run"]),
+                  _row(MAXENT, [aucs["baseline_scores"]]), time.perf_counter() - started)
+
+
+def mammal_records(truth: xr.DataArray, fraction: float, seed: int, minimum: int = 5) -> pd.DataFrame:
+    """Presence-only records: a random ``fraction`` (at least ``minimum``) of each species' true presence cells."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for s in truth["species"].values:
+        rows, cols = np.nonzero(truth.sel(species=s).values == 1)
+        n = min(len(rows), max(minimum, int(round(fraction * len(rows)))))
+        pick = rng.choice(len(rows), size=n, replace=False)
+        parts.append(pd.DataFrame({"species": str(s), "row": rows[pick], "col": cols[pick]}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def run_mammals(repeats: int = 3, fraction: float = 0.5, threads: int | None = None, progress: bool = False,
+                **deep) -> dict:
+    """Presence-only training on sampled true presences; AUC / TSS against the truth of the test blocks."""
+    started = time.perf_counter()
+    cube, truth = load_mammals()
+    shape = (cube.sizes["y"], cube.sizes["x"])
+    valid = valid_mask(cube)
+    params = {**DEEP["mammals"], **deep}
+    per = {"deep": [], "maxent": []}
+    for seed in range(repeats):
+        records = mammal_records(truth, fraction, seed)
+        _, info = train_sdm(cube, records, seed=seed, baseline="maxent", threads=threads, progress=progress,
+                            device="cpu", **params)
+        masks = split_cells(info["split"], valid)
+        for key, name in (("scores", "deep"), ("baseline_scores", "maxent")):
+            scores = grid_scores(info, key, shape)
+            for i, s in enumerate(info["species"]):
+                true = truth.sel(species=s).values
+                test = masks["test"] & (true != 255)
+                skill = {"auc": np.nan, "tss": np.nan}
+                if 0 < true[test].sum() < test.sum() and np.isfinite(scores[i][test]).all():
+                    threshold = _validation_threshold(scores[i], records[records["species"] == s], masks)
+                    skill = presence_absence_skill(scores[i][test], true[test], threshold)
+                per[name].append({"seed": seed, "species": s, **skill})
+    tables = {k: pd.DataFrame(v) for k, v in per.items()}
+    # a species-split pair counts only when both models could be evaluated on it
+    both = tables["deep"]["auc"].notna() & tables["maxent"]["auc"].notna()
+    by_species = {k: t[both].groupby("species")[["auc", "tss"]].mean() for k, t in tables.items()}
+    protocol = (f"{int(fraction * 100)} % of the true presence cells as presence-only records, every land cell as "
+                f"background; AUC / TSS vs true presence/absence in test blocks of {params['block_cells']} cells; "
+                f"mean over species of the mean over {repeats} split seeds")
+    per_species = {s: {"deep_auc": round(float(by_species["deep"].loc[s, "auc"]), 4),
+                       "maxent_auc": round(float(by_species["maxent"].loc[s, "auc"]), 4),
+                       "deep_tss": round(float(by_species["deep"].loc[s, "tss"]), 4),
+                       "maxent_tss": round(float(by_species["maxent"].loc[s, "tss"]), 4)}
+                   for s in by_species["deep"].index}
+    return _table("mammals", protocol, _row("deep SDM", by_species["deep"]["auc"], by_species["deep"]["tss"]),
+                  _row(MAXENT, by_species["maxent"]["auc"], by_species["maxent"]["tss"]),
+                  time.perf_counter() - started, per_species=per_species)
+
+
+def run_orchids(seed: int = 0, min_records: int = 5, min_eval_records: int = 10, threads: int | None = None,
+                progress: bool = False, **deep) -> dict:
+    """Joint deep SDM on all orchids with >= ``min_records`` cells; per-species test AUC vs MaxEnt."""
+    started = time.perf_counter()
+    cube, occurrences = load_orchids()
+    sites = occurrences.groupby("species").size()
+    species = sorted(sites.index[sites >= min_records])
+    evaluated = sorted(sites.index[sites >= min_eval_records])
+    params = {**DEEP["orchids"], **deep}
+    _, info = train_sdm(cube, occurrences, species=species, seed=seed, baseline="maxent",
+                        baseline_species=evaluated, threads=threads, progress=progress, device="cpu", **params)
+    test = info["metrics"]["test"]
+    aucs = {key: np.array([np.nan if test[key]["per_species"][s]["auc"] is None else test[key]["per_species"][s]["auc"]
+                           for s in evaluated]) for key in ("deep_sdm", "baseline")}
+    both = np.isfinite(aucs["deep_sdm"]) & np.isfinite(aucs["baseline"])
+    protocol = (f"{len(species)} species with >= {min_records} occupied 0.5-degree cells trained jointly; test AUC "
+                f"(records vs test-block cells, blocks of {params['block_cells']} cells) over the species with >= "
+                f"{min_eval_records} cells and a test record")
+    return _table("orchids", protocol,
+                  _row("deep SDM (joint)", aucs["deep_sdm"][both], epochs=info["metrics"]["epochs_run"],
+                       train_seconds=info["metrics"]["train_seconds"]),
+                  _row(MAXENT, aucs["baseline"][both], fit_seconds=test["baseline"]["fit_seconds"]),
+                  time.perf_counter() - started)
+
+
+RUNS = {"myrcia": run_myrcia, "mammals": run_mammals, "orchids": run_orchids}
+
+
+def sdm_skill_tables(datasets=DATASETS, threads: int | None = None, progress: bool = False) -> dict:
+    """One table per data set: the deep SDM and MaxEnt rows (mean AUC, TSS where there is truth, n species), the
+    AUC difference and whether issue 5's target is met."""
+    return {name: RUNS[name](threads=threads, progress=progress) for name in datasets}
+
+
+def format_table(table: dict) -> str:
+    lines = [f"## {table['dataset']}: {table['protocol']}",
+             f"{'model':<44} {'mean AUC':>9} {'mean TSS':>9} {'species':>8}"]
+    for row in table["rows"]:
+        tss = row.get("mean_tss")
+        lines.append(f"{row['model']:<44} {row['mean_auc'] if row['mean_auc'] is not None else 'n/a':>9} "
+                     f"{tss if tss is not None else '-':>9} {row['n_species']:>8}")
+    lines.append(f"AUC difference {table['auc_difference']:+.4f} (target {table['target']}): "
+                 f"{'met' if table['target_met'] else 'MISSED'}; {table['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=DATASETS, action="append",
+                        help="run only this data set (repeatable); default: all three")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--json", type=Path, help="also write the tables to this JSON file")
+    parser.add_argument("--progress", action="store_true", help="show training progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    tables = {}
+    for name in args.dataset or DATASETS:
+        tables[name] = RUNS[name](threads=args.threads, progress=args.progress)
+        print(format_table(tables[name]), flush=True)
+        print()
+    if args.json:
+        args.json.write_text(json.dumps(tables, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

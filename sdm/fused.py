@@ -1,0 +1,68 @@
+"""Fused mode: predictions that are never stored, for runs too big to keep a species cube on disk.
+
+The species cube (species x cells) is the only product whose size grows with species times cells. In fused mode
+it is a lazy Dask graph: each chunk's model forward is computed, reduced to per-species sums (range area,
+suitability, overlap of current and future ranges) or per-cell indicators, and dropped. The reductions are the
+same functions as in the materialised mode (:func:`sdm.features.range_features`,
+:func:`sdm.indicators.indicator_layers`) fed with lazy instead of stored predictions, so both modes give the same
+numbers. Two streaming passes are needed, not one: the indicators need each species' status, and the status needs
+the per-species sums. Recomputing a forward pass costs far less than storing and re-reading the cube.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import xarray as xr
+
+from sdm.assemblage import assemble
+from sdm.climate import check_variables, open_cube
+from sdm.model import load_checkpoint, resolve_device
+from sdm.predict import NODATA, SCALE, suitability_cube
+
+
+def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: str, chunk: int = 256,
+                     batch_size: int = 65536, assemblage: str = "threshold", k: float = 5,
+                     device: str = "auto", threads: int | None = None) -> xr.Dataset:
+    """Decoded predictions (``suitability`` float32 in [0, 1] with NaN no data, ``presence`` bool) as a lazy graph.
+
+    Identical, value for value, to :func:`sdm.predict.open_predictions` on a store written by
+    :func:`sdm.predict.predict_scenario` with the same settings (both go through the uint8 codes).
+    """
+    if assemblage == "average_k":
+        raise ValueError("prediction.assemblage 'average_k' needs the stored suitability (a global threshold); "
+                         "use 'threshold' or 'top_k' with prediction.fused")
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    model, checkpoint = load_checkpoint(model_path, dev)
+    check_variables(cube, checkpoint["variables"], scenario)
+    cube = cube.chunk({"variable": -1, "y": chunk, "x": chunk})
+    codes = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev)
+    presence = assemble(codes, assemblage, thresholds=checkpoint["thresholds"], k=k)
+    decoded = xr.Dataset({
+        "suitability": (codes.where(codes != NODATA) / SCALE).astype("float32"),
+        "presence": presence == 1,
+    })
+    return decoded.rio.write_crs(cube.rio.crs)
+
+
+def run_predictions(inputs, scenario: str, prediction: dict, device: str = "auto", threads: int | None = None):
+    """(current, future) decoded predictions of one run; ``future`` is None for the present.
+
+    ``inputs`` maps ``current`` / ``future`` to prediction stores, or, with ``prediction["fused"]``, to climate
+    cubes, plus ``model`` (the checkpoint): the predictions are then the lazy graphs of :func:`lazy_predictions`.
+    """
+    from sdm.predict import open_predictions
+
+    def load(path, name):
+        if not prediction.get("fused"):
+            return open_predictions(path)
+        return lazy_predictions(open_cube(path), inputs["model"], scenario=name, chunk=prediction["chunk"],
+                                batch_size=prediction["batch_size"], assemblage=prediction["assemblage"],
+                                k=prediction["k"], device=device, threads=threads)
+
+    current = load(inputs["current"], "current")
+    future = None if scenario == "current" else load(inputs["future"], scenario)
+    return current, future

@@ -1,0 +1,103 @@
+"""Fused mode: per-species sums and per-cell indicators from never-stored predictions equal those of the stores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from sdm.climate import ingest_climate, valid_mask
+from sdm.demo import generate_demo
+from sdm.features import range_features
+from sdm.fused import lazy_predictions, run_predictions
+from sdm.grid import cell_area_km2
+from sdm.indicators import indicator_layers, scenario_presence
+from sdm.occurrences import ingest_occurrences
+from sdm.predict import open_predictions, predict_scenario
+from sdm.train import run_training
+
+PARAMS = {"hidden": 16, "blocks": 1, "dropout": 0.0, "epochs": 3, "batch_size": 128, "background_per_batch": 256,
+          "learning_rate": 1e-3, "patience": 3, "block_cells": 10, "seed": 0, "device": "cpu", "baseline": "none",
+          "min_records": 3}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fused")
+    paths = generate_demo(root / "demo", rows=48, cols=40, n_species=8, seed=2,
+                          scenarios={"warm": {"warming": 3.0, "precip_change": -0.1}})
+    current = ingest_climate(paths["current"], "current")
+    future = ingest_climate(paths["warm"], "warm", grid=current.isel(variable=0, drop=True),
+                            variables=list(current["variable"].values))
+    occurrences, _, _ = ingest_occurrences(paths["occurrences"], current.isel(variable=0, drop=True),
+                                           valid_mask(current))
+    model = root / "model.pt"
+    run_training(current, occurrences, PARAMS, model_path=model, split_path=root / "split.tif", threads=1)
+    stores = {}
+    for name, cube in (("current", current), ("warm", future)):
+        stores[name] = root / f"{name}.zarr"
+        predict_scenario(cube, model, stores[name], scenario=name, chunk=16, device="cpu")
+    return {"cubes": {"current": current, "warm": future}, "model": model, "stores": stores}
+
+
+def lazy(world, name, assemblage="threshold"):
+    return lazy_predictions(world["cubes"][name], world["model"], scenario=name, chunk=16, device="cpu",
+                            assemblage=assemblage)
+
+
+def test_lazy_predictions_equal_the_stored_ones(world):
+    for name in ("current", "warm"):
+        stored, fused = open_predictions(world["stores"][name]), lazy(world, name)
+        xr.testing.assert_equal(stored["presence"].compute(), fused["presence"].compute())
+        xr.testing.assert_allclose(stored["suitability"].compute(), fused["suitability"].compute())
+        assert fused["presence"].chunks is not None  # a lazy graph, not an array in memory
+
+
+@pytest.mark.parametrize("dispersal", ["full", "none"])
+def test_fused_species_sums_equal_materialised(world, dispersal):
+    area = cell_area_km2(world["cubes"]["current"].isel(variable=0, drop=True))
+    stored = range_features(open_predictions(world["stores"]["current"]), open_predictions(world["stores"]["warm"]),
+                            dispersal, area)
+    fused = range_features(lazy(world, "current"), lazy(world, "warm"), dispersal, area)
+    pd.testing.assert_series_equal(stored["range_km2"], fused["range_km2"])  # counts of 1 km2 cells: exact
+    pd.testing.assert_series_equal(stored["current_range_km2"], fused["current_range_km2"])
+    np.testing.assert_allclose(stored["mean_suitability"], fused["mean_suitability"], rtol=1e-6)
+    assert stored["range_km2"].sum() > 0
+
+
+def test_fused_indicators_equal_materialised(world):
+    species = [str(s) for s in open_predictions(world["stores"]["current"])["species"].values]
+    status = pd.Series(np.resize(["LC", "VU", "CR", "EN"], len(species)), index=species)
+    results = []
+    for current, future in (
+        (open_predictions(world["stores"]["current"]), open_predictions(world["stores"]["warm"])),
+        (lazy(world, "current"), lazy(world, "warm")),
+    ):
+        valid = current["suitability"].isel(species=0).notnull()
+        presence = scenario_presence(current["presence"], future["presence"], "none")
+        results.append(indicator_layers(presence, status, valid).compute())
+    for name in ("richness", "threatened_count", "most_threatened"):
+        np.testing.assert_array_equal(results[0][name].values, results[1][name].values)
+    np.testing.assert_allclose(results[0]["threatened_share"].values, results[1]["threatened_share"].values,
+                               rtol=1e-6, equal_nan=True)
+    assert np.nanmax(results[0]["richness"].values) > 0
+
+
+def test_run_predictions_reads_cubes_in_fused_mode(world, tmp_path):
+    from sdm.climate import write_cube
+
+    for name, cube in world["cubes"].items():
+        write_cube(cube, tmp_path / f"{name}.zarr", chunk=16)
+    inputs = {"model": world["model"], "current": tmp_path / "current.zarr", "future": tmp_path / "warm.zarr"}
+    prediction = {"fused": True, "chunk": 16, "batch_size": 4096, "assemblage": "threshold", "k": 5}
+    current, future = run_predictions(inputs, "warm", prediction, device="cpu")
+    stored = open_predictions(world["stores"]["warm"])
+    xr.testing.assert_equal(stored["presence"].compute(), future["presence"].compute())
+    _, none = run_predictions(inputs, "current", prediction, device="cpu")
+    assert none is None
+
+
+def test_average_k_is_refused_in_fused_mode(world):
+    with pytest.raises(ValueError, match="average_k"):
+        lazy(world, "current", assemblage="average_k")
