@@ -61,12 +61,28 @@ def average_k_code(suitability: xr.DataArray, k: float) -> int:
 
     Exact: computed from the 255-bin histogram of the codes, one streaming pass over the chunks.
     """
+    return _average_k_from_histograms(species_histograms(suitability), k)
+
+
+def _species_histogram_block(block: np.ndarray) -> np.ndarray:
+    n_species = block.shape[0]
+    flat = (np.arange(n_species, dtype="int64")[:, None] * 256 + block.reshape(n_species, -1)).ravel()
+    return np.bincount(flat, minlength=n_species * 256).reshape(1, 1, n_species, 256)
+
+
+def species_histograms(suitability: xr.DataArray) -> np.ndarray:
+    """(species, 256) counts of each uint8 code per species (code 255 = no data): one streaming pass."""
     data = suitability.data if isinstance(suitability.data, da.Array) else da.from_array(suitability.values)
-    counts, _ = da.histogram(data.ravel(), bins=np.arange(0, NODATA + 2), range=(0, NODATA + 1))
-    counts = np.asarray(counts.compute() if hasattr(counts, "compute") else counts)
-    n_species = suitability.sizes["species"]
-    valid_values = counts[:NODATA]
-    n_cells = valid_values.sum() / n_species
+    data = data.rechunk({0: -1})
+    n_species = data.shape[0]
+    parts = da.map_blocks(_species_histogram_block, data, dtype="int64", drop_axis=[0], new_axis=[2, 3],
+                          chunks=((1,) * data.numblocks[1], (1,) * data.numblocks[2], (n_species,), (256,)))
+    return np.asarray(parts.sum(axis=(0, 1)).compute())
+
+
+def _average_k_from_histograms(histograms: np.ndarray, k: float) -> int:
+    valid_values = histograms[:, :NODATA].sum(axis=0)
+    n_cells = valid_values.sum() / histograms.shape[0]
     if n_cells == 0:
         raise ValueError("no valid cell to choose an average-K threshold on")
     at_least = np.cumsum(valid_values[::-1])[::-1]  # values >= code c, for c = 0..254
@@ -74,22 +90,43 @@ def average_k_code(suitability: xr.DataArray, k: float) -> int:
     return int(np.argmin(np.abs(mean_set_size - k)))
 
 
-def presence_average_k(suitability: xr.DataArray, k: float) -> xr.DataArray:
-    """One threshold for all species so that the mean set size is ``k`` -> presence."""
-    if k <= 0:
+def threshold_set_size(histograms: np.ndarray, thresholds) -> float:
+    """Mean set size over valid cells of the per-species ``thresholds`` assemblage, from code histograms."""
+    codes = threshold_codes(thresholds)
+    n_cells = histograms[0, :NODATA].sum()
+    if n_cells == 0:
+        raise ValueError("no valid cell")
+    present = sum(histograms[s, codes[s]:NODATA].sum() for s in range(histograms.shape[0]))
+    return float(present / n_cells)
+
+
+def presence_average_k(suitability: xr.DataArray, k: float | str, thresholds=None) -> xr.DataArray:
+    """One threshold for all species so that the mean set size is ``k`` -> presence.
+
+    ``k="auto"``: the mean set size of the per-species ``thresholds`` (max-TSS) assemblage, so that the two differ
+    only in how the same number of presences is spread over species and cells.
+    """
+    histograms = species_histograms(suitability)
+    if k == "auto":
+        if thresholds is None:
+            raise ValueError("prediction.k 'auto' needs the model's per-species thresholds")
+        k = threshold_set_size(histograms, thresholds)
+    if float(k) <= 0:
         raise ValueError(f"prediction.k must be > 0 for average_k, got {k}")
-    code = average_k_code(suitability, k)
+    code = _average_k_from_histograms(histograms, float(k))
     return presence_threshold(suitability, np.full(suitability.sizes["species"], code / SCALE))
 
 
-def assemble(suitability: xr.DataArray, method: str, thresholds=None, k: float | None = None) -> xr.DataArray:
+def assemble(suitability: xr.DataArray, method: str, thresholds=None, k: float | str | None = None) -> xr.DataArray:
     """Presence (uint8, ``species``, ``y``, ``x``) by ``method``; see the module docstring."""
     if method == "threshold":
         presence = presence_threshold(suitability, thresholds)
     elif method == "top_k":
+        if k == "auto":
+            raise ValueError("prediction.k 'auto' applies to average_k only; give top_k an integer K")
         presence = presence_top_k(suitability, int(k))
     elif method == "average_k":
-        presence = presence_average_k(suitability, float(k))
+        presence = presence_average_k(suitability, k, thresholds)
     else:
         raise ValueError(f"prediction.assemblage must be one of {METHODS}, got '{method}'")
     presence.name = "presence"

@@ -28,11 +28,9 @@ def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: st
     """Decoded predictions (``suitability`` float32 in [0, 1] with NaN no data, ``presence`` bool) as a lazy graph.
 
     Identical, value for value, to :func:`sdm.predict.open_predictions` on a store written by
-    :func:`sdm.predict.predict_scenario` with the same settings (both go through the uint8 codes).
+    :func:`sdm.predict.predict_scenario` with the same settings (both go through the uint8 codes). ``average_k``
+    first streams once over the grid for the code histograms that fix its single threshold.
     """
-    if assemblage == "average_k":
-        raise ValueError("prediction.assemblage 'average_k' needs the stored suitability (a global threshold); "
-                         "use 'threshold' or 'top_k' with prediction.fused")
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)

@@ -2,10 +2,23 @@
 
 Stored compactly: suitability as uint8 (probability x 254, rounded; 255 = no data), presence as uint8 (0/1, 255 =
 no data). :func:`open_predictions` decodes them back to float probabilities and booleans.
+
+Speed (see ``benchmarks/throughput.py``): a chunk's cells go through the model in batches small enough that their
+(species, cells) logits stay in the CPU cache, and every step after the matrix products (sigmoid, x 254, rounding,
+uint8, the per-species threshold) runs on that cached batch and writes straight into the chunk's uint8 output, laid
+out (species, cells) by computing the head as ``W @ h.T``, so no (cells, species) float array is ever built,
+transposed or re-read. The stores use a fast codec (LZ4 in Blosc): zstd, zarr's default, cost more than the model.
+Memory: a chunk's side comes from :func:`chunk_cells` (its float32 output at most ``CHUNK_BYTES``), so peak memory
+depends on chunk size x species, not on the grid.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
+import os
+import threading
 from pathlib import Path
 
 import dask
@@ -14,73 +27,294 @@ import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import torch
 import xarray as xr
+from dask.base import tokenize
 from dask.diagnostics import ProgressBar
 
 from sdm.model import ResidualMLP, standardise
-from sdm.storage import write_zarr
+
+log = logging.getLogger(__name__)
 
 NODATA = 255
 SCALE = 254
+PRECISIONS = ("float32", "bfloat16")
+CHUNK_BYTES = 256 * 2**20  # one chunk's float32 (species, cells) output at most; see chunk_cells
+BATCH_BYTES = 4 * 2**20  # a CPU batch's float32 (species, cells) logits: cache-sized, so post-processing stays in cache
+MIN_BATCH = 256  # cells; below this the matrix products lose efficiency
+CUDA_BATCH = 65536  # cells per forward on a GPU: large, the outputs stay on the device until the chunk is done
+
+
+def _codecs() -> dict:
+    """Zarr v3 codecs of the stored cubes: LZ4 is ~10x faster than zstd (zarr's default), which cost more than the
+    forward pass; bit-shuffled 0/1 presence still compresses ~8x."""
+    from zarr.codecs import BloscCodec
+
+    return {
+        "suitability": {"compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1)]},
+        "presence": {"compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1)]},
+    }
+
+
+def chunk_cells(n_species: int, n_variables: int, memory_bytes: int = CHUNK_BYTES) -> int:
+    """Side (cells) of a square spatial chunk whose float32 input and (species, cells) output fit in
+    ``memory_bytes`` (bytes); a multiple of 16, at least 16.
+
+    Peak memory of the predict stage is about (Dask workers) x (a few chunks' worth), whatever the grid size.
+    """
+    per_cell = 4 * (int(n_species) + int(n_variables))
+    side = math.isqrt(max(int(memory_bytes) // per_cell, 1))
+    return max(16, side // 16 * 16)
+
+
+def batch_cells(n_species: int, device: torch.device | str = "cpu", batch_size: int | None = None) -> int:
+    """Cells per forward pass: on CPU at most ``BATCH_BYTES`` of float32 logits (and at least ``MIN_BATCH``) so that
+    the post-processing runs in cache; on CUDA ``CUDA_BATCH``; ``batch_size`` (cells) is an upper bound."""
+    if torch.device(device).type == "cuda":
+        auto = CUDA_BATCH
+    else:
+        auto = max(MIN_BATCH, BATCH_BYTES // (4 * max(int(n_species), 1)))
+    return auto if batch_size is None else max(1, min(int(batch_size), auto))
+
+
+def _n_species(model) -> int:
+    hparams = getattr(model, "hparams", None)
+    if hparams and "n_species" in hparams:
+        return int(hparams["n_species"])
+    return int(model.head.out_features)
+
+
+def _prepare(block: np.ndarray, mean, std, device: torch.device):
+    """(variable, y, x) -> float32 (valid cells, variable) z-scores on ``device``, and the valid mask (None when
+    every cell is valid)."""
+    n_var = block.shape[0]
+    cells = np.asarray(block).reshape(n_var, -1)
+    valid = np.isfinite(cells).all(axis=0)
+    if valid.all():
+        valid = None
+    else:
+        cells = cells[:, valid]
+    # float64 arithmetic on (variables x cells) costs ~1 % of the forward even at 100 species; keeps z exact
+    z = np.ascontiguousarray(standardise(cells.T, np.asarray(mean, dtype="float64"),
+                                         np.asarray(std, dtype="float64")), dtype="float32")
+    x = torch.from_numpy(z)
+    if device.type == "cuda":
+        x = x.pin_memory().to(device, non_blocking=True)
+    return x, valid
+
+
+def _logits_t(model, x: torch.Tensor) -> torch.Tensor:
+    """(species, cells) logits; the head as ``W @ h.T`` so the output is already species-major (no transpose)."""
+    head, encoder = getattr(model, "head", None), getattr(model, "encoder", None)
+    if isinstance(head, torch.nn.Linear) and encoder is not None:
+        hidden = encoder(x)
+        if head.bias is None:
+            return torch.mm(head.weight, hidden.T)
+        return torch.addmm(head.bias.unsqueeze(1), head.weight, hidden.T)
+    return model(x).T
+
+
+def _probabilities(x: torch.Tensor, model, batch: int, precision: str):
+    """Yield (start, stop, float32 probabilities (species, stop - start)) over the rows of ``x``, batch by batch."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
+    for start in range(0, len(x), batch):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            logits = _logits_t(model, x[start:start + batch])
+        logits = logits.float() if logits.dtype != torch.float32 else logits
+        yield start, start + logits.shape[1], logits.sigmoid_()
 
 
 def forward_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: np.ndarray,
-                  device: torch.device, batch_size: int) -> np.ndarray:
-    """(variable, y, x) climate -> (species, y, x) float32 probabilities, NaN where any variable is missing."""
+                  device: torch.device, batch_size: int | None = None, *, precision: str = "float32") -> np.ndarray:
+    """(variable, y, x) climate -> (species, y, x) float32 probabilities, NaN where any variable is missing.
+
+    ``batch_size``: cells per forward pass at most (see :func:`batch_cells`). ``precision="bfloat16"`` runs the
+    matrix products under bfloat16 autocast (faster on CPUs with AVX512-BF16 / AMX and on GPUs; probabilities
+    within ~1e-2). On CUDA the result leaves the device once per block.
+    """
+    device = torch.device(device)
     n_var, ny, nx = block.shape
-    cells = block.reshape(n_var, -1).T
-    valid = np.isfinite(cells).all(axis=1)
-    out = np.full((ny * nx, model.hparams["n_species"]), np.nan, dtype="float32")
-    if valid.any():
-        x = torch.from_numpy(np.ascontiguousarray(standardise(cells[valid], mean, std)))
-        probs = []
-        with torch.inference_mode():
-            for start in range(0, len(x), batch_size):
-                probs.append(torch.sigmoid(model(x[start:start + batch_size].to(device, non_blocking=True))))
-            out[valid] = torch.cat(probs).float().cpu().numpy()  # one host transfer per chunk
-    return out.T.reshape(-1, ny, nx)
+    n_species = _n_species(model)
+    x, valid = _prepare(block, mean, std, device)
+    if device.type == "cpu" and valid is None:
+        result = np.empty((n_species, ny * nx), dtype="float32")
+        dense = torch.from_numpy(result)
+    else:
+        dense = torch.empty((n_species, len(x)), dtype=torch.float32, device=device)
+    with torch.inference_mode():
+        for start, stop, probability in _probabilities(x, model, batch_cells(n_species, device, batch_size),
+                                                       precision):
+            dense[:, start:stop] = probability
+        if device.type == "cpu" and valid is None:
+            return result.reshape(n_species, ny, nx)
+        host = dense.cpu().numpy()  # one host transfer per block
+    result = np.full((n_species, ny * nx), np.nan, dtype="float32")
+    result[:, valid] = host
+    return result.reshape(n_species, ny, nx)
+
+
+def predict_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: np.ndarray, device: torch.device,
+                  batch_size: int | None = None, *, threshold_codes=None, precision: str = "float32") -> np.ndarray:
+    """(variable, y, x) climate -> uint8 (layer, species, y, x): layer 0 the suitability codes (as :func:`quantise`),
+    layer 1, when ``threshold_codes`` (uint8 per species, see ``sdm.assemblage.threshold_codes``) is given,
+    presence (1 where code >= the species' code, else 0); 255 where any variable is missing.
+
+    The fast path of the predict stage: no float (species, cells) array is built for the chunk, only one cached
+    batch at a time; on CUDA the codes stay on the device and leave it once per block.
+    """
+    device = torch.device(device)
+    n_var, ny, nx = block.shape
+    n_species = _n_species(model)
+    layers = 1 if threshold_codes is None else 2
+    x, valid = _prepare(block, mean, std, device)
+    if device.type == "cpu" and valid is None:
+        result = np.empty((layers, n_species, ny * nx), dtype="uint8")
+        dense = torch.from_numpy(result)
+    else:
+        dense = torch.empty((layers, n_species, len(x)), dtype=torch.uint8, device=device)
+    if threshold_codes is not None:
+        thresholds = torch.as_tensor(np.asarray(threshold_codes).astype("uint8"), device=device).unsqueeze(1)
+        presence = dense[1].view(torch.bool)  # writes 0/1 bytes into the uint8 layer
+    with torch.inference_mode():
+        for start, stop, probability in _probabilities(x, model, batch_cells(n_species, device, batch_size),
+                                                       precision):
+            codes = dense[0, :, start:stop]
+            codes.copy_(probability.mul_(SCALE).round_())  # in [0, 254]: rounding half to even, as quantise
+            if threshold_codes is not None:
+                torch.ge(codes, thresholds, out=presence[:, start:stop])
+        if device.type == "cpu" and valid is None:
+            return result.reshape(layers, n_species, ny, nx)
+        host = dense.cpu().numpy()  # one host transfer per block
+    result = np.full((layers, n_species, ny * nx), NODATA, dtype="uint8")
+    result[:, :, valid] = host
+    return result.reshape(layers, n_species, ny, nx)
 
 
 def quantise(probability: np.ndarray) -> np.ndarray:
-    """float probabilities (NaN = no data) -> uint8 codes (0..254, 255 = no data)."""
-    codes = np.where(np.isfinite(probability), np.rint(np.clip(probability, 0, 1) * SCALE), NODATA)
-    return codes.astype("uint8")
+    """float probabilities (NaN = no data) -> uint8 codes (0..254, 255 = no data), rounding half to even."""
+    probability = np.asarray(probability)
+    if probability.dtype.kind != "f":
+        probability = probability.astype("float32")
+    nodata = ~np.isfinite(probability)
+    scaled = np.clip(probability, 0, 1)
+    scaled *= SCALE
+    np.rint(scaled, out=scaled)
+    with np.errstate(invalid="ignore"):  # NaN casts to an arbitrary code, overwritten just below
+        codes = scaled.astype("uint8")
+    codes[nodata] = NODATA
+    return codes
 
 
-def suitability_cube(cube: xr.DataArray, model: ResidualMLP, checkpoint: dict, *, batch_size: int = 65536,
-                     device: torch.device | str = "cpu") -> xr.DataArray:
-    """Lazy uint8 suitability (``species``, ``y``, ``x``) of every species on the cube's grid.
+# --- the Dask graph ------------------------------------------------------------------------------------------------
 
-    The cube must hold the checkpoint's variables (any order, extra ones are ignored); it is rechunked so that each
-    chunk carries all variables.
-    """
+_MODELS: dict = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _cached_model(path: str, device: str) -> ResidualMLP:
+    """The checkpoint's model, loaded once per process (a Dask worker) and device, reloaded when the file changes."""
+    from sdm.model import load_checkpoint
+
+    key = (str(Path(path).resolve()), os.stat(path).st_mtime_ns, device)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS.clear()  # one model per process at a time: a new checkpoint replaces the old one
+            _MODELS[key] = load_checkpoint(path, device)[0]
+        return _MODELS[key]
+
+
+def _predict_chunk(block, *, model, mean, std, device, batch_size, threshold_codes, precision):
+    if isinstance(model, (str, Path)):
+        # shipped as a path: each worker process loads the checkpoint once (not pickled into every task)
+        # (torch keeps the worker's thread settings: Dask's nanny starts workers with OMP_NUM_THREADS=1)
+        device = str(_resolve(device))
+        model = _cached_model(str(model), device)
+    return predict_block(np.asarray(block), model, mean, std, torch.device(device), batch_size,
+                         threshold_codes=threshold_codes, precision=precision)
+
+
+def _resolve(device) -> torch.device:
+    from sdm.model import resolve_device
+
+    return device if isinstance(device, torch.device) else resolve_device(str(device))
+
+
+def _predict_layers(cube: xr.DataArray, model, checkpoint: dict, *, batch_size, device, precision,
+                    threshold_codes=None) -> tuple[xr.DataArray, da.Array]:
+    """The cube restricted to the model's variables, and the lazy uint8 (layer, species, y, x) of predict_block."""
     variables = checkpoint["variables"]
     cube = cube.sel(variable=variables).chunk({"variable": -1})
-    device = torch.device(device)
-    mean, std = checkpoint["mean"], checkpoint["std"]
     species = checkpoint["species"]
-
-    def block_fn(block):
-        return quantise(forward_block(np.asarray(block, dtype="float64"), model, mean, std, device, batch_size))
-
     data = cube.data if isinstance(cube.data, da.Array) else da.from_array(cube.values, chunks=(-1, 512, 512))
-    out = da.map_blocks(block_fn, data, dtype="uint8",
-                        chunks=((len(species),), data.chunks[1], data.chunks[2]))
-    suitability = xr.DataArray(out, dims=("species", "y", "x"),
-                               coords={"species": species, "y": cube["y"], "x": cube["x"]}, name="suitability")
+    if not isinstance(model, (str, Path)):
+        device = _resolve(device)
+        model_token = id(model)
+    else:
+        model_token = (str(model), os.stat(model).st_mtime_ns)
+    mean = np.asarray(checkpoint["mean"], dtype="float64")
+    std = np.asarray(checkpoint["std"], dtype="float64")
+    layers = 1 if threshold_codes is None else 2
+    # an explicit name: dask would otherwise hash the model's weights to name the tasks
+    name = "predict-" + tokenize(data.name, list(species), model_token, mean, std, str(device), batch_size,
+                                 precision, None if threshold_codes is None else np.asarray(threshold_codes))
+    out = da.map_blocks(
+        _predict_chunk, data, name=name, dtype="uint8", new_axis=0,
+        chunks=((layers,), (len(species),), data.chunks[1], data.chunks[2]), meta=np.empty((0, 0, 0, 0), "uint8"),
+        model=model, mean=mean, std=std, device=device, batch_size=batch_size, precision=precision,
+        threshold_codes=threshold_codes,
+    )
+    return cube, out
+
+
+def _as_suitability(cube: xr.DataArray, data: da.Array, species) -> xr.DataArray:
+    suitability = xr.DataArray(data, dims=("species", "y", "x"),
+                               coords={"species": list(species), "y": cube["y"], "x": cube["x"]}, name="suitability")
     suitability.attrs = {"long_name": "habitat suitability", "units": "probability x 254 (255 = no data)",
                          "scale_factor_note": "probability = value / 254"}
     return suitability.rio.write_crs(cube.rio.crs)
 
 
-def write_predictions(predictions: xr.Dataset, path: str | Path, progress: bool = True, workers: int = 1) -> None:
-    """Write suitability / presence (uint8) as Zarr v3, computing chunk by chunk with ``workers`` threads."""
+def suitability_cube(cube: xr.DataArray, model: ResidualMLP | str | Path, checkpoint: dict, *,
+                     batch_size: int | None = None, device: torch.device | str = "cpu",
+                     precision: str = "float32") -> xr.DataArray:
+    """Lazy uint8 suitability (``species``, ``y``, ``x``) of every species on the cube's grid.
+
+    The cube must hold the checkpoint's variables (any order, extra ones are ignored); it is rechunked so that each
+    chunk carries all variables. ``model`` is the model, or the checkpoint's path: then each Dask worker process
+    loads it once (for a distributed cluster, whose workers must see that path).
+    """
+    cube, layers = _predict_layers(cube, model, checkpoint, batch_size=batch_size, device=device,
+                                   precision=precision)
+    return _as_suitability(cube, layers[0], checkpoint["species"])
+
+
+def _write(ds: xr.Dataset, path: str | Path, mode: str = "w") -> None:
+    """sdm.storage.write_zarr's conventions (Zarr v3, no consolidated metadata, variable-length string labels) with
+    the fast codecs of :func:`_codecs` for the uint8 cubes."""
+    ds = ds.copy()
+    for name, coord in ds.coords.items():
+        if coord.dtype.kind == "U":
+            ds = ds.assign_coords({name: coord.astype(object)})
+    for v in ds.variables.values():
+        v.encoding = {}
+    encoding = {k: v for k, v in _codecs().items() if k in ds.data_vars}
+    ds.to_zarr(path, mode=mode, consolidated=False, encoding=encoding)
+
+
+def write_predictions(predictions: xr.Dataset, path: str | Path, progress: bool = True, workers: int = 1,
+                      client=None) -> None:
+    """Write suitability / presence (uint8) as Zarr v3, computing chunk by chunk with ``workers`` threads, or on a
+    Dask distributed ``client`` when given."""
+    if client is not None:
+        with dask.config.set(scheduler=client):
+            _write(predictions, path)
+        return
     with dask.config.set(scheduler="threads", num_workers=workers):
         if progress:
             # dt is also how long the bar's thread may sleep before the write returns: keep it short
             with ProgressBar(minimum=2, dt=0.5):
-                write_zarr(predictions, path)
+                _write(predictions, path)
         else:
-            write_zarr(predictions, path)
+            _write(predictions, path)
 
 
 def open_predictions(path: str | Path, decode: bool = True) -> xr.Dataset:
@@ -100,33 +334,96 @@ def open_predictions(path: str | Path, decode: bool = True) -> xr.Dataset:
     return decoded.rio.write_crs(ds.rio.crs)
 
 
-def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str, chunk: int = 256,
-                     batch_size: int = 65536, assemblage: str = "threshold", k: float = 5, workers: int = 1,
-                     threads: int = 1, device: str = "auto") -> xr.Dataset:
+@contextlib.contextmanager
+def _distributed(scheduler: str | None, workers: int, threads: int):
+    """A Dask distributed client for ``scheduler`` (an address, or ``local`` for a LocalCluster of ``workers``
+    processes sharing ``threads`` cores on this machine), or None for the threaded scheduler."""
+    if not scheduler:
+        yield None
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler == "local":
+        with LocalCluster(n_workers=workers, threads_per_worker=max(1, threads // workers),
+                          dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            yield client
+    else:
+        with Client(scheduler) as client:
+            yield client
+
+
+def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str, chunk: int | None = None,
+                     batch_size: int | None = None, assemblage: str = "threshold", k: float = 5, workers: int = 1,
+                     threads: int | None = None, device: str = "auto", precision: str = "float32",
+                     memory_bytes: int = CHUNK_BYTES, scheduler: str | None = None,
+                     progress: bool = True) -> xr.Dataset:
     """Predict one scenario's cube with a checkpoint and write suitability + presence (Zarr).
 
-    Torch gets ``threads // workers`` threads per Dask worker so the machine is not oversubscribed.
+    - ``chunk``: cells per side of a prediction chunk, at most; the side is also capped by :func:`chunk_cells` so
+      that a chunk's float32 output stays under ``memory_bytes`` (bytes): peak memory does not grow with the grid.
+    - ``batch_size``: cells per forward pass, at most (see :func:`batch_cells`).
+    - ``threads``: CPU cores to use (default: all this process may run on); torch gets ``threads // workers``
+      threads per Dask worker so the machine is not oversubscribed. The torch thread count is restored afterwards.
+    - ``precision``: ``float32`` or ``bfloat16`` (autocast of the matrix products).
+    - ``scheduler``: None for Dask's threaded scheduler; ``local`` for a LocalCluster of ``workers`` processes; or
+      a Dask distributed scheduler address (``tcp://host:8786``). On a cluster the model is not shipped in the
+      graph: each worker process loads ``model_path`` (which must be readable there) once.
     """
-    from sdm.assemblage import assemble
+    from sdm.assemblage import assemble, threshold_codes
     from sdm.climate import check_variables
-    from sdm.model import load_checkpoint, resolve_device
+    from sdm.model import load_checkpoint
 
-    dev = resolve_device(device)
-    torch.set_num_threads(max(1, threads // workers))
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
+    threads = threads or len(os.sched_getaffinity(0))
+    dev = _resolve(device)
     model, checkpoint = load_checkpoint(model_path, dev)
     check_variables(cube, checkpoint["variables"], scenario)
-    cube = cube.chunk({"variable": -1, "y": chunk, "x": chunk})
-    suitability = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev)
+    n_species, n_variables = len(checkpoint["species"]), len(checkpoint["variables"])
+    side = chunk_cells(n_species, n_variables, memory_bytes)
+    if chunk is not None and chunk < side:
+        side = int(chunk)
+    elif chunk is not None and chunk > side:
+        log.info("prediction chunk %d capped to %d cells per side (%d species, %d MiB per chunk)", chunk, side,
+                 n_species, memory_bytes // 2**20)
+    cube = cube.chunk({"variable": -1, "y": side, "x": side})
     attrs = {"scenario": scenario, "assemblage": assemblage, "model": str(model_path)}
-    if assemblage == "average_k":
-        # the threshold needs a pass over all suitabilities first: store them, then derive presence from the store
-        # (assembling from the lazy cube would run the model over the whole grid a second time)
-        write_predictions(xr.Dataset({"suitability": suitability}, attrs=attrs), out_path, workers=workers)
-        stored = xr.open_zarr(out_path, consolidated=False)["suitability"]
-        presence = assemble(stored, assemblage, k=k)
-        write_zarr(presence.to_dataset(), out_path, mode="a")
-        return xr.Dataset({"suitability": stored, "presence": presence}, attrs=attrs)
-    presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k)
-    predictions = xr.Dataset({"suitability": suitability, "presence": presence}, attrs=attrs)
-    write_predictions(predictions.rio.write_crs(cube.rio.crs), out_path, workers=workers)
-    return predictions
+    fused = assemblage == "threshold"  # presence from the same pass over the cached batch
+    codes = threshold_codes(checkpoint["thresholds"]).astype("uint8") if fused else None
+
+    previous_threads = torch.get_num_threads()
+    with _distributed(scheduler, workers, threads) as client:
+        try:
+            if client is None:
+                torch.set_num_threads(max(1, threads // workers))
+            source = str(model_path) if client is not None else model
+            cube_sel, layers = _predict_layers(cube, source, checkpoint, batch_size=batch_size,
+                                               device=device if client is not None else dev, precision=precision,
+                                               threshold_codes=codes)
+            suitability = _as_suitability(cube_sel, layers[0], checkpoint["species"])
+
+            def write(ds, path):
+                write_predictions(ds, path, progress=progress, workers=workers, client=client)
+
+            if assemblage == "average_k":
+                # the threshold needs a pass over all suitabilities first: store them, then derive presence from
+                # the store (assembling from the lazy cube would run the model over the whole grid a second time)
+                write(xr.Dataset({"suitability": suitability}, attrs=attrs), out_path)
+                stored = xr.open_zarr(out_path, consolidated=False)["suitability"]
+                presence = assemble(stored, assemblage, k=k)
+                with dask.config.set(scheduler=client if client is not None else "threads"):
+                    _write(presence.to_dataset(), out_path, mode="a")
+                return xr.Dataset({"suitability": stored, "presence": presence}, attrs=attrs)
+            if fused:
+                presence = xr.DataArray(layers[1], dims=suitability.dims, coords=suitability.coords,
+                                        name="presence")
+                presence.attrs = {"long_name": f"predicted presence ({assemblage})",
+                                  "units": "1 present, 0 absent, 255 no data"}
+            else:
+                presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k)
+            predictions = xr.Dataset({"suitability": suitability, "presence": presence}, attrs=attrs)
+            write(predictions.rio.write_crs(cube.rio.crs), out_path)
+            return predictions
+        finally:
+            torch.set_num_threads(previous_threads)

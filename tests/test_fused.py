@@ -98,6 +98,13 @@ def test_run_predictions_reads_cubes_in_fused_mode(world, tmp_path):
     assert none is None
 
 
-def test_average_k_is_refused_in_fused_mode(world):
-    with pytest.raises(ValueError, match="average_k"):
-        lazy(world, "current", assemblage="average_k")
+def test_fused_average_k_equals_its_materialised_threshold(world):
+    from sdm.assemblage import assemble
+
+    stored = xr.open_zarr(world["stores"]["current"], consolidated=False)["suitability"]
+    expected = assemble(stored, "average_k", k=2.0) == 1
+    fused = lazy_predictions(world["cubes"]["current"], world["model"], scenario="current", chunk=16, device="cpu",
+                             assemblage="average_k", k=2.0)
+    np.testing.assert_array_equal(expected.values, fused["presence"].values)
+    set_size = fused["presence"].sum("species").where(fused["suitability"].isel(species=0).notnull()).mean()
+    assert abs(float(set_size) - 2.0) < 0.5

@@ -218,14 +218,14 @@ def test_predict_scenario_runs_the_model_once_per_chunk(checkpoint, cube, tmp_pa
     import sdm.predict
 
     calls = []
-    original = sdm.predict.forward_block
+    original = sdm.predict.predict_block
 
     def counting(block, *args, **kwargs):
         if block.size:  # dask may call the function on an empty block to infer its output type
             calls.append(block.shape)
         return original(block, *args, **kwargs)
 
-    monkeypatch.setattr(sdm.predict, "forward_block", counting)
+    monkeypatch.setattr(sdm.predict, "predict_block", counting)
     predict_scenario(cube, checkpoint[2], tmp_path / "p.zarr", scenario="current", chunk=20, assemblage=assemblage,
                      k=2, device="cpu")
     # 40 x 36 cells in chunks of 20: 2 x 2 chunks, each forwarded once (average_k reads the stored suitability)
