@@ -411,7 +411,7 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
                 # the store (assembling from the lazy cube would run the model over the whole grid a second time)
                 write(xr.Dataset({"suitability": suitability}, attrs=attrs), out_path)
                 stored = xr.open_zarr(out_path, consolidated=False)["suitability"]
-                presence = assemble(stored, assemblage, k=k)
+                presence = assemble(stored, assemblage, thresholds=checkpoint["thresholds"], k=k)
                 with dask.config.set(scheduler=client if client is not None else "threads"):
                     _write(presence.to_dataset(), out_path, mode="a")
                 return xr.Dataset({"suitability": stored, "presence": presence}, attrs=attrs)
