@@ -95,26 +95,38 @@ def read_raster(path: Path) -> xr.DataArray:
     return da
 
 
-def read_climate(source, variables: list[str] | None = None) -> xr.DataArray:
-    """All rasters of a source as one (``variable``, ``y``, ``x``) array, on the first file's grid.
+def _same_grid(a: xr.DataArray, b: xr.DataArray) -> bool:
+    return (a.rio.crs == b.rio.crs and a.sizes["x"] == b.sizes["x"] and a.sizes["y"] == b.sizes["y"]
+            and np.allclose(a.rio.transform(recalc=True), b.rio.transform(recalc=True)))
 
-    ``variables`` (harmonised names) selects and orders the variables; a missing one raises naming the source.
+
+def read_climate(source, variables: list[str] | None = None, grid: xr.DataArray | None = None) -> xr.DataArray:
+    """All rasters of a source as one (``variable``, ``y``, ``x``) array, on ``grid`` (default: the first file's).
+
+    Each file is put on the grid directly (bilinear), so a 1 km covariate keeps its detail on a 1 km grid even
+    when it is listed after a coarse climate file. ``variables`` (harmonised names) selects and orders the
+    variables; a missing one raises naming the source.
     """
     files = source_files(source)
-    arrays = [read_raster(f) for f in files]
-    first = arrays[0]
-    aligned = [first] + [
-        a if a.rio.crs == first.rio.crs and a.shape[1:] == first.shape[1:] and np.allclose(a.rio.transform(), first.rio.transform())
-        else a.rio.reproject_match(first, resampling=Resampling.bilinear)
-        for a in arrays[1:]
-    ]
-    cube = xr.concat(aligned, dim="variable", join="override", combine_attrs="drop_conflicts")
+    wanted = [harmonise_name(v) for v in variables] if variables else None
+    arrays = []
+    for f in files:
+        a = read_raster(f)
+        if wanted is not None:
+            a = a.sel(variable=[v for v in a["variable"].values if v in wanted])
+            if a.sizes["variable"] == 0:
+                continue
+        target = grid if grid is not None else (arrays[0] if arrays else a)
+        arrays.append(a if _same_grid(a, target) else a.rio.reproject_match(target, resampling=Resampling.bilinear))
+    if not arrays:
+        raise ValueError(f"{source}: missing variable(s) {wanted}; none of its files has them")
+    cube = xr.concat([a.assign_coords(x=arrays[0]["x"], y=arrays[0]["y"]) for a in arrays], dim="variable",
+                     join="override", combine_attrs="drop_conflicts")
     names = [str(v) for v in cube["variable"].values]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ValueError(f"{source}: variable(s) {duplicated} appear more than once after harmonising names")
-    if variables:
-        wanted = [harmonise_name(v) for v in variables]
+    if wanted is not None:
         missing = [v for v in wanted if v not in names]
         if missing:
             raise ValueError(f"{source}: missing variable(s) {missing}; it has {names}")
@@ -124,12 +136,7 @@ def read_climate(source, variables: list[str] | None = None) -> xr.DataArray:
 
 def to_grid(cube: xr.DataArray, grid: xr.DataArray, name: str = "climate") -> xr.DataArray:
     """Put ``cube`` on ``grid`` (bilinear; no-op when already aligned), NaN where any variable is missing."""
-    same = (
-        cube.rio.crs == grid.rio.crs
-        and cube.sizes["x"] == grid.sizes["x"] and cube.sizes["y"] == grid.sizes["y"]
-        and np.allclose(cube.rio.transform(recalc=True), grid.rio.transform(recalc=True))
-    )
-    if not same:
+    if not _same_grid(cube, grid):
         cube = cube.rio.reproject_match(grid, resampling=Resampling.bilinear)
     cube = cube.assign_coords(x=grid["x"].values, y=grid["y"].values)
     valid = np.isfinite(cube).all("variable")
@@ -186,7 +193,7 @@ def ingest_climate(source, name: str, grid: xr.DataArray | None = None,
     Errors name the scenario: a missing variable, or a raster that does not overlap the grid.
     """
     try:
-        cube = read_climate(source, variables)
+        cube = read_climate(source, variables, grid)
     except ValueError as error:
         raise ValueError(f"scenario '{name}': {error}") from None
     if grid is None:

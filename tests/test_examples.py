@@ -112,3 +112,29 @@ def test_orchids_classifier_and_sdm_metrics(orchids):
     assert sdm["test"]["baseline"]["mean_auc"] is not None
     with rasterio.open(orchids / "results/indicators/ukesm1-0-ll_ssp585_2080_none/threatened_share_change.tif") as src:
         assert src.crs.to_epsg() == 4326 and (src.height, src.width) == (360, 720)
+
+
+@pytest.fixture(scope="module")
+def europe_window(tmp_path_factory) -> Path:
+    """The European 30 arc-second configuration on a 4 x 3 degree window of the Alps (480 x 360 cells)."""
+    workdir = tmp_path_factory.mktemp("europe")
+    run_example("orchids_europe_1km", workdir, {"grid": {"bounds": [5.0, 44.0, 9.0, 47.0], "chunk": 256},
+                                                "sdm": {"epochs": 3, "block_cells": 60},
+                                                "prediction": {"chunk": 128}})
+    return workdir
+
+
+def test_europe_1km_window_runs_fused_with_human_footprint(europe_window):
+    cube = open_cube(europe_window / "results/cubes/current.zarr")
+    assert cube.shape[1:] == (360, 480) and cube.rio.crs.to_epsg() == 4326
+    assert {"built2009_wgs84", "lights2009_wgs84"} <= set(cube["variable"].values)
+    # the 1 km night lights keep their detail on the 1 km grid (not smoothed to the 0.5 degree climate)
+    lights = cube.sel(variable="lights2009_wgs84").values
+    assert np.nanstd(lights) > 0 and len(np.unique(lights[np.isfinite(lights)])) > 5
+    assert not (europe_window / "results/predictions").exists()  # fused: no species cube
+    features = pd.read_parquet(europe_window / "results/iucn/features_current_none.parquet")
+    assert "niche_mean_lights2009_wgs84" in features.columns  # mean pressure at the species' records
+    report = json.loads((europe_window / "results/ingest_report.json").read_text())
+    assert report["dropped"]["outside_grid"] > 100_000  # the global records outside the window, counted
+    with rasterio.open(europe_window / "results/indicators/ukesm1-0-ll_ssp585_2080_full/richness_change.tif") as src:
+        assert (src.height, src.width) == (360, 480)
