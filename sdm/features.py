@@ -3,7 +3,8 @@
 Two families, joined by :func:`species_features`:
 
 * occurrence features (:func:`occurrence_features`): record and site counts, extent of occurrence (EOO) and area
-  of occupancy (AOO) as IUCN defines them, latitudinal range and centroid, and the climate niche sampled at the
+  of occupancy (AOO) as IUCN defines them, latitudinal range and centroid, spread of the sites (coarse cells,
+  longitude span, distances to the centroid), the sampling effort around them, and the climate niche sampled at the
   occurrence cells;
 * range features (:func:`range_features`): the predicted range under a scenario and dispersal assumption, its mean
   suitability, and its change relative to the current range.
@@ -42,6 +43,20 @@ OCCURRENCE_FEATURES: tuple[str, ...] = (
     "lat_span",
     "centroid_lon",
     "centroid_lat",
+    "abs_centroid_lat",
+    "tropical_share",
+    "lon_span",
+    "n_cells_1deg",
+    "n_cells_10deg",
+    "mean_dist_km",
+    "max_dist_km",
+    "records_per_site",
+    "eoo_aoo_ratio",
+    "effort_records_1deg",
+    "effort_species_1deg",
+    "effort_records_10deg",
+    "effort_species_10deg",
+    "effort_share_10deg",
 )
 RANGE_FEATURES: tuple[str, ...] = (
     "range_km2",
@@ -63,9 +78,35 @@ change reaches the classifier through ``range_km2`` and ``mean_suitability``, an
 """
 
 LOG_COLUMNS: frozenset[str] = frozenset(
-    {"n_records", "n_sites", "eoo_km2", "aoo_km2", "range_km2", "current_range_km2"}
+    {
+        "n_records",
+        "n_sites",
+        "eoo_km2",
+        "aoo_km2",
+        "range_km2",
+        "current_range_km2",
+        "n_cells_1deg",
+        "n_cells_10deg",
+        "mean_dist_km",
+        "max_dist_km",
+        "records_per_site",
+        "eoo_aoo_ratio",
+        "effort_records_1deg",
+        "effort_species_1deg",
+        "effort_records_10deg",
+        "effort_species_10deg",
+    }
 )
-"""Counts and areas: heavy-tailed, so the classifier sees ``log1p`` of them."""
+"""Counts, areas, distances and ratios: heavy-tailed, so the classifier sees ``log1p`` of them."""
+
+COUNT_FEATURES: tuple[str, ...] = ("n_records", "n_sites", "eoo_km2", "aoo_km2", "n_cells_1deg", "n_cells_10deg")
+"""Occurrence features that are 0 (not missing) for a species without occurrences."""
+
+TROPICS_LAT = 23.44
+"""Latitude of the tropics of Cancer and Capricorn, degrees."""
+
+EARTH_RADIUS_KM = 6371.0088
+"""Mean Earth radius (IUGG), km, for great-circle distances."""
 
 NICHE_PREFIXES: tuple[str, ...] = ("niche_mean_", "niche_sd_")
 
@@ -103,6 +144,66 @@ def _circular_mean_deg(lon: pd.Series, by: pd.Series) -> pd.Series:
     return pd.Series(np.rad2deg(np.arctan2(parts["s"], parts["c"])), index=parts.index)
 
 
+def _lon_span_deg(lon: np.ndarray) -> float:
+    """Shortest arc of longitude (degrees) covering all values: 360 minus the largest gap on the circle."""
+    v = np.unique(np.mod(lon, 360.0))
+    if len(v) < 2:
+        return 0.0
+    gaps = np.diff(np.append(v, v[0] + 360.0))
+    return float(360.0 - gaps.max())
+
+
+def _great_circle_km(lon1, lat1, lon2, lat2) -> np.ndarray:
+    """Haversine distance (km) between points given in degrees."""
+    lon1, lat1, lon2, lat2 = (np.deg2rad(np.asarray(a, dtype=float)) for a in (lon1, lat1, lon2, lat2))
+    h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+
+
+def _spread_and_effort(occ: pd.DataFrame, species: pd.Series, out: pd.DataFrame) -> pd.DataFrame:
+    """Spread of each species' sites and the sampling effort around them (see :func:`occurrence_features`)."""
+    lon = occ["longitude"].to_numpy(dtype=float)
+    lat = occ["latitude"].to_numpy(dtype=float)
+    sp = species.to_numpy()
+    sites = pd.DataFrame(
+        {
+            "species": sp,
+            "n": occ["n_records"].to_numpy(dtype=float),
+            # Whole-degree cells; longitudes below 180 so that -180 and 180 share a cell.
+            "c1": np.floor(np.mod(lon + 180.0, 360.0)) * 1000 + np.floor(lat + 90.0),
+            "c10": np.floor(np.mod(lon + 180.0, 360.0) / 10) * 1000 + np.floor((lat + 90.0) / 10),
+            "tropical": (np.abs(lat) <= TROPICS_LAT).astype(float),
+            "dist": _great_circle_km(
+                lon, lat, out["centroid_lon"].reindex(sp).to_numpy(), out["centroid_lat"].reindex(sp).to_numpy()
+            ),
+        }
+    )
+    # Sampling effort: records and species of *all* species in the cells a species occupies, averaged over its
+    # sites. Few records where many are collected point to rarity; few records where few are collected do not.
+    for size in ("1deg", "10deg"):
+        cell = sites.groupby(f"c{size[:-3]}")
+        key = sites[f"c{size[:-3]}"]
+        sites[f"effort_records_{size}"] = key.map(cell["n"].sum())
+        sites[f"effort_species_{size}"] = key.map(cell["species"].nunique())
+    g = sites.groupby("species", sort=True)
+    extra = pd.DataFrame(
+        {
+            "abs_centroid_lat": out["centroid_lat"].abs(),
+            "tropical_share": g["tropical"].mean(),
+            "lon_span": pd.Series({s: _lon_span_deg(lon[idx]) for s, idx in g.indices.items()}, dtype=float),
+            "n_cells_1deg": g["c1"].nunique().astype("int64"),
+            "n_cells_10deg": g["c10"].nunique().astype("int64"),
+            "mean_dist_km": g["dist"].mean(),
+            "max_dist_km": g["dist"].max(),
+            "records_per_site": out["n_records"] / out["n_sites"],
+            "eoo_aoo_ratio": out["eoo_km2"] / out["aoo_km2"],
+            **{c: g[c].mean() for c in sites.columns if c.startswith("effort_")},
+        }
+    ).reindex(out.index)
+    extra["effort_share_10deg"] = out["n_records"] / extra["effort_records_10deg"]
+    return out.join(extra)
+
+
 def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray) -> pd.DataFrame:
     """Occurrence-based features per species.
 
@@ -124,7 +225,16 @@ def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray) -> pd.Dat
       overestimated;
     * ``aoo_km2``: area of occupancy, distinct 2 x 2 km EPSG:6933 cells holding a point x 4 km2;
     * ``lat_min``, ``lat_max``, ``lat_span``: degrees; ``centroid_lon`` (circular mean), ``centroid_lat`` (mean)
-      of the sites, degrees;
+      of the sites, degrees; ``abs_centroid_lat``: its absolute value, degrees;
+    * ``tropical_share``: share of the sites between the tropics (abs(latitude) <= 23.44 degrees), 0..1;
+    * ``lon_span``: shortest arc of longitude covering the sites (across the antimeridian if shorter), degrees;
+    * ``n_cells_1deg``, ``n_cells_10deg``: distinct 1 x 1 and 10 x 10 degree cells holding a site;
+    * ``mean_dist_km``, ``max_dist_km``: great-circle distance from the sites to the centroid, km;
+    * ``records_per_site``: ``n_records / n_sites``; ``eoo_aoo_ratio``: ``eoo_km2 / aoo_km2``;
+    * sampling effort around the species, from all species of ``occurrences``: ``effort_records_{1,10}deg`` and
+      ``effort_species_{1,10}deg``, the records and the number of species of all species in the 1 or 10 degree
+      cell of each site, averaged over the species' sites; ``effort_share_10deg`` = ``n_records /
+      effort_records_10deg`` (0..1). These depend on which other species are in the table;
     * for each cube variable ``v``: ``niche_mean_{v}``, ``niche_sd_{v}``, the mean and population standard
       deviation (ddof = 0, so one site gives 0) of ``v`` at the occurrence cells, nodata cells skipped; units of
       ``v``.
@@ -191,6 +301,7 @@ def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray) -> pd.Dat
         out[f"niche_mean_{v}"] = means[v].to_numpy()
         out[f"niche_sd_{v}"] = sds[v].to_numpy()
 
+    out = _spread_and_effort(occ, species, out)
     out.index.name = "species"
     return out[list(OCCURRENCE_FEATURES) + [c for c in out.columns if c.startswith(NICHE_PREFIXES)]]
 
@@ -300,8 +411,8 @@ def species_features(
     """All classifier features per species for one scenario and dispersal (see the two functions above for units).
 
     One row per species of the predictions (in their order), then species that have occurrences but no prediction
-    (sorted), whose range features are NaN. Species predicted but without occurrences get ``n_records``,
-    ``n_sites``, ``eoo_km2``, ``aoo_km2`` = 0 and NaN for the other occurrence features. The caller adds
+    (sorted), whose range features are NaN. Species predicted but without occurrences get 0 for the counts and
+    areas of :data:`COUNT_FEATURES` and NaN for the other occurrence features. The caller adds
     ``scenario`` / ``dispersal`` columns if it wants them.
     """
     _check_dispersal(dispersal)
@@ -311,8 +422,8 @@ def species_features(
     index = pd.Index(list(rng.index) + extra, name="species")
     out = occ.reindex(index).join(rng, how="left")
     no_occ = ~index.isin(occ.index)
-    for c in ("n_records", "n_sites", "eoo_km2", "aoo_km2"):
+    for c in COUNT_FEATURES:
         out.loc[no_occ, c] = 0
-    for c in ("n_records", "n_sites"):
+    for c in ("n_records", "n_sites", "n_cells_1deg", "n_cells_10deg"):
         out[c] = out[c].astype("int64")
     return out

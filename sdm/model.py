@@ -68,6 +68,35 @@ class ResidualMLP(nn.Module):
         return self.member_logits(x).mean(dim=0)
 
 
+COORDINATE_PREFIX = "coord_"
+
+
+def coordinate_layers(cube, harmonics: int):
+    """Location inputs for a cube's cells: (``variable``, ``y``, ``x``) float32 layers named ``coord_{sin|cos}{j}_
+    {lon|lat}`` with sin / cos of j x pi x longitude / 180 and of j x pi x latitude / 90 for j = 1..``harmonics``
+    (the wrap-around encoding of SINR, Cole et al. 2023, in several frequencies; WGS84 degrees from the cube's CRS).
+
+    They let a multi-species model learn where a species lives, not only its climate; appended to the climate
+    variables they are ordinary inputs, standardised and listed in the checkpoint like the others.
+    """
+    import xarray as xr
+
+    from sdm.grid import cells_to_lonlat
+
+    xx, yy = np.meshgrid(cube["x"].values, cube["y"].values)
+    lon, lat = cells_to_lonlat(xx.ravel(), yy.ravel(), cube)
+    layers, names = [], []
+    for j in range(1, harmonics + 1):
+        for name, angle in (("lon", np.pi * lon / 180), ("lat", np.pi * lat / 90)):
+            for fn in ("sin", "cos"):
+                layers.append(getattr(np, fn)(j * angle).reshape(xx.shape))
+                names.append(f"{COORDINATE_PREFIX}{fn}{j}_{name}")
+    out = xr.DataArray(np.stack(layers).astype("float32") if layers else np.zeros((0, *xx.shape), "float32"),
+                       dims=("variable", "y", "x"),
+                       coords={"variable": names, "y": cube["y"].values, "x": cube["x"].values})
+    return out.rio.write_crs(cube.rio.crs) if cube.rio.crs is not None else out
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU raises instead of silently using the CPU."""
     if device == "auto":

@@ -3,11 +3,17 @@
 Stored compactly: suitability as uint8 (probability x 254, rounded; 255 = no data), presence as uint8 (0/1, 255 =
 no data). :func:`open_predictions` decodes them back to float probabilities and booleans.
 
-Speed (see ``benchmarks/throughput.py``): a chunk's cells go through the model in batches small enough that their
-(species, cells) logits stay in the CPU cache, and every step after the matrix products (sigmoid, x 254, rounding,
-uint8, the per-species threshold) runs on that cached batch and writes straight into the chunk's uint8 output, laid
-out (species, cells) by computing the head as ``W @ h.T``, so no (cells, species) float array is ever built,
-transposed or re-read. The stores use a fast codec (LZ4 in Blosc): zstd, zarr's default, cost more than the model.
+Speed (measured with ``benchmarks/throughput.py``; see the README's Performance section):
+
+- the head runs as ``W @ h.T``, so each batch's output is already (species, cells), the layout of the stores: no
+  (cells, species) array, no transpose, no float (species, cells) array for the whole chunk;
+- sigmoid, x 254, rounding, the cast to uint8 and the per-species threshold (``predict_block``) run on one batch
+  of 4,096 cells at a time, writing into the chunk's uint8 output (numpy for the uint8 steps: 3-8x faster than torch);
+- no-data cells are skipped and the valid cells put back by runs (numpy's boolean-mask assignment on the cell axis
+  cost a third of the forward pass);
+- the stores use bit-shuffled LZ4 and ``write_empty_chunks``: zarr's default zstd and its empty-chunk check together
+  cost as much as the forward pass.
+
 Memory: a chunk's side comes from :func:`chunk_cells` (its float32 output at most ``CHUNK_BYTES``), so peak memory
 depends on chunk size x species, not on the grid.
 """
@@ -38,18 +44,20 @@ NODATA = 255
 SCALE = 254
 PRECISIONS = ("float32", "bfloat16")
 CHUNK_BYTES = 256 * 2**20  # one chunk's float32 (species, cells) output at most; see chunk_cells
-BATCH_BYTES = 4 * 2**20  # a CPU batch's float32 (species, cells) logits: cache-sized, so post-processing stays in cache
-MIN_BATCH = 256  # cells; below this the matrix products lose efficiency
-CUDA_BATCH = 65536  # cells per forward on a GPU: large, the outputs stay on the device until the chunk is done
+# cells per forward pass. CPU: 1,024-16,384 cells run within ~10 % of each other for 100-10,000 species, 65,536 up to
+# 50 % slower (the activations leave the caches); GPU: large, the outputs stay on the device until the chunk is done
+CPU_BATCH = 4096
+CUDA_BATCH = 65536
 
 
 def _codecs() -> dict:
-    """Zarr v3 codecs of the stored cubes: LZ4 is ~10x faster than zstd (zarr's default), which cost more than the
-    forward pass; bit-shuffled 0/1 presence still compresses ~8x."""
+    """Zarr v3 codecs of the stored cubes. Measured on a trained-like model's codes: zarr's default (zstd level 3)
+    took 6.7 ns per species-cell for suitability, half the forward pass; bit-shuffled LZ4 takes 0.8 ns and
+    compresses as well (1.9x; presence ~75x)."""
     from zarr.codecs import BloscCodec
 
     return {
-        "suitability": {"compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1)]},
+        "suitability": {"compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1)]},
         "presence": {"compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle", typesize=1)]},
     }
 
@@ -65,13 +73,9 @@ def chunk_cells(n_species: int, n_variables: int, memory_bytes: int = CHUNK_BYTE
     return max(16, side // 16 * 16)
 
 
-def batch_cells(n_species: int, device: torch.device | str = "cpu", batch_size: int | None = None) -> int:
-    """Cells per forward pass: on CPU at most ``BATCH_BYTES`` of float32 logits (and at least ``MIN_BATCH``) so that
-    the post-processing runs in cache; on CUDA ``CUDA_BATCH``; ``batch_size`` (cells) is an upper bound."""
-    if torch.device(device).type == "cuda":
-        auto = CUDA_BATCH
-    else:
-        auto = max(MIN_BATCH, BATCH_BYTES // (4 * max(int(n_species), 1)))
+def batch_cells(device: torch.device | str = "cpu", batch_size: int | None = None) -> int:
+    """Cells per forward pass: ``CPU_BATCH`` on CPU, ``CUDA_BATCH`` on CUDA; ``batch_size`` (cells) caps it."""
+    auto = CUDA_BATCH if torch.device(device).type == "cuda" else CPU_BATCH
     return auto if batch_size is None else max(1, min(int(batch_size), auto))
 
 
@@ -123,6 +127,26 @@ def _probabilities(x: torch.Tensor, model, batch: int, precision: str):
         yield start, start + logits.shape[1], logits.sigmoid_()
 
 
+def _expand(values: np.ndarray, valid: np.ndarray, fill) -> np.ndarray:
+    """(..., valid cells) -> (..., cells), ``fill`` where not valid.
+
+    Copies runs of valid cells as slices (no-data comes in runs: sea, outside the study area), which is ~10x faster
+    than numpy's boolean-mask assignment on the last axis; a fragmented mask falls back to torch's index_copy_.
+    """
+    out = np.full(values.shape[:-1] + (valid.size,), fill, dtype=values.dtype)
+    edges = np.flatnonzero(np.diff(np.r_[0, valid.view(np.int8), 0]))
+    starts, stops = edges[::2].tolist(), edges[1::2].tolist()
+    if len(starts) * 64 <= valid.size:  # runs of >= 64 cells on average
+        done = 0
+        for start, stop in zip(starts, stops):
+            out[..., start:stop] = values[..., done:done + stop - start]
+            done += stop - start
+    else:
+        torch.from_numpy(out).index_copy_(out.ndim - 1, torch.from_numpy(np.flatnonzero(valid)),
+                                          torch.from_numpy(np.ascontiguousarray(values)))
+    return out
+
+
 def forward_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: np.ndarray,
                   device: torch.device, batch_size: int | None = None, *, precision: str = "float32") -> np.ndarray:
     """(variable, y, x) climate -> (species, y, x) float32 probabilities, NaN where any variable is missing.
@@ -141,15 +165,13 @@ def forward_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: 
     else:
         dense = torch.empty((n_species, len(x)), dtype=torch.float32, device=device)
     with torch.inference_mode():
-        for start, stop, probability in _probabilities(x, model, batch_cells(n_species, device, batch_size),
+        for start, stop, probability in _probabilities(x, model, batch_cells(device, batch_size),
                                                        precision):
             dense[:, start:stop] = probability
         if device.type == "cpu" and valid is None:
             return result.reshape(n_species, ny, nx)
         host = dense.cpu().numpy()  # one host transfer per block
-    result = np.full((n_species, ny * nx), np.nan, dtype="float32")
-    result[:, valid] = host
-    return result.reshape(n_species, ny, nx)
+    return _expand(host, valid, np.nan).reshape(n_species, ny, nx)
 
 
 def predict_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: np.ndarray, device: torch.device,
@@ -166,27 +188,35 @@ def predict_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: 
     n_species = _n_species(model)
     layers = 1 if threshold_codes is None else 2
     x, valid = _prepare(block, mean, std, device)
-    if device.type == "cpu" and valid is None:
-        result = np.empty((layers, n_species, ny * nx), dtype="uint8")
-        dense = torch.from_numpy(result)
-    else:
-        dense = torch.empty((layers, n_species, len(x)), dtype=torch.uint8, device=device)
-    if threshold_codes is not None:
-        thresholds = torch.as_tensor(np.asarray(threshold_codes).astype("uint8"), device=device).unsqueeze(1)
-        presence = dense[1].view(torch.bool)  # writes 0/1 bytes into the uint8 layer
+    batches = _probabilities(x, model, batch_cells(device, batch_size), precision)
     with torch.inference_mode():
-        for start, stop, probability in _probabilities(x, model, batch_cells(n_species, device, batch_size),
-                                                       precision):
-            codes = dense[0, :, start:stop]
-            codes.copy_(probability.mul_(SCALE).round_())  # in [0, 254]: rounding half to even, as quantise
+        if device.type == "cpu":
+            # numpy for the uint8 steps: its strided float->uint8 cast and uint8 compare are 3-8x faster than torch's
+            dense = np.empty((layers, n_species, len(x)), dtype="uint8")
             if threshold_codes is not None:
-                torch.ge(codes, thresholds, out=presence[:, start:stop])
-        if device.type == "cpu" and valid is None:
-            return result.reshape(layers, n_species, ny, nx)
-        host = dense.cpu().numpy()  # one host transfer per block
-    result = np.full((layers, n_species, ny * nx), NODATA, dtype="uint8")
-    result[:, :, valid] = host
-    return result.reshape(layers, n_species, ny, nx)
+                thresholds = np.asarray(threshold_codes).astype("uint8")[:, None]
+                presence = dense[1].view(bool)  # writes 0/1 bytes into the uint8 layer
+            for start, stop, probability in batches:
+                codes = dense[0, :, start:stop]
+                # in [0, 254], rounded half to even as in quantise
+                np.copyto(codes, probability.mul_(SCALE).round_().numpy(), casting="unsafe")
+                if threshold_codes is not None:
+                    np.greater_equal(codes, thresholds, out=presence[:, start:stop])
+            host = dense
+        else:
+            dense = torch.empty((layers, n_species, len(x)), dtype=torch.uint8, device=device)
+            if threshold_codes is not None:
+                thresholds = torch.as_tensor(np.asarray(threshold_codes).astype("uint8"), device=device)[:, None]
+                presence = dense[1].view(torch.bool)
+            for start, stop, probability in batches:
+                codes = dense[0, :, start:stop]
+                codes.copy_(probability.mul_(SCALE).round_())
+                if threshold_codes is not None:
+                    torch.ge(codes, thresholds, out=presence[:, start:stop])
+            host = dense.cpu().numpy()  # one host transfer per block
+    if valid is None:
+        return host.reshape(layers, n_species, ny, nx)
+    return _expand(host, valid, NODATA).reshape(layers, n_species, ny, nx)
 
 
 def quantise(probability: np.ndarray) -> np.ndarray:
@@ -244,7 +274,11 @@ def _predict_layers(cube: xr.DataArray, model, checkpoint: dict, *, batch_size, 
     variables = checkpoint["variables"]
     cube = cube.sel(variable=variables).chunk({"variable": -1})
     species = checkpoint["species"]
-    data = cube.data if isinstance(cube.data, da.Array) else da.from_array(cube.values, chunks=(-1, 512, 512))
+    if isinstance(cube.data, da.Array):
+        data = cube.data
+    else:
+        side = chunk_cells(len(species), len(variables))
+        data = da.from_array(cube.values, chunks=(-1, side, side))
     if not isinstance(model, (str, Path)):
         device = _resolve(device)
         model_token = id(model)
@@ -297,7 +331,9 @@ def _write(ds: xr.Dataset, path: str | Path, mode: str = "w") -> None:
     for v in ds.variables.values():
         v.encoding = {}
     encoding = {k: v for k, v in _codecs().items() if k in ds.data_vars}
-    ds.to_zarr(path, mode=mode, consolidated=False, encoding=encoding)
+    # write_empty_chunks: otherwise zarr compares every chunk with the fill value before writing it (np.array_equal
+    # over the whole chunk, 4 ns per value: a third of the predict stage); an all-no-data chunk compresses to ~nothing
+    ds.to_zarr(path, mode=mode, consolidated=False, encoding=encoding, write_empty_chunks=True)
 
 
 def write_predictions(predictions: xr.Dataset, path: str | Path, progress: bool = True, workers: int = 1,
@@ -397,7 +433,8 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
         try:
             if client is None:
                 torch.set_num_threads(max(1, threads // workers))
-            source = str(model_path) if client is not None else model
+            # on a cluster the workers load the checkpoint themselves: an absolute path, not the model, goes in the graph
+            source = str(Path(model_path).resolve()) if client is not None else model
             cube_sel, layers = _predict_layers(cube, source, checkpoint, batch_size=batch_size,
                                                device=device if client is not None else dev, precision=precision,
                                                threshold_codes=codes)

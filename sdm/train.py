@@ -19,7 +19,7 @@ import xarray as xr
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
-from sdm.model import ResidualMLP, resolve_device, standardise
+from sdm.model import ResidualMLP, coordinate_layers, resolve_device, standardise
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
               baseline: str = "maxent", threads: int | None = None, progress: bool = True,
               fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), baseline_species: list[str] | None = None,
               quadratic: bool = False, members: int = 1, sampling_exponent: float = 0.0,
-              target_group: float = 0.0, steps_per_epoch: int | None = None):
+              target_group: float = 0.0, steps_per_epoch: int | None = None, coordinates: int = 0):
     """Train the joint SDM. Returns ``(model, info)``.
 
     ``info`` has ``species``, ``variables``, ``mean``, ``std``, ``thresholds`` (per species, max-TSS on
@@ -197,7 +197,9 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     training records to the power ``sampling_exponent`` (0: every species as often, 1: every record as often);
     ``target_group`` is the share of background cells drawn from cells holding records of any species (observer-bias
     correction) instead of uniformly over the training blocks; ``steps_per_epoch`` defaults to one pass over the
-    training records (at most 200 steps).
+    training records (at most 200 steps). ``coordinates`` > 0 appends that many harmonics of a location encoding
+    (:func:`~sdm.model.coordinate_layers`) to the climate inputs of the deep SDM (not of the baseline, which keeps
+    the climate alone); the checkpoint then lists them among its variables and prediction must supply them.
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -205,6 +207,10 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     if threads:
         torch.set_num_threads(threads)
     dev = resolve_device(device)
+    climate_variables = [str(v) for v in cube["variable"].values]
+    if coordinates:
+        cube = xr.concat([cube, coordinate_layers(cube, coordinates).where(np.isfinite(cube).all("variable"))],
+                         dim="variable", join="override", combine_attrs="drop_conflicts")
     variables = [str(v) for v in cube["variable"].values]
     if species is None:
         species = sorted(occurrences["species"].unique())
@@ -336,8 +342,9 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
         fit = np.ones(n_species, dtype=bool) if baseline_species is None else np.isin(species, baseline_species)
         if len(test_bg):  # only species that can be evaluated: MaxEnt takes about 1 s per species
             fit &= np.array([len(p) > 0 for p in test_presences])
-        name, base_scores = fit_baseline(values, presences[presence_split == SPLITS["train"]], n_species,
-                                         train_cells, baseline, seed, fit=fit, progress=progress)
+        name, base_scores = fit_baseline(values[:, :len(climate_variables)],
+                                         presences[presence_split == SPLITS["train"]], n_species, train_cells,
+                                         baseline, seed, fit=fit, progress=progress)
         base_auc = auc_per_species(np.nan_to_num(base_scores, nan=0.0), test_presences, test_bg)
         base_auc[np.isnan(base_scores).all(axis=0)] = np.nan
         base_tss = []

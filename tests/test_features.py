@@ -11,6 +11,8 @@ from pyproj import Transformer
 from sdm.features import (
     BASE_FEATURE_COLUMNS,
     FEATURE_COLUMNS,
+    LOG_COLUMNS,
+    OCCURRENCE_FEATURES,
     feature_columns,
     occurrence_features,
     range_features,
@@ -108,6 +110,63 @@ def test_counts_latitudes_and_centroid():
     assert feats.loc["b", "centroid_lat"] == pytest.approx(45.0)
     # Across the antimeridian the centroid is at 180, not at 0.
     assert abs(feats.loc["a", "centroid_lon"]) == pytest.approx(180.0)
+
+
+def test_spread_of_sites():
+    # a: three sites on the equator 10 degrees apart; b: across the antimeridian; c: one site.
+    occ = _occ(
+        ["a", "a", "a", "b", "b", "c"],
+        [0.0, 10.0, 20.0, 175.0, -175.0, 3.2],
+        [0.0, 0.0, 0.0, 30.0, 30.0, -40.0],
+        [0] * 6,
+        [0] * 6,
+        [1, 1, 4, 2, 2, 5],
+    )
+    feats = occurrence_features(occ, _cube())
+    degree_km = np.pi * 6371.0088 / 180  # one degree of a great circle
+    assert feats.loc["a", "lon_span"] == pytest.approx(20.0)
+    assert feats.loc["b", "lon_span"] == pytest.approx(10.0)  # the short way, across 180
+    assert feats.loc["c", "lon_span"] == 0.0
+    assert feats.loc["a", "mean_dist_km"] == pytest.approx(20 / 3 * degree_km, rel=1e-6)  # centroid at lon 10
+    assert feats.loc["a", "max_dist_km"] == pytest.approx(10 * degree_km, rel=1e-6)
+    assert feats.loc["c", "max_dist_km"] == pytest.approx(0.0, abs=1e-6)
+    assert feats.loc["a", "abs_centroid_lat"] == pytest.approx(0.0) and feats.loc["c", "abs_centroid_lat"] == 40.0
+    assert feats.loc["a", "tropical_share"] == 1.0 and feats.loc["b", "tropical_share"] == 0.0
+    assert feats.loc["a", "n_cells_1deg"] == 3 and feats.loc["a", "n_cells_10deg"] == 3
+    assert feats.loc["b", "n_cells_1deg"] == 2 and feats.loc["c", "n_cells_10deg"] == 1
+    assert feats.loc["a", "records_per_site"] == pytest.approx(2.0)
+    assert feats.loc["b", "eoo_aoo_ratio"] == 0.0  # two points: EOO 0
+    assert feats.loc["a", "eoo_aoo_ratio"] == pytest.approx(feats.loc["a", "eoo_km2"] / feats.loc["a", "aoo_km2"])
+
+
+def test_sampling_effort_counts_all_species_in_the_cells():
+    # Cell (10.x, 45.x) holds a (3 records) and b (5); cell (30.x, 45.x) only b (2); c is alone far away.
+    occ = _occ(
+        ["a", "b", "b", "c"],
+        [10.2, 10.7, 30.5, -60.0],
+        [45.1, 45.9, 45.5, -10.0],
+        [0] * 4,
+        [0] * 4,
+        [3, 5, 2, 1],
+    )
+    feats = occurrence_features(occ, _cube())
+    assert feats.loc["a", "effort_records_1deg"] == 8 and feats.loc["a", "effort_species_1deg"] == 2
+    assert feats.loc["b", "effort_records_1deg"] == pytest.approx((8 + 2) / 2)  # mean over b's two sites
+    assert feats.loc["b", "effort_species_1deg"] == pytest.approx((2 + 1) / 2)
+    assert feats.loc["c", "effort_records_10deg"] == 1 and feats.loc["c", "effort_share_10deg"] == 1.0
+    assert feats.loc["a", "effort_share_10deg"] == pytest.approx(3 / 8)
+    # 10-degree cells: 10.x and 30.x are different cells, so the same numbers as 1 degree here.
+    assert feats.loc["b", "effort_records_10deg"] == pytest.approx(5.0)
+
+
+def test_occurrence_feature_columns_and_empty_table():
+    occ = _occ(["a", "b"], [0, 1], [0, 1], [0, 1], [0, 1])
+    feats = occurrence_features(occ, _cube())
+    assert list(feats.columns[: len(OCCURRENCE_FEATURES)]) == list(OCCURRENCE_FEATURES)
+    assert {"n_records", "eoo_km2", "mean_dist_km", "effort_records_10deg"} <= LOG_COLUMNS
+    assert not feats[list(OCCURRENCE_FEATURES)].isna().any().any()
+    empty = occurrence_features(occ.iloc[:0], _cube())
+    assert len(empty) == 0 and list(empty.columns) == list(feats.columns)
 
 
 def test_niche_is_mean_and_sd_of_sampled_cube():
@@ -224,6 +283,7 @@ def test_species_features_keeps_all_species():
     assert feats.index.name == "species"
     # b: predicted, no occurrences; c: occurrences, no prediction.
     assert feats.loc["b", "n_records"] == 0 and feats.loc["b", "aoo_km2"] == 0
+    assert feats.loc["b", "n_cells_1deg"] == 0 and np.isnan(feats.loc["b", "mean_dist_km"])
     assert np.isnan(feats.loc["b", "niche_mean_bio1"])
     assert feats.loc["b", "range_km2"] == 0.0
     assert np.isnan(feats.loc["c", "range_km2"])

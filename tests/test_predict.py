@@ -230,3 +230,193 @@ def test_predict_scenario_runs_the_model_once_per_chunk(checkpoint, cube, tmp_pa
                      k=2, device="cpu")
     # 40 x 36 cells in chunks of 20: 2 x 2 chunks, each forwarded once (average_k reads the stored suitability)
     assert sorted(s[1:] for s in calls) == [(20, 16), (20, 16), (20, 20), (20, 20)]
+
+
+# --- speed paths: chunk sizes, the uint8 fast path, bfloat16, Dask distributed, the benchmark -----------------------
+
+@pytest.mark.parametrize("n_species", [1, 40, 1000, 10_000, 100_000])
+def test_chunk_cells_bounds_the_chunk(n_species):
+    from sdm.predict import CHUNK_BYTES, chunk_cells
+
+    side = chunk_cells(n_species, 19)
+    assert side >= 16 and side % 16 == 0
+    per_cell = 4 * (n_species + 19)
+    if side > 16:
+        assert side * side * per_cell <= CHUNK_BYTES < (side + 16) ** 2 * per_cell
+    assert chunk_cells(n_species, 19, CHUNK_BYTES // 4) <= side
+    assert chunk_cells(n_species, 19, 1) == 16
+
+
+def test_predict_block_equals_quantised_forward_and_threshold(checkpoint, cube):
+    from sdm.assemblage import presence_threshold, threshold_codes
+    from sdm.predict import predict_block
+
+    model, ckpt, _ = checkpoint
+    block = cube.values
+    codes = threshold_codes(ckpt["thresholds"]).astype("uint8")
+    layers = predict_block(block, model, ckpt["mean"], ckpt["std"], torch.device("cpu"), 100, threshold_codes=codes)
+    assert layers.shape == (2, len(SPECIES), NY, NX) and layers.dtype == np.uint8
+    expected = quantise(forward_block(block, model, ckpt["mean"], ckpt["std"], torch.device("cpu"), 100))
+    np.testing.assert_array_equal(layers[0], expected)
+    suitability = xr.DataArray(expected, dims=("species", "y", "x"), coords={"species": SPECIES})
+    np.testing.assert_array_equal(layers[1], presence_threshold(suitability, ckpt["thresholds"]).values)
+    only_codes = predict_block(block, model, ckpt["mean"], ckpt["std"], torch.device("cpu"), 100)
+    assert only_codes.shape == (1, len(SPECIES), NY, NX)
+    np.testing.assert_array_equal(only_codes[0], expected)
+
+
+@pytest.mark.parametrize("pattern", ["runs", "fragmented", "none valid", "all valid"])
+def test_no_data_cells_land_in_place(checkpoint, cube, pattern):
+    """The valid cells are computed packed and put back: by runs (coastlines) or, for a scattered mask, indexed."""
+    from sdm.predict import predict_block
+
+    model, ckpt, _ = checkpoint
+    block = cube.values.copy()
+    rng = np.random.default_rng(3)
+    if pattern == "runs":
+        block[:, :, :9] = np.nan
+    elif pattern == "fragmented":
+        block[:, rng.random((NY, NX)) < 0.5] = np.nan
+    elif pattern == "none valid":
+        block[:] = np.nan
+    else:
+        block = np.nan_to_num(block)
+    nodata = ~np.isfinite(block).all(axis=0)
+    probability = forward_block(block, model, ckpt["mean"], ckpt["std"], torch.device("cpu"))
+    assert np.isnan(probability[:, nodata]).all() and np.isfinite(probability[:, ~nodata]).all()
+    codes = predict_block(block, model, ckpt["mean"], ckpt["std"], torch.device("cpu"))[0]
+    assert (codes[:, nodata] == NODATA).all() and (codes[:, ~nodata] < NODATA).all()
+    # each valid cell gets the prediction of its own climate, wherever it sits in the chunk
+    valid_cells = np.flatnonzero(~nodata.ravel())
+    if len(valid_cells):
+        alone = forward_block(block.reshape(len(VARIABLES), -1)[:, valid_cells][:, :, None], model, ckpt["mean"],
+                              ckpt["std"], torch.device("cpu"))
+        np.testing.assert_allclose(probability.reshape(len(SPECIES), -1)[:, valid_cells], alone[:, :, 0],
+                                   atol=1e-6)
+
+
+def test_bfloat16_is_close_to_float32(checkpoint, cube):
+    from sdm.predict import predict_block
+
+    model, ckpt, _ = checkpoint
+    f32 = predict_block(cube.values, model, ckpt["mean"], ckpt["std"], torch.device("cpu"))[0].astype(int)
+    bf16 = predict_block(cube.values, model, ckpt["mean"], ckpt["std"], torch.device("cpu"),
+                         precision="bfloat16")[0].astype(int)
+    np.testing.assert_array_equal(f32 == NODATA, bf16 == NODATA)
+    diff = np.abs(f32 - bf16)[f32 != NODATA]
+    assert diff.mean() < 1.5 and diff.max() <= 8  # bfloat16 keeps 8 bits of mantissa: a few codes at most
+    probability = forward_block(cube.values, model, ckpt["mean"], ckpt["std"], torch.device("cpu"),
+                                precision="bfloat16")
+    assert probability.dtype == np.float32
+    with pytest.raises(ValueError, match="precision"):
+        forward_block(cube.values, model, ckpt["mean"], ckpt["std"], torch.device("cpu"), precision="float16")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_equals_cpu(checkpoint, cube):
+    from sdm.predict import predict_block
+
+    model, ckpt, _ = checkpoint
+    cpu = predict_block(cube.values, model, ckpt["mean"], ckpt["std"], torch.device("cpu"), threshold_codes=[10] * 4)
+    model_cuda = _model().cuda()
+    cuda = predict_block(cube.values, model_cuda, ckpt["mean"], ckpt["std"], torch.device("cuda"),
+                         threshold_codes=[10] * 4)
+    np.testing.assert_array_equal(cpu == NODATA, cuda == NODATA)
+    assert np.abs(cpu.astype(int) - cuda.astype(int)).max() <= 1
+    probability = forward_block(cube.values, model_cuda, ckpt["mean"], ckpt["std"], torch.device("cuda"))
+    np.testing.assert_allclose(probability, _direct(model, ckpt, cube), atol=1e-4)
+
+
+def test_predict_scenario_caps_the_chunk_by_memory_and_uses_a_fast_codec(checkpoint, cube, tmp_path):
+    import zarr
+
+    from sdm.predict import chunk_cells
+
+    _, _, path = checkpoint
+    memory = 4 * (len(SPECIES) + len(VARIABLES)) * 16 * 16  # room for 16 x 16 cells
+    assert chunk_cells(len(SPECIES), len(VARIABLES), memory) == 16
+    out = tmp_path / "p.zarr"
+    predict_scenario(cube, path, out, scenario="current", chunk=1024, memory_bytes=memory, device="cpu",
+                     progress=False)
+    for name in ("suitability", "presence"):
+        array = zarr.open_array(out / name, mode="r")
+        assert array.chunks == (len(SPECIES), 16, 16)
+        assert [type(c).__name__ for c in array.compressors] == ["BloscCodec"]
+    reference = tmp_path / "r.zarr"
+    predict_scenario(cube, path, reference, scenario="current", device="cpu", progress=False)
+    a, b = open_predictions(out, decode=False), open_predictions(reference, decode=False)
+    np.testing.assert_array_equal(a["suitability"].values, b["suitability"].values)
+    np.testing.assert_array_equal(a["presence"].values, b["presence"].values)
+
+
+def test_predict_scenario_restores_torch_threads(checkpoint, cube, tmp_path):
+    torch.set_num_threads(1)
+    predict_scenario(cube, checkpoint[2], tmp_path / "p.zarr", scenario="current", threads=2, device="cpu",
+                     progress=False)
+    assert torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("assemblage", ["threshold", "average_k"])
+def test_distributed_scheduler_equals_threaded(checkpoint, cube, tmp_path, assemblage):
+    """On a Dask cluster the workers load the checkpoint from its path (once per process), and write the same store
+    as the threaded scheduler."""
+    from distributed import LocalCluster
+
+    import sdm.predict
+
+    _, _, path = checkpoint
+    predict_scenario(cube, path, tmp_path / "threads.zarr", scenario="current", chunk=16, assemblage=assemblage, k=2,
+                     device="cpu", progress=False)
+    sdm.predict._MODELS.clear()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        predict_scenario(cube, path, tmp_path / "cluster.zarr", scenario="current", chunk=16, assemblage=assemblage,
+                         k=2, device="cpu", scheduler=cluster.scheduler_address)
+    # the model came from the checkpoint file, loaded inside the tasks, not pickled into the graph
+    assert [key[0] for key in sdm.predict._MODELS] == [str(path.resolve())]
+    a = open_predictions(tmp_path / "threads.zarr", decode=False)
+    b = open_predictions(tmp_path / "cluster.zarr", decode=False)
+    np.testing.assert_array_equal(a["suitability"].values, b["suitability"].values)
+    np.testing.assert_array_equal(a["presence"].values, b["presence"].values)
+    assert b.rio.crs.to_epsg() == 3035
+
+
+def test_the_cluster_graph_holds_the_checkpoint_path_not_the_model(checkpoint, cube):
+    from sdm.predict import _predict_layers
+
+    _, ckpt, path = checkpoint
+    _, layers = _predict_layers(cube.chunk({"y": 20, "x": 18}), str(path), ckpt, batch_size=None, device="auto",
+                                precision="float32")
+    import cloudpickle
+
+    shipped = cloudpickle.dumps(dict(layers.__dask_graph__()))  # what a distributed scheduler would receive
+    assert str(path).encode() in shipped
+    assert b"ResidualMLP" not in shipped and len(shipped) < 100_000
+
+
+def test_throughput_benchmark_quick_runs(tmp_path):
+    """The benchmark's --quick mode runs every row (no timing is checked here)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+    out = tmp_path / "throughput.json"
+    done = subprocess.run([sys.executable, str(script), "--quick", "--json", str(out)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    species = sorted({row["species"] for row in report["rows"]})
+    assert len(species) == 2
+    methods = ["sdm predict stage, end to end (float32)", "sdm predict stage, end to end (bfloat16)",
+               "bare forward, torch float32 (same model)", "numpy float32 matmul, same FLOPs (limit)",
+               "elapid MaxEnt predict, per species", "scikit-learn RandomForest predict, per species",
+               "scikit-learn HistGradientBoosting predict, per species"]
+    for s in species:
+        assert [r["method"] for r in report["rows"] if r["species"] == s] == methods
+    for row in report["rows"]:
+        assert row["rate"] > 0 and row["rss"] > 0
+        assert f"| {row['method']} | {row['species']:,} |" in done.stdout
+    assert len(report["grid"]) == 3
+    assert [g["cells"] for g in report["grid"]] == sorted(g["cells"] for g in report["grid"])
+    assert "targets (issue 6)" in done.stdout and "peak RSS" in done.stdout

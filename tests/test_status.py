@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 
 from sdm.redlist import CATEGORIES
-from sdm.status import StatusClassifier, a3_category, load_classifier, save_classifier, status_table
+from sdm.status import (
+    GENUS_COLUMNS,
+    StatusClassifier,
+    a3_category,
+    genus_of,
+    load_classifier,
+    save_classifier,
+    status_table,
+)
 
 
 def _synthetic(n_per_class: int = 30, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
@@ -45,7 +53,7 @@ def _synthetic(n_per_class: int = 30, seed: int = 0) -> tuple[pd.DataFrame, pd.S
     return pd.DataFrame(rows, index=index), pd.Series(labels, index=index, name="redlistCategory")
 
 
-@pytest.mark.parametrize("method", ["hist_gradient_boosting", "random_forest"])
+@pytest.mark.parametrize("method", ["extra_trees", "hist_gradient_boosting", "random_forest"])
 def test_separable_data_is_learnt(method):
     features, labels = _synthetic()
     metrics, oof = StatusClassifier(method=method, folds=5, seed=1).cross_validate(features, labels)
@@ -69,6 +77,69 @@ def test_shuffled_labels_give_chance():
     metrics, _ = StatusClassifier(seed=0).cross_validate(features, shuffled)
     assert metrics["accuracy"] < 0.35
     assert metrics["balanced_accuracy"] < 0.35
+
+
+@pytest.mark.parametrize("kwargs", [{"ordinal": True}, {"class_weight": "balanced"}, {"taxonomy": False}])
+def test_variants_learn_separable_data(kwargs):
+    features, labels = _synthetic(n_per_class=15)
+    metrics, _ = StatusClassifier(folds=3, seed=1, **kwargs).cross_validate(features, labels)
+    assert metrics["accuracy"] > 0.8 and metrics["binary_accuracy"] > 0.9
+
+
+def test_ordinal_probabilities_are_valid_with_a_class_missing():
+    features, labels = _synthetic(n_per_class=10)
+    keep = labels != "VU"
+    clf = StatusClassifier(ordinal=True).fit(features[keep], labels[keep])
+    proba = clf.predict_proba(features)
+    assert (proba.to_numpy() >= 0).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert (proba["VU"] == 0).all()
+
+
+def test_genus_features_from_names_without_own_label():
+    features, labels = _synthetic(n_per_class=6)
+    names = ["Orchis mascula", " Ophrys apifera ", "Dactylorhiza"]
+    assert list(genus_of(names)) == ["Orchis", "Ophrys", "Dactylorhiza"]
+    # Two genera: one all LC, one all CR.
+    names = [("Alpha" if cat == "LC" else "Beta" if cat == "CR" else f"G{i}") + f" sp{i}"
+             for i, cat in enumerate(labels)]
+    features.index = labels.index = pd.Index(names, name="species")
+    clf = StatusClassifier().fit(features, labels)
+    assert clf.genus_counts_.loc["Alpha"].tolist() == [6, 0, 0, 0, 0]
+    new = features.iloc[:1].rename(index=lambda s: "Alpha novum")
+    enc = clf._full_design(new)[0, -len(GENUS_COLUMNS):]
+    prior = clf.genus_prior_
+    np.testing.assert_allclose(enc[:5], (np.array([6, 0, 0, 0, 0]) + 2 * prior) / 8)
+    assert enc[5] == 6
+    # Inner out-of-fold shares: a training species never counts itself, so Alpha species see at most 5 congeners.
+    inner = clf._inner_genus_encoding(genus_of(labels.index), labels.map(CATEGORIES.index).to_numpy())
+    assert inner[: 6, 5].max() <= 5
+
+
+def test_bad_class_weight():
+    features, labels = _synthetic(n_per_class=4)
+    with pytest.raises(ValueError, match="class_weight"):
+        StatusClassifier(class_weight="sqrt").fit(features, labels)
+
+
+def test_classifier_saved_before_new_parameters_still_predicts(tmp_path):
+    features, labels = _synthetic(n_per_class=5)
+    clf = StatusClassifier(method="random_forest", taxonomy=False, class_weight="balanced").fit(features, labels)
+    for name in ("taxonomy", "class_weight", "ordinal"):  # as an older version pickled it
+        delattr(clf, name)
+    save_classifier(clf, tmp_path / "old.joblib")
+    again = load_classifier(tmp_path / "old.joblib")
+    assert again.taxonomy is False and again.class_weight == "balanced" and again.ordinal is False
+    assert again.predict(features).notna().all()
+
+
+def test_threatened_probability():
+    features, labels = _synthetic(n_per_class=8)
+    clf = StatusClassifier().fit(features, labels)
+    proba = clf.predict_proba(features)
+    p = clf.threatened_probability(features)
+    np.testing.assert_allclose(p, proba[["VU", "EN", "CR"]].sum(axis=1))
+    assert p.name == "p_threatened"
 
 
 def test_predict_proba_has_all_categories_and_sums_to_one():
@@ -184,6 +255,7 @@ def test_status_table():
     assert (fut["status"] == fut["category"]).all()
     assert bool(fut.loc[features.index[1], "no_suitable_cell"])
     assert table["no_suitable_cell"].dtype == bool
+    np.testing.assert_allclose(table["p_threatened"], table[["p_VU", "p_EN", "p_CR"]].sum(axis=1))
 
 
 def test_status_table_accepts_read_redlist_frame():

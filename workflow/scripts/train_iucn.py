@@ -8,7 +8,7 @@ log = log_to(snakemake.log[0])
 p = snakemake.params.iucn
 features = pd.read_parquet(snakemake.input.features)
 labels = pd.read_parquet(snakemake.input.redlist).set_index("species")["category"].reindex(features.index)
-classifier = StatusClassifier(method=p["classifier"], folds=p["folds"], seed=p["seed"])
+classifier = StatusClassifier(method=p["classifier"], folds=p["folds"], seed=p["seed"], taxonomy=p["taxonomy"])
 metrics, oof = classifier.cross_validate(features, labels)
 classifier.fit(features, labels)
 save_classifier(classifier, snakemake.output.classifier)

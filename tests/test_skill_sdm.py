@@ -1,0 +1,169 @@
+"""The evaluation code of benchmarks/skill_sdm.py on cases with a known answer (fast; no model is trained)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("skill_sdm", ROOT / "benchmarks" / "skill_sdm.py")
+skill = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(skill)
+
+from sdm.train import SPLITS, spatial_blocks  # noqa: E402
+
+
+# --- AUC ------------------------------------------------------------------------------------------------------------
+
+def test_perfect_scorer_has_auc_one_and_inverted_zero():
+    presence, background = np.array([0.7, 0.8, 0.99]), np.array([0.1, 0.2, 0.3, 0.69])
+    assert skill.auc(presence, background) == pytest.approx(1.0)
+    assert skill.auc(-presence, -background) == pytest.approx(0.0)
+
+
+def test_random_scorer_has_auc_one_half():
+    rng = np.random.default_rng(0)
+    assert skill.auc(rng.random(5000), rng.random(20000)) == pytest.approx(0.5, abs=0.02)
+
+
+def test_ties_count_half_and_empty_sides_are_nan():
+    assert skill.auc(np.array([0.5, 0.5]), np.array([0.5, 0.5, 0.5])) == pytest.approx(0.5)
+    # 0.6 beats 0.1 and ties 0.6: (1 + 0.5) / 2
+    assert skill.auc(np.array([0.6]), np.array([0.1, 0.6])) == pytest.approx(0.75)
+    assert np.isnan(skill.auc(np.array([]), np.array([0.1])))
+    assert np.isnan(skill.auc(np.array([0.1]), np.array([])))
+
+
+# --- independent test records against background cells ------------------------------------------------------------
+
+SUITABILITY = np.array([[0.1, 0.2, 0.3],
+                        [0.4, 0.5, 0.6],
+                        [0.7, 0.8, np.nan]])
+EVERY_CELL = np.ones((3, 3), dtype=bool)
+
+
+def test_independent_test_auc_on_a_hand_made_grid():
+    # background: the 8 cells with a score. Record at 0.8 beats 7 and ties itself: 7.5 / 8; record at 0.6 beats 5
+    # and ties itself: 5.5 / 8. The record on the no-data cell is left out.
+    rows, cols = np.array([2, 1, 2]), np.array([1, 2, 2])
+    expected = (7.5 / 8 + 5.5 / 8) / 2
+    assert skill.independent_test_auc(SUITABILITY, rows, cols, EVERY_CELL) == pytest.approx(expected)
+
+
+def test_independent_test_auc_counts_each_record():
+    # two records in the 0.8 cell, one in the 0.6 cell
+    rows, cols = np.array([2, 2, 1]), np.array([1, 1, 2])
+    expected = (2 * 7.5 / 8 + 5.5 / 8) / 3
+    assert skill.independent_test_auc(SUITABILITY, rows, cols, EVERY_CELL) == pytest.approx(expected)
+
+
+def test_independent_test_auc_uses_only_the_background_mask():
+    background = np.zeros((3, 3), dtype=bool)
+    background[0] = True  # the top row: 0.1, 0.2, 0.3, all below both records
+    assert skill.independent_test_auc(SUITABILITY, np.array([2, 1]), np.array([1, 2]), background) == 1.0
+
+
+# --- presence / absence truth -------------------------------------------------------------------------------------
+
+def test_presence_absence_skill_perfect_random_and_threshold():
+    truth = np.r_[np.ones(50), np.zeros(150)]
+    perfect = skill.presence_absence_skill(truth * 0.5 + 0.25, truth, threshold=0.5)
+    assert perfect == {"auc": pytest.approx(1.0), "tss": pytest.approx(1.0)}
+    rng = np.random.default_rng(1)
+    truth = rng.random(40000) < 0.3
+    random = skill.presence_absence_skill(rng.random(40000), truth, threshold=0.5)
+    assert random["auc"] == pytest.approx(0.5, abs=0.02)
+    assert random["tss"] == pytest.approx(0.0, abs=0.03)
+    # hand-made: presences 0.2, 0.6, 0.8; absences 0.1, 0.5, 0.7, 0.3; at 0.55: sensitivity 2/3, specificity 3/4
+    scores = np.array([0.2, 0.6, 0.8, 0.1, 0.5, 0.7, 0.3])
+    truth = np.array([1, 1, 1, 0, 0, 0, 0])
+    out = skill.presence_absence_skill(scores, truth, threshold=0.55)
+    assert out["tss"] == pytest.approx(2 / 3 + 3 / 4 - 1)
+    assert out["auc"] == pytest.approx(8 / 12)  # pairs won: 0.2 > 0.1; 0.6 > 0.1, 0.5, 0.3; 0.8 > all four
+
+
+# --- spatial splits: no leakage between training and test cells ---------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_split_masks_are_disjoint_and_cover_the_valid_cells(seed):
+    rng = np.random.default_rng(seed)
+    valid = rng.random((47, 120)) < 0.4  # like the 3-degree land mask
+    records = np.where(valid & (rng.random(valid.shape) < 0.2), 1.0, 0.0)
+    split = spatial_blocks(valid.shape, 5, seed, records=records, valid=valid)
+    masks = skill.split_cells(split, valid)
+    stacked = np.stack([masks[name] for name in SPLITS])
+    assert (stacked.sum(axis=0) == valid).all()  # every valid cell in exactly one split, invalid in none
+    assert not (masks["train"] & masks["test"]).any()
+    assert masks["test"].any() and masks["train"].any()
+    # whole blocks: no test cell has a training cell in the same 5 x 5 block
+    for r in range(0, 47, 5):
+        for c in range(0, 120, 5):
+            codes = np.unique(split[r:r + 5, c:c + 5])
+            assert len(codes) == 1
+
+
+def test_independent_split_without_test_blocks_keeps_everything_for_training_and_validation():
+    split = spatial_blocks((40, 52), 8, seed=0, fractions=(0.8, 0.2, 0.0))
+    assert SPLITS["test"] not in np.unique(split)
+    assert set(np.unique(split)) == {SPLITS["train"], SPLITS["validation"]}
+
+
+def test_mammal_records_are_a_sample_of_true_presences():
+    truth = np.zeros((2, 10, 10), dtype="uint8")
+    truth[0, :4, :5] = 1  # 20 presence cells
+    truth[1, 9, :3] = 1  # 3 presence cells: fewer than the minimum, all are taken
+    truth[:, 5, 5] = 255  # no data
+    da = xr.DataArray(truth, dims=("species", "y", "x"), coords={"species": ["a", "b"]})
+    records = skill.mammal_records(da, fraction=0.5, seed=0, minimum=5)
+    assert (records["species"] == "a").sum() == 10
+    assert (records["species"] == "b").sum() == 3
+    for i, s in enumerate(["a", "b"]):
+        mine = records[records["species"] == s]
+        assert (truth[i, mine["row"], mine["col"]] == 1).all()
+        assert not mine.duplicated(["row", "col"]).any()
+
+
+def test_grid_scores_put_cell_scores_back_on_the_grid():
+    info = {"scores": np.array([[0.1, 0.9], [0.2, 0.8]]), "cell_rows": np.array([0, 2]),
+            "cell_cols": np.array([1, 0])}
+    grid = skill.grid_scores(info, "scores", (3, 2))
+    assert grid.shape == (2, 3, 2)
+    assert grid[0, 0, 1] == 0.1 and grid[1, 2, 0] == 0.8
+    assert np.isnan(grid).sum() == 2 * 4
+
+
+def test_validation_threshold_uses_only_validation_records():
+    scores = np.array([[0.9, 0.2, 0.1],
+                       [0.8, 0.3, 0.05]])
+    masks = {"validation": np.array([[False, True, True], [False, True, True]])}
+    import pandas as pd
+    records = pd.DataFrame({"row": [0, 1, 0], "col": [0, 0, 1]})  # two training records score high, one validation
+    threshold = skill._validation_threshold(scores, records, masks)
+    # validation presence 0.2 against validation cells 0.2, 0.1, 0.3, 0.05: best cut keeps 0.2
+    assert threshold == pytest.approx(0.2)
+
+
+# --- the real inputs load as documented (skipped without ../shared/data) -----------------------------------------
+
+needs_data = pytest.mark.skipif(not (skill.DATA / "kuenm2_myrcia_cmip6").exists(), reason="shared data absent")
+
+
+@needs_data
+def test_myrcia_inputs():
+    cube, occurrences, test = skill.load_myrcia()
+    assert [str(v) for v in cube["variable"].values] == ["bio1", "bio7", "bio12", "bio15"]
+    assert int(skill.valid_mask(cube).sum()) == 1456
+    assert occurrences["n_records"].sum() <= 51 and len(test) == 82
+    assert (test["row"] >= 0).sum() >= 80
+
+
+@needs_data
+def test_mammal_truth_matches_the_table():
+    _, truth = skill.load_mammals()
+    presences = {str(s): int((truth.sel(species=s).values == 1).sum()) for s in truth["species"].values}
+    assert presences == {"ConnochaetesGnou": 9, "GuloGulo": 661, "PantheraOnca": 152, "PteropusGiganteus": 62,
+                         "TenrecEcaudatus": 13, "VulpesVulpes": 1182}
