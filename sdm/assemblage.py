@@ -111,6 +111,8 @@ def presence_average_k(suitability: xr.DataArray, k: float | str, thresholds=Non
         if thresholds is None:
             raise ValueError("prediction.k 'auto' needs the model's per-species thresholds")
         k = threshold_set_size(histograms, thresholds)
+        if k == 0:  # no species passes its own threshold anywhere (e.g. a lost climate): the same empty sets
+            return xr.where(suitability == NODATA, NODATA, 0).astype("uint8")
     if float(k) <= 0:
         raise ValueError(f"prediction.k must be > 0 for average_k, got {k}")
     code = _average_k_from_histograms(histograms, float(k))

@@ -124,3 +124,13 @@ def test_average_k_without_valid_cells_raises():
 def test_unknown_method_raises_naming_it():
     with pytest.raises(ValueError, match="majority_vote"):
         assemble(_suitability(), "majority_vote", k=3)
+
+
+def test_average_k_auto_with_no_presence_under_the_thresholds_gives_empty_sets():
+    import xarray as xr
+
+    from sdm.assemblage import assemble
+
+    codes = xr.DataArray(np.array([[[10, 20], [255, 30]]], dtype="uint8"), dims=("species", "y", "x"))
+    presence = assemble(codes, "average_k", thresholds=[0.9], k="auto")
+    assert presence.values.tolist() == [[[0, 0], [255, 0]]]
