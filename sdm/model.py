@@ -97,6 +97,23 @@ def coordinate_layers(cube, harmonics: int):
     return out.rio.write_crs(cube.rio.crs) if cube.rio.crs is not None else out
 
 
+def with_coordinate_layers(cube, variables: list[str]):
+    """``cube`` with the location layers that a model's ``variables`` name (``coord_...``) appended; unchanged when
+    it names none. Prediction calls this so that a checkpoint trained with coordinates gets them on any grid."""
+    import xarray as xr
+
+    wanted = [v for v in variables if str(v).startswith(COORDINATE_PREFIX)]
+    have = [str(v) for v in cube["variable"].values]
+    if not wanted or all(v in have for v in wanted):
+        return cube
+    harmonics = max(int(v[len(COORDINATE_PREFIX) + 3:].split("_")[0]) for v in wanted)
+    layers = coordinate_layers(cube, harmonics).sel(variable=wanted)
+    if cube.chunks is not None:
+        layers = layers.chunk({"y": cube.chunks[cube.dims.index("y")], "x": cube.chunks[cube.dims.index("x")]})
+    return xr.concat([cube, layers.astype(cube.dtype)], dim="variable", join="override",
+                     combine_attrs="drop_conflicts")
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU raises instead of silently using the CPU."""
     if device == "auto":

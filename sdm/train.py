@@ -24,6 +24,9 @@ from sdm.model import ResidualMLP, coordinate_layers, resolve_device, standardis
 log = logging.getLogger(__name__)
 
 SPLITS = {"train": 0, "validation": 1, "test": 2}
+MIN_STEPS_PER_EPOCH = 20
+"""Steps between validation checks, at least: with one step per epoch (51 records, batches of 512) early stopping
+would judge the model after every step and stop long before it has learnt (measured on Myrcia and the mammals)."""
 
 
 def spatial_blocks(shape: tuple[int, int], block_cells: int, seed: int,
@@ -197,9 +200,10 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     training records to the power ``sampling_exponent`` (0: every species as often, 1: every record as often);
     ``target_group`` is the share of background cells drawn from cells holding records of any species (observer-bias
     correction) instead of uniformly over the training blocks; ``steps_per_epoch`` defaults to one pass over the
-    training records (at most 200 steps). ``coordinates`` > 0 appends that many harmonics of a location encoding
-    (:func:`~sdm.model.coordinate_layers`) to the climate inputs of the deep SDM (not of the baseline, which keeps
-    the climate alone); the checkpoint then lists them among its variables and prediction must supply them.
+    training records (at least :data:`MIN_STEPS_PER_EPOCH`, at most 200 steps). ``coordinates`` > 0 appends that
+    many harmonics of a location encoding (:func:`~sdm.model.coordinate_layers`) to the climate inputs of the deep
+    SDM (not of the baseline, which keeps the climate alone); the checkpoint then lists them among its variables and
+    prediction supplies them with :func:`~sdm.model.with_coordinate_layers`.
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -262,7 +266,7 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     record_cells = np.unique(train_pairs[:, 0])
     n_target = int(round(target_group * background_per_batch)) if len(record_cells) else 0
     if steps_per_epoch is None:
-        steps_per_epoch = max(1, min(200, int(np.ceil(len(train_pairs) / batch_size))))
+        steps_per_epoch = min(200, max(MIN_STEPS_PER_EPOCH, int(np.ceil(len(train_pairs) / batch_size))))
     trainable_mask = torch.from_numpy(trainable).to(dev)
     val_cells = split_cells["validation"]
     position = np.full(len(values), -1, dtype="int64")
@@ -385,11 +389,17 @@ def summarise(species: list[str], auc: np.ndarray, tss: np.ndarray, presences: l
     }
 
 
+OPTIONAL_PARAMS = ("weight_decay", "coordinates", "members", "quadratic", "sampling_exponent", "target_group",
+                   "steps_per_epoch")
+"""train_sdm options that a config's ``sdm`` section may set (older configs and schemas lack them)."""
+
+
 def run_training(cube: xr.DataArray, occurrences: pd.DataFrame, params: dict, *, model_path, split_path,
                  threads: int | None = None) -> dict:
     """Train with the config's ``sdm`` params, write the checkpoint and the split GeoTIFF; return metrics.
 
     Species with fewer than ``min_records`` occupied cells are not trained on and are listed in the metrics.
+    The keys of :data:`OPTIONAL_PARAMS` are passed on when the params hold them (train_sdm's defaults otherwise).
     """
     from sdm.model import save_checkpoint
 
@@ -405,6 +415,7 @@ def run_training(cube: xr.DataArray, occurrences: pd.DataFrame, params: dict, *,
         background_per_batch=params["background_per_batch"], learning_rate=params["learning_rate"],
         patience=params["patience"], block_cells=params["block_cells"], seed=params["seed"],
         device=params["device"], baseline=params["baseline"], threads=threads,
+        **{key: params[key] for key in OPTIONAL_PARAMS if params.get(key) is not None},
     )
     save_checkpoint(model_path, model, species=info["species"], variables=info["variables"], mean=info["mean"],
                     std=info["std"], thresholds=info["thresholds"], config=params)

@@ -420,3 +420,25 @@ def test_throughput_benchmark_quick_runs(tmp_path):
     assert len(report["grid"]) == 3
     assert [g["cells"] for g in report["grid"]] == sorted(g["cells"] for g in report["grid"])
     assert "targets (issue 6)" in done.stdout and "peak RSS" in done.stdout
+
+
+@pytest.mark.parametrize("ny, nx, cap, workers", [(1000, 1000, 256, 2), (500, 500, 256, 2), (1000, 1000, 736, 2),
+                                                  (200, 200, 1056, 2), (40, 36, 1696, 2), (3000, 7000, 64, 8)])
+def test_default_chunks_are_even_capped_and_keep_workers_busy(ny, nx, cap, workers):
+    from sdm.predict import _even_side
+
+    side = _even_side(ny, nx, cap, workers)
+    chunks = -(-ny // side) * -(-nx // side)
+    assert 1 <= side <= cap
+    assert chunks >= 2 * workers
+    if (ny, nx, cap) == (1000, 1000, 256):
+        assert side == 250  # 4 x 250, not 3 x 256 + 232: zarr pads a partial edge chunk
+
+
+def test_predict_scenario_default_chunks(checkpoint, cube, tmp_path):
+    import zarr
+
+    out = tmp_path / "p.zarr"
+    predict_scenario(cube, checkpoint[2], out, scenario="current", workers=2, threads=2, device="cpu",
+                     progress=False)
+    assert zarr.open_array(out / "suitability", mode="r").chunks == (len(SPECIES), 20, 20)  # 40 x 36 in 2 x 2

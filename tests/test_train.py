@@ -273,3 +273,68 @@ def test_spatial_blocks_give_every_split_records_when_records_are_clustered():
     assert held["validation"] >= 0.15 * 51 and held["test"] >= 0.15 * 51
     assert held["train"] > 0
     assert sum(held.values()) == 51
+
+
+# --- options used by benchmarks/skill_sdm.py -------------------------------------------------------------------
+
+def test_auc_per_species_matches_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.random((500, 3)), 1)  # many ties
+    presences = [rng.choice(500, 40, replace=False) for _ in range(3)]
+    background = np.arange(500)
+    ours = auc_per_species(scores, presences, background)
+    for s in range(3):
+        y = np.r_[np.ones(40), np.zeros(500)]
+        expected = roc_auc_score(y, np.r_[scores[presences[s], s], scores[background, s]])
+        assert ours[s] == pytest.approx(expected, abs=1e-12)
+
+
+def test_train_sdm_options_ensemble_quadratic_location_target_group(world):
+    from sdm.model import with_coordinate_layers
+    from sdm.predict import suitability_cube
+
+    cube, occurrences, truth = world
+    model, info = train_sdm(cube, occurrences, progress=False,
+                            **{**FAST, "epochs": 4, "baseline": "none", "members": 2, "quadratic": True,
+                               "coordinates": 2, "target_group": 0.5, "sampling_exponent": 0.5,
+                               "steps_per_epoch": 3})
+    assert model.hparams["members"] == 2 and model.hparams["quadratic"]
+    assert info["variables"][:3] == ["bio1", "bio12", "bio4"]
+    assert info["variables"][3:] == ["coord_sin1_lon", "coord_cos1_lon", "coord_sin1_lat", "coord_cos1_lat",
+                                     "coord_sin2_lon", "coord_cos2_lon", "coord_sin2_lat", "coord_cos2_lat"]
+    assert info["metrics"]["epochs_run"] <= 4
+    assert info["baseline_scores"] is None
+    # prediction gets the location layers from the checkpoint's variable names and reproduces the training scores
+    checkpoint = {"variables": info["variables"], "mean": info["mean"], "std": info["std"],
+                  "species": info["species"], "thresholds": info["thresholds"]}
+    suitability = suitability_cube(with_coordinate_layers(cube, info["variables"]), model, checkpoint).values
+    predicted = suitability[:, info["cell_rows"], info["cell_cols"]].T / 254
+    np.testing.assert_allclose(predicted, info["scores"], atol=0.5 / 254 + 1e-6)
+
+
+def test_train_sdm_without_test_blocks_fits_the_baseline_for_every_species(world):
+    cube, occurrences, _ = world
+    _, info = train_sdm(cube, occurrences, progress=False,
+                        **{**FAST, "epochs": 2, "block_cells": 6}, fractions=(0.8, 0.2, 0.0))
+    assert SPLITS["test"] not in np.unique(info["split"])
+    assert info["metrics"]["test"]["deep_sdm"]["mean_auc"] is None
+    assert np.isfinite(info["baseline_scores"]).all()
+
+
+def test_train_sdm_fits_the_baseline_only_for_the_species_asked(world):
+    cube, occurrences, _ = world
+    _, info = train_sdm(cube, occurrences, progress=False, **{**FAST, "epochs": 2}, baseline_species=["sp_b"])
+    fitted = np.isfinite(info["baseline_scores"]).all(axis=0)
+    assert fitted.tolist() == [s == "sp_b" for s in info["species"]]
+    assert info["metrics"]["test"]["baseline"]["species_evaluated"] <= 1
+
+
+def test_run_training_passes_optional_params_to_the_checkpoint(world, tmp_path):
+    cube, occurrences, _ = world
+    params = {**FAST, "epochs": 2, "min_records": 5, "baseline": "none", "coordinates": 1, "members": 2}
+    run_training(cube, occurrences, params, model_path=tmp_path / "m.pt", split_path=tmp_path / "s.tif")
+    model, checkpoint = load_checkpoint(tmp_path / "m.pt")
+    assert model.hparams["members"] == 2
+    assert checkpoint["variables"][-1] == "coord_cos1_lat"
