@@ -26,6 +26,13 @@ trained model's. Every configuration runs in a fresh Python process, which repor
 
 Species-cells count valid cells only (no-data cells cost nothing). A grid-scaling table repeats the predict stage at
 1x, 4x and 16x the cells with a fixed species count: peak RSS must stay flat.
+
+**Fused mode** (``prediction.fused``): 1,000 species over a 1e7-cell cube (``--fused-cells``), nothing stored: the
+lazy predictions of :func:`sdm.fused.lazy_predictions` reduced in one streaming pass to per-cell richness and
+per-species predicted area and suitability sum (the reductions the fused workflow feeds to the features and
+indicators). Its wall time is extrapolated to the published global case, 14,129 species x 1e8 land cells at 30
+arc-seconds, in proportion to species-cells (an upper bound: the shared layers cost less per species with more
+species).
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ HIDDEN = 256
 BLOCKS = 1
 FORWARD_BATCHES = (1024, 4096, 16384)  # cells; the bare forward row takes the fastest
 SEA_SHARE = 0.1  # the western 10 % of columns are no data
+GLOBAL_CASE = (14_129, 1e8)  # published global orchid maps: species, land cells at 30 arc-seconds
 TARGETS = {"vs_forward": 0.6, "vs_matmul": 0.3, "rss_ratio": 1.5, "rss_max_gib": 4.0}
 
 
@@ -257,7 +265,35 @@ def run_baseline(spec: dict) -> dict:
     return {"seconds": seconds, "species_cells": species_cells}
 
 
-CHILDREN = {"predict": run_predict, "forward": run_forward, "matmul": run_matmul, "baseline": run_baseline}
+def run_fused(spec: dict) -> dict:
+    """Fused reductions over the whole cube: nothing but the reductions is kept."""
+    import dask
+    import torch
+
+    from sdm.climate import open_cube
+    from sdm.fused import lazy_predictions
+
+    cube = open_cube(spec["cube"]["path"])
+    threads = spec["threads"]
+    # warm-up on a 32 x 32 window (lazy imports), as for the predict stage
+    small = lazy_predictions(cube.isel(y=slice(0, 32), x=slice(-32, None)), spec["model"], scenario="benchmark",
+                             assemblage="threshold", device="cpu", threads=1)
+    small["presence"].sum().compute()
+    start = time.perf_counter()
+    predictions = lazy_predictions(cube, spec["model"], scenario="benchmark", assemblage="threshold",
+                                   device="cpu", threads=1)
+    presence, suitability = predictions["presence"], predictions["suitability"]
+    with dask.config.set(scheduler="threads", num_workers=threads):
+        richness, area, total = dask.compute(presence.sum("species").data, presence.sum(("y", "x")).data,
+                                             suitability.sum(("y", "x")).data)
+    wall = time.perf_counter() - start
+    torch.set_num_threads(threads)
+    valid = spec["cube"]["valid_cells"]
+    return {"seconds": wall, "species_cells": valid * spec["species"], "mean_richness": float(richness.sum() / valid),
+            "species_present": int((area > 0).sum())}
+
+
+CHILDREN = {"predict": run_predict, "fused": run_fused, "forward": run_forward, "matmul": run_matmul, "baseline": run_baseline}
 
 
 def _busy_seconds() -> float:
@@ -312,12 +348,12 @@ def settings(args) -> dict:
     if args.quick:
         return {"cells": 2e4, "species": [10, 40], "grid_species": 40, "grid_cells": [5e3, 2e4, 8e4],
                 "forward_sc": 2e6, "matmul_size": 512, "matmul_seconds": 0.1, "baseline_species": 1,
-                "baseline_cells": 2000, "trees": 10}
+                "baseline_cells": 2000, "trees": 10, "fused_cells": 4e4, "fused_species": 20}
     cells = float(args.cells)
     return {"cells": cells, "species": args.species, "grid_species": args.grid_species,
             "grid_cells": [cells / 4, cells, cells * 4], "forward_sc": 2e8, "matmul_size": 2048,
             "matmul_seconds": 5.0, "baseline_species": args.baseline_species, "baseline_cells": 20_000,
-            "trees": 100}
+            "trees": 100, "fused_cells": float(args.fused_cells), "fused_species": args.fused_species}
 
 
 def load_average() -> str:
@@ -336,7 +372,7 @@ def benchmark(args) -> dict:
     started = time.perf_counter()
     try:
         cubes = {}
-        for cells in sorted({cfg["cells"], *cfg["grid_cells"]}):
+        for cells in sorted({cfg["cells"], *cfg["grid_cells"], *([cfg["fused_cells"]] if cfg["fused_cells"] else [])}):
             cubes[cells] = make_cube(workdir / f"cube_{int(cells)}.zarr", cells)
         cube = cubes[cfg["cells"]]
         matmul = run({"kind": "matmul", "size": cfg["matmul_size"], "min_seconds": cfg["matmul_seconds"],
@@ -397,6 +433,20 @@ def benchmark(args) -> dict:
             report["grid"].append({"cells": grid_cube["valid_cells"], "species": n_species,
                                    "seconds": done["seconds"], "rate": done["species_cells"] / done["seconds"],
                                    "rss": done["peak_rss_bytes"], "other_cores": done["other_cores"]})
+        model.unlink()
+        if cfg["fused_cells"]:
+            n_species = cfg["fused_species"]
+            model = workdir / f"model_{n_species}.pt"
+            make_model(model, n_species, cube)
+            fused_cube = cubes[cfg["fused_cells"]]
+            done = run({"kind": "fused", "cube": fused_cube, "model": str(model), "species": n_species,
+                        "threads": threads})
+            rate = done["species_cells"] / done["seconds"]
+            report["fused"] = {"cells": fused_cube["valid_cells"], "species": n_species, "seconds": done["seconds"],
+                               "rate": rate, "rss": done["peak_rss_bytes"], "other_cores": done["other_cores"],
+                               "mean_richness": done["mean_richness"], "species_present": done["species_present"],
+                               "global_species": GLOBAL_CASE[0], "global_cells": GLOBAL_CASE[1],
+                               "global_seconds": GLOBAL_CASE[0] * GLOBAL_CASE[1] / rate}
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -442,6 +492,17 @@ def table(report: dict) -> str:
     for g in report["grid"]:
         lines.append(f"| {g['cells']:,} | {g['species']:,} | {_fmt_seconds(g['seconds'])} | {_fmt_rate(g['rate'])} | "
                      f"{g['rss'] / mib:,.0f} | {g['rss'] / base:.2f}x | {g['other_cores']:.2f} |")
+    fused = report.get("fused")
+    if fused:
+        lines += ["", "| fused mode (no species cube stored) | species | cells | wall | species-cells/s | peak RSS (MiB) | "
+                  "other load (cores) |", "|---|---:|---:|---:|---:|---:|---:|",
+                  f"| richness + per-species area and suitability sums, one pass | {fused['species']:,} | "
+                  f"{fused['cells']:,} | {_fmt_seconds(fused['seconds'])} | {_fmt_rate(fused['rate'])} | "
+                  f"{fused['rss'] / mib:,.0f} | {fused['other_cores']:.2f} |",
+                  "", f"extrapolated to the published global case ({fused['global_species']:,} species x "
+                  f"{fused['global_cells']:.0e} land cells at 30 arc-seconds) on this machine: "
+                  f"{fused['global_seconds'] / 3600:,.1f} hours ({fused['global_seconds'] / 86400:,.1f} days) at "
+                  f"{_fmt_rate(fused['rate'])} species-cells/s"]
     lines += ["", "targets (issue 6):"]
     for r in report["rows"]:
         if r["method"].startswith("sdm predict stage") and "float32" in r["method"]:
@@ -471,6 +532,8 @@ def main(argv=None) -> None:
                         "the predict stage's own default)")
     parser.add_argument("--no-bfloat16", dest="bfloat16", action="store_false",
                         help="skip the predict stage's bfloat16 rows")
+    parser.add_argument("--fused-cells", type=float, default=1e7, help="cells of the fused-mode run (0: skip it)")
+    parser.add_argument("--fused-species", type=int, default=1000, help="species of the fused-mode run")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that every row runs")
     parser.add_argument("--workdir", help="keep the generated cubes here (default: a temporary directory)")
     parser.add_argument("--json", help="also write the results as JSON to this file")

@@ -18,24 +18,28 @@ import xarray as xr
 
 from sdm.assemblage import assemble
 from sdm.climate import check_variables, open_cube
-from sdm.model import load_checkpoint, resolve_device
-from sdm.predict import NODATA, SCALE, suitability_cube
+from sdm.model import load_checkpoint, resolve_device, with_coordinate_layers
+from sdm.predict import NODATA, SCALE, chunk_cells, suitability_cube
 
 
-def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: str, chunk: int = 256,
+def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: str, chunk: int | None = None,
                      batch_size: int = 65536, assemblage: str = "threshold", k: float = 5,
                      device: str = "auto", threads: int | None = None) -> xr.Dataset:
     """Decoded predictions (``suitability`` float32 in [0, 1] with NaN no data, ``presence`` bool) as a lazy graph.
 
     Identical, value for value, to :func:`sdm.predict.open_predictions` on a store written by
     :func:`sdm.predict.predict_scenario` with the same settings (both go through the uint8 codes). ``average_k``
-    first streams once over the grid for the code histograms that fix its single threshold.
+    first streams once over the grid for the code histograms that fix its single threshold. ``chunk`` None: the
+    side of :func:`sdm.predict.chunk_cells`.
     """
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     model, checkpoint = load_checkpoint(model_path, dev)
+    cube = with_coordinate_layers(cube, checkpoint["variables"])
     check_variables(cube, checkpoint["variables"], scenario)
+    if chunk is None:
+        chunk = chunk_cells(len(checkpoint["species"]), len(checkpoint["variables"]))
     cube = cube.chunk({"variable": -1, "y": chunk, "x": chunk})
     codes = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev)
     presence = assemble(codes, assemblage, thresholds=checkpoint["thresholds"], k=k)

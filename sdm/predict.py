@@ -421,7 +421,7 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
     """
     from sdm.assemblage import assemble, threshold_codes
     from sdm.climate import check_variables
-    from sdm.model import load_checkpoint
+    from sdm.model import load_checkpoint, with_coordinate_layers
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
@@ -431,6 +431,7 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
     workers = workers or threads
     dev = _resolve(device)
     model, checkpoint = load_checkpoint(model_path, dev)
+    cube = with_coordinate_layers(cube, checkpoint["variables"])  # a model trained with sdm.coordinates
     check_variables(cube, checkpoint["variables"], scenario)
     n_species, n_variables = len(checkpoint["species"]), len(checkpoint["variables"])
     side = chunk_cells(n_species, n_variables, memory_bytes)

@@ -24,6 +24,8 @@ from sdm.model import ResidualMLP, coordinate_layers, resolve_device, standardis
 log = logging.getLogger(__name__)
 
 SPLITS = {"train": 0, "validation": 1, "test": 2}
+EVAL_CELLS = 200_000
+"""Background cells per split scored for validation and test metrics, at most (see :func:`train_sdm`)."""
 MIN_STEPS_PER_EPOCH = 20
 """Steps between validation checks, at least: with one step per epoch (51 records, batches of 512) early stopping
 would judge the model after every step and stop long before it has learnt (measured on Myrcia and the mammals)."""
@@ -102,15 +104,16 @@ def max_tss_threshold(scores_presence: np.ndarray, scores_background: np.ndarray
 def training_table(cube: xr.DataArray, occurrences: pd.DataFrame, species: list[str]):
     """Valid-cell climate matrix and each species' presence cells as indices into it.
 
-    Returns ``(values (cells, variables) float64, cell_rows, cell_cols, presences)`` where ``presences`` is a
+    Returns ``(values (cells, variables) float32, cell_rows, cell_cols, presences)`` where ``presences`` is a
     (records, 2) int array of (cell index, species index).
     """
-    data = np.asarray(cube.transpose("variable", "y", "x").values, dtype="float64")
+    data = np.asarray(cube.transpose("variable", "y", "x").values, dtype="float32")
     valid = np.isfinite(data).all(axis=0)
     cell_rows, cell_cols = np.nonzero(valid)
     index = np.full(valid.shape, -1, dtype="int64")
     index[cell_rows, cell_cols] = np.arange(len(cell_rows))
-    values = data[:, cell_rows, cell_cols].T
+    values = np.ascontiguousarray(data[:, cell_rows, cell_cols].T)
+    del data
     species_index = {s: i for i, s in enumerate(species)}
     occ = occurrences[occurrences["species"].isin(species_index)]
     cells = index[occ["row"].to_numpy(), occ["col"].to_numpy()]
@@ -132,17 +135,20 @@ def _scores(model: ResidualMLP, x: torch.Tensor, batch: int = 65536) -> np.ndarr
 
 def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, train_cells: np.ndarray,
                  method: str, seed: int, n_background: int = 10000,
-                 fit: np.ndarray | None = None, progress: bool = True) -> tuple[str, np.ndarray]:
+                 fit: np.ndarray | None = None, progress: bool = True,
+                 predict_rows: np.ndarray | None = None) -> tuple[str, np.ndarray]:
     """Per-species classical SDMs fitted on the same training records; returns (name, scores (cells, species)).
 
     ``fit`` (bool per species, default all) selects the species to fit; the others' scores stay NaN.
+    ``predict_rows`` (default: all) are the rows of ``values`` scored, in that order.
 
     ``maxent``: elapid's MaxEnt (linear, quadratic, hinge features); ``logistic``: a scikit-learn logistic
     regression on linear + quadratic terms with class-balanced weights (fast, for many species).
     """
     rng = np.random.default_rng(seed)
     background = rng.choice(train_cells, size=min(n_background, len(train_cells)), replace=False)
-    scores = np.full((len(values), n_species), np.nan, dtype="float32")
+    rows = np.arange(len(values)) if predict_rows is None else np.asarray(predict_rows)
+    scores = np.full((len(rows), n_species), np.nan, dtype="float32")
     fit = np.ones(n_species, dtype=bool) if fit is None else np.asarray(fit, dtype=bool)
     if method == "maxent":
         import elapid
@@ -156,22 +162,28 @@ def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, trai
             model = elapid.MaxentModel(feature_types=["linear", "quadratic", "hinge"], use_lambdas="best",
                                        n_cpus=1)
             model.fit(x, y)
-            scores[:, s] = model.predict(values)
+            scores[:, s] = model.predict(values[rows])
         return "elapid MaxEnt (linear, quadratic, hinge)", scores
     if method == "logistic":
-        mean, std = values[train_cells].mean(0), values[train_cells].std(0) + 1e-9
-        z = (values - mean) / std
-        design = np.c_[z, z**2]
+        mean = values[train_cells].mean(0, dtype="float64")
+        std = values[train_cells].std(0, dtype="float64") + 1e-9
+
+        def design(index):
+            z = (values[index] - mean) / std
+            return np.c_[z, z**2]
+
         for s in np.flatnonzero(fit):
             cells = presences[presences[:, 1] == s, 0]
             cells = cells[np.isin(cells, train_cells)]
             if len(cells) < 2:
                 continue
-            x = np.r_[design[cells], design[background]]
+            x = np.r_[design(cells), design(background)]
             y = np.r_[np.ones(len(cells)), np.zeros(len(background))]
             clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=500)
             clf.fit(x, y)
-            scores[:, s] = clf.decision_function(design)
+            for start in range(0, len(rows), 1_000_000):
+                part = rows[start:start + 1_000_000]
+                scores[start:start + len(part), s] = clf.decision_function(design(part))
         return "logistic regression (linear + quadratic)", scores
     raise ValueError(f"sdm.baseline must be 'maxent', 'logistic' or 'none', got '{method}'")
 
@@ -183,7 +195,8 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
               baseline: str = "maxent", threads: int | None = None, progress: bool = True,
               fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), baseline_species: list[str] | None = None,
               quadratic: bool = False, members: int = 1, sampling_exponent: float = 0.0,
-              target_group: float = 0.0, steps_per_epoch: int | None = None, coordinates: int = 0):
+              target_group: float = 0.0, steps_per_epoch: int | None = None, coordinates: int = 0,
+              eval_cells: int | None = EVAL_CELLS, input_noise: float = 0.0):
     """Train the joint SDM. Returns ``(model, info)``.
 
     ``info`` has ``species``, ``variables``, ``mean``, ``std``, ``thresholds`` (per species, max-TSS on
@@ -204,6 +217,15 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     many harmonics of a location encoding (:func:`~sdm.model.coordinate_layers`) to the climate inputs of the deep
     SDM (not of the baseline, which keeps the climate alone); the checkpoint then lists them among its variables and
     prediction supplies them with :func:`~sdm.model.with_coordinate_layers`.
+
+    ``input_noise``: standard deviation of Gaussian noise added to the standardised inputs of every training batch
+    (a smoothness prior on the response curves, for species with few records).
+
+    ``eval_cells``: background cells per split scored for validation, thresholds and test metrics, at most; a
+    larger split is sampled (seeded), records always scored. Memory then stays bounded on kilometre grids (scoring
+    every cell of a 1.3e7-cell grid for 300 species would take 16 GB each epoch). ``info["scores"]`` holds the
+    deep SDM's scores at the scored cells ``info["cell_rows"], info["cell_cols"]`` (every valid cell when no split
+    was sampled). None: no sampling.
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -232,10 +254,13 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     if len(split_cells["train"]) == 0:
         raise ValueError("no training cells: the grid has no valid cell in the training blocks")
 
-    mean = values[split_cells["train"]].mean(axis=0)
-    std = values[split_cells["train"]].std(axis=0)
+    mean = values[split_cells["train"]].mean(axis=0, dtype="float64")
+    std = values[split_cells["train"]].std(axis=0, dtype="float64")
     std[std == 0] = 1.0
-    x_all = torch.from_numpy(standardise(values, mean, std)).to(dev)
+    x_all = torch.empty((len(values), len(variables)), dtype=torch.float32)
+    for start in range(0, len(values), 1_000_000):  # no float64 copy of the whole grid
+        x_all[start:start + 1_000_000] = torch.from_numpy(standardise(values[start:start + 1_000_000], mean, std))
+    x_all = x_all.to(dev)
 
     presence_split = cell_split[presences[:, 0]]
     train_pairs = presences[presence_split == SPLITS["train"]]
@@ -268,11 +293,16 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     if steps_per_epoch is None:
         steps_per_epoch = min(200, max(MIN_STEPS_PER_EPOCH, int(np.ceil(len(train_pairs) / batch_size))))
     trainable_mask = torch.from_numpy(trainable).to(dev)
-    val_cells = split_cells["validation"]
-    position = np.full(len(values), -1, dtype="int64")
-    position[val_cells] = np.arange(len(val_cells))
-    val_local = [position[c] for c in val_presences]  # validation records as rows of the validation scores
-    x_val = x_all[torch.from_numpy(val_cells).to(dev)]
+    # background cells scored for evaluation: every cell of a split, or a sample of at most eval_cells
+    sample_rng = np.random.default_rng(seed + 7919)
+    evaluated = {name: cells if eval_cells is None or len(cells) <= eval_cells else
+                 np.sort(sample_rng.choice(cells, size=eval_cells, replace=False))
+                 for name, cells in split_cells.items()}
+    val_cells = evaluated["validation"]
+    val_rows = np.union1d(val_cells, np.concatenate(val_presences))  # validation background + records
+    val_local = [np.searchsorted(val_rows, c) for c in val_presences]  # records as rows of the validation scores
+    val_background = np.searchsorted(val_rows, val_cells)
+    x_val = x_all[torch.from_numpy(val_rows).to(dev)]
 
     best = {"auc": -np.inf, "epoch": -1, "state": None}
     history = []
@@ -286,7 +316,10 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
             bg = np.r_[generator.choice(train_cells, size=background_per_batch - n_target),
                        generator.choice(record_cells, size=n_target)] if n_target else \
                 generator.choice(train_cells, size=background_per_batch)
-            logits = model.member_logits(x_all[torch.from_numpy(np.r_[cells, bg]).to(dev)])  # (members, batch, species)
+            x = x_all[torch.from_numpy(np.r_[cells, bg]).to(dev)]
+            if input_noise:
+                x = x + input_noise * torch.randn_like(x)
+            logits = model.member_logits(x)  # (members, batch, species)
             logits_pos, logits_bg = logits[:, :batch_size], logits[:, batch_size:]
             index = torch.from_numpy(s).to(dev)[None, :, None].expand(logits.shape[0], -1, 1)
             pos = logits_pos.gather(2, index).squeeze(2)
@@ -298,7 +331,7 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
             optimiser.step()
             total += float(loss.detach()) / logits.shape[0]
         if len(val_cells):
-            val_auc = float(np.nanmean(auc_per_species(_scores(model, x_val), val_local, np.arange(len(val_cells)))))
+            val_auc = float(np.nanmean(auc_per_species(_scores(model, x_val), val_local, val_background)))
         else:
             val_auc = float("nan")
         history.append({"epoch": epoch, "loss": total / steps_per_epoch, "validation_auc": val_auc})
@@ -312,16 +345,24 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
             break
     model.load_state_dict(best["state"])
     model.eval()
-    scores = _scores(model, x_all)
+    del x_val
+    scored = np.unique(np.r_[evaluated["train"], evaluated["validation"], evaluated["test"], presences[:, 0]])
+    scores = _scores(model, x_all[torch.from_numpy(scored).to(dev)])
+    del x_all
 
+    def rows_of(cells):  # cell indices -> rows of ``scores``
+        return np.searchsorted(scored, cells)
+
+    by_species_rows = [rows_of(c) for c in by_species]
+    val_presences, test_presences = [rows_of(c) for c in val_presences], [rows_of(c) for c in test_presences]
+    val_bg, train_bg, test_bg = (rows_of(evaluated[name]) for name in ("validation", "train", "test"))
     thresholds = np.full(n_species, 0.5)
     for s in range(n_species):
-        cells = val_presences[s] if len(val_presences[s]) else by_species[s]
-        background = split_cells["validation"] if len(val_presences[s]) else train_cells
+        cells = val_presences[s] if len(val_presences[s]) else by_species_rows[s]
+        background = val_bg if len(val_presences[s]) else train_bg
         if len(cells):
             thresholds[s], _ = max_tss_threshold(scores[cells, s], scores[background, s])
 
-    test_bg = split_cells["test"]
     deep_auc = auc_per_species(scores, test_presences, test_bg)
     deep_tss = np.array([
         tss_at(scores[test_presences[s], s], scores[test_bg, s], thresholds[s]) for s in range(n_species)
@@ -332,6 +373,7 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
         "n_cells": int(len(values)),
         "records": {name: int((presence_split == code).sum()) for name, code in SPLITS.items()},
         "cells": {name: int(len(c)) for name, c in split_cells.items()},
+        "evaluation_cells": {name: int(len(c)) for name, c in evaluated.items()},
         "block_cells": block_cells,
         "epochs_run": len(history),
         "best_epoch": best["epoch"],
@@ -348,7 +390,7 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
             fit &= np.array([len(p) > 0 for p in test_presences])
         name, base_scores = fit_baseline(values[:, :len(climate_variables)],
                                          presences[presence_split == SPLITS["train"]], n_species, train_cells,
-                                         baseline, seed, fit=fit, progress=progress)
+                                         baseline, seed, fit=fit, progress=progress, predict_rows=scored)
         base_auc = auc_per_species(np.nan_to_num(base_scores, nan=0.0), test_presences, test_bg)
         base_auc[np.isnan(base_scores).all(axis=0)] = np.nan
         base_tss = []
@@ -356,14 +398,14 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
             if np.isnan(base_scores[:, s]).all():
                 base_tss.append(np.nan)
                 continue
-            thr, _ = max_tss_threshold(base_scores[val_presences[s], s], base_scores[split_cells["validation"], s])
+            thr, _ = max_tss_threshold(base_scores[val_presences[s], s], base_scores[val_bg, s])
             base_tss.append(tss_at(base_scores[test_presences[s], s], base_scores[test_bg, s], thr))
         metrics["test"]["baseline"] = summarise(species, base_auc, np.array(base_tss), test_presences)
         metrics["test"]["baseline"]["name"] = name
         metrics["test"]["baseline"]["fit_seconds"] = round(time.perf_counter() - t0, 2)
     info = {"species": list(species), "variables": variables, "mean": mean, "std": std, "thresholds": thresholds,
-            "split": split_map, "metrics": metrics, "scores": scores, "cell_rows": cell_rows,
-            "cell_cols": cell_cols, "baseline_scores": base_scores}
+            "split": split_map, "metrics": metrics, "scores": scores, "cell_rows": cell_rows[scored],
+            "cell_cols": cell_cols[scored], "baseline_scores": base_scores}
     return model, info
 
 
@@ -390,7 +432,7 @@ def summarise(species: list[str], auc: np.ndarray, tss: np.ndarray, presences: l
 
 
 OPTIONAL_PARAMS = ("weight_decay", "coordinates", "members", "quadratic", "sampling_exponent", "target_group",
-                   "steps_per_epoch")
+                   "steps_per_epoch", "eval_cells", "input_noise")
 """train_sdm options that a config's ``sdm`` section may set (older configs and schemas lack them)."""
 
 

@@ -59,6 +59,11 @@ def test_unknown_top_level_key(config):
         ("sdm", {"epochs": "ten"}, "sdm.epochs"),
         ("sdm", {"epochs": 0}, "sdm.epochs"),
         ("prediction", {"assemblage": "top_5"}, "prediction.assemblage"),
+        ("prediction", {"precision": "float16"}, "prediction.precision"),
+        ("prediction", {"workers": 0}, "prediction.workers"),
+        ("prediction", {"scheduler": 8786}, "prediction.scheduler"),
+        ("sdm", {"eval_cells": 10}, "sdm.eval_cells"),
+        ("sdm", {"coordinates": -1}, "sdm.coordinates"),
         ("grid", {"bounds": [0, 0, 1]}, "grid.bounds"),
         ("dispersal", ["full", "partial"], "dispersal.1"),
         ("climate", {"current": 3}, "climate.current"),
@@ -130,3 +135,11 @@ def test_validation_does_not_modify_the_config(config):
     before = copy.deepcopy(config)
     validate_config(config, SCHEMA)
     assert config == before
+
+
+@pytest.mark.parametrize("prediction", [{"workers": None, "scheduler": None, "chunk": None},
+                                        {"workers": 2, "scheduler": "local", "precision": "bfloat16"},
+                                        {"scheduler": "tcp://10.0.0.5:8786", "chunk": 512}])
+def test_prediction_scheduler_and_auto_sizes_accepted(config, prediction):
+    config["prediction"] = prediction
+    validate_config(config, SCHEMA)

@@ -420,6 +420,12 @@ def test_throughput_benchmark_quick_runs(tmp_path):
     assert len(report["grid"]) == 3
     assert [g["cells"] for g in report["grid"]] == sorted(g["cells"] for g in report["grid"])
     assert "targets (issue 6)" in done.stdout and "peak RSS" in done.stdout
+    fused = report["fused"]
+    assert fused["species"] == 20 and fused["cells"] > 0.8 * 4e4
+    assert 0 < fused["mean_richness"] <= 20 and 0 < fused["species_present"] <= 20
+    # extrapolation in proportion to species-cells
+    assert fused["global_seconds"] == pytest.approx(14_129 * 1e8 / fused["rate"])
+    assert "published global case" in done.stdout
 
 
 @pytest.mark.parametrize("ny, nx, cap, workers", [(1000, 1000, 256, 2), (500, 500, 256, 2), (1000, 1000, 736, 2),

@@ -338,3 +338,34 @@ def test_run_training_passes_optional_params_to_the_checkpoint(world, tmp_path):
     model, checkpoint = load_checkpoint(tmp_path / "m.pt")
     assert model.hparams["members"] == 2
     assert checkpoint["variables"][-1] == "coord_cos1_lat"
+
+
+def test_train_sdm_samples_evaluation_cells_on_large_grids(world):
+    """A split bigger than ``eval_cells`` is scored on a sample; records are always scored; the scores handed back
+    are the model's at the cells named, for deep SDM and baseline alike."""
+    from sdm.predict import suitability_cube
+
+    cube, occurrences, _ = world
+    model, info = train_sdm(cube, occurrences, progress=False, **{**FAST, "epochs": 3}, eval_cells=50)
+    metrics = info["metrics"]
+    assert all(metrics["cells"][name] > 50 for name in SPLITS)
+    assert metrics["evaluation_cells"] == {name: 50 for name in SPLITS}
+    rows, cols = info["cell_rows"], info["cell_cols"]
+    n_records_cells = len(np.unique(occurrences[["row", "col"]].to_numpy(), axis=0))
+    assert len(rows) <= 150 + n_records_cells and len(rows) < metrics["n_cells"]
+    assert info["scores"].shape == (len(rows), 4) and info["baseline_scores"].shape == (len(rows), 4)
+    scored = set(zip(rows.tolist(), cols.tolist()))
+    assert all((r, c) in scored for r, c in occurrences[["row", "col"]].itertuples(index=False))
+    checkpoint = {"variables": info["variables"], "mean": info["mean"], "std": info["std"],
+                  "species": info["species"], "thresholds": info["thresholds"]}
+    predicted = suitability_cube(cube, model, checkpoint).values[:, rows, cols].T / 254
+    np.testing.assert_allclose(predicted, info["scores"], atol=0.5 / 254 + 1e-6)
+    assert metrics["test"]["deep_sdm"]["mean_auc"] > 0.7
+    assert metrics["test"]["baseline"]["mean_auc"] > 0.7
+
+
+def test_train_sdm_without_sampling_scores_every_valid_cell(trained, world):
+    cube, _, _ = world
+    _, info = trained
+    assert info["metrics"]["evaluation_cells"] == info["metrics"]["cells"]
+    assert len(info["cell_rows"]) == int(np.isfinite(cube.values).all(axis=0).sum())
