@@ -120,8 +120,7 @@ def read_climate(source, variables: list[str] | None = None, grid: xr.DataArray 
         arrays.append(a if _same_grid(a, target) else a.rio.reproject_match(target, resampling=Resampling.bilinear))
     if not arrays:
         raise ValueError(f"{source}: missing variable(s) {wanted}; none of its files has them")
-    cube = xr.concat([a.assign_coords(x=arrays[0]["x"], y=arrays[0]["y"]) for a in arrays], dim="variable",
-                     join="override", combine_attrs="drop_conflicts")
+    cube = _stack(arrays)
     names = [str(v) for v in cube["variable"].values]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
@@ -134,17 +133,53 @@ def read_climate(source, variables: list[str] | None = None, grid: xr.DataArray 
     return cube
 
 
-def to_grid(cube: xr.DataArray, grid: xr.DataArray, name: str = "climate") -> xr.DataArray:
-    """Put ``cube`` on ``grid`` (bilinear; no-op when already aligned), NaN where any variable is missing."""
+def _stack(arrays: list[xr.DataArray]) -> xr.DataArray:
+    """The (variable, y, x) arrays of one grid as one array, on the first one's coordinates and CRS. Each array is
+    released as soon as it is copied in (``arrays`` is emptied): peak memory is the cube plus the arrays, not the
+    cube twice plus the arrays as with ``xr.concat`` (10 GB for a 19-variable 30 arc-second Europe)."""
+    template = arrays[0]
+    attrs = dict(template.attrs)
+    for a in arrays[1:]:
+        attrs = {k: v for k, v in attrs.items() if k in a.attrs and np.array_equal(a.attrs[k], v)}
+    data = np.empty((sum(a.sizes["variable"] for a in arrays), template.sizes["y"], template.sizes["x"]),
+                    dtype=np.result_type(*[a.dtype for a in arrays]))
+    names, start = [], 0
+    coords = {"y": template["y"].values, "x": template["x"].values}
+    crs, transform = template.rio.crs, template.rio.transform(recalc=True)
+    while arrays:
+        a = arrays.pop(0)
+        data[start:start + a.sizes["variable"]] = a.transpose("variable", "y", "x").values
+        names += [str(v) for v in a["variable"].values]
+        start += a.sizes["variable"]
+        del a
+    cube = xr.DataArray(data, dims=("variable", "y", "x"), coords={"variable": names, **coords}, attrs=attrs)
+    if crs is not None:  # inplace: otherwise rioxarray copies the data
+        cube.rio.write_crs(crs, inplace=True).rio.write_transform(transform, inplace=True)
+    return cube
+
+
+def to_grid(cube: xr.DataArray, grid: xr.DataArray, name: str = "climate", copy: bool = True) -> xr.DataArray:
+    """Put ``cube`` on ``grid`` (bilinear; no-op when already aligned), NaN where any variable is missing.
+
+    ``copy=False`` lets an aligned float32 cube's own array be masked in place (for a cube the caller owns)."""
     if not _same_grid(cube, grid):
         cube = cube.rio.reproject_match(grid, resampling=Resampling.bilinear)
-    cube = cube.assign_coords(x=grid["x"].values, y=grid["y"].values)
-    valid = np.isfinite(cube).all("variable")
+        copy = False  # a new array already
+    cube = cube.assign_coords(x=grid["x"].values, y=grid["y"].values).transpose("variable", "y", "x")
+    values = np.asarray(cube.values)
+    if copy or values.dtype != np.float32 or not values.flags.writeable:
+        values = values.astype("float32")
+    valid = np.isfinite(values).all(axis=0)
     if not bool(valid.any()):
         raise ValueError(f"{name}: the climate raster does not overlap the grid (no cell with data after reprojection)")
-    cube = cube.where(valid).astype("float32")
+    if not valid.all():
+        invalid = ~valid
+        for band in values:  # in place, band by band: no copy of the cube
+            band[invalid] = np.nan
+    cube = cube.copy(data=values)
     cube.attrs = {}
-    cube = cube.rio.write_crs(grid.rio.crs).rio.write_transform(grid.rio.transform(recalc=True))
+    # inplace: rioxarray's write_crs / write_transform otherwise copy the data (the whole cube)
+    cube.rio.write_crs(grid.rio.crs, inplace=True).rio.write_transform(grid.rio.transform(recalc=True), inplace=True)
     return cube.rename("climate")
 
 
@@ -200,4 +235,4 @@ def ingest_climate(source, name: str, grid: xr.DataArray | None = None,
         from sdm.grid import grid_of
 
         grid = grid_of(cube)
-    return to_grid(cube, grid, name=f"scenario '{name}' ({source})")
+    return to_grid(cube, grid, name=f"scenario '{name}' ({source})", copy=False)  # read_climate's own array

@@ -262,3 +262,21 @@ def test_worldclim_cmip6_stack_without_band_names_reads_as_bio1_to_bio19(tmp_pat
     cube = read_climate(path)
     assert list(cube["variable"].values) == [f"bio{i}" for i in range(1, 20)]
     np.testing.assert_array_equal(cube.sel(variable="bio2").values, data[1])
+
+
+def test_to_grid_leaves_the_callers_array_alone_unless_told():
+    import rioxarray  # noqa: F401
+
+    from sdm.climate import to_grid
+
+    data = np.ones((2, 4, 5), dtype="float32")
+    data[0, 1, 1] = np.nan
+    cube = xr.DataArray(data.copy(), dims=("variable", "y", "x"),
+                        coords={"variable": ["bio1", "bio12"], "y": [3.5, 2.5, 1.5, 0.5],
+                                "x": [0.5, 1.5, 2.5, 3.5, 4.5]}).rio.write_crs("EPSG:4326")
+    grid = cube.isel(variable=0, drop=True)
+    out = to_grid(cube, grid)
+    assert np.isnan(out.values[1, 1, 1]) and out.values.dtype == np.float32  # masked where any variable is missing
+    assert cube.values[1, 1, 1] == 1  # the caller's array untouched
+    in_place = to_grid(cube, grid, copy=False)
+    assert np.isnan(cube.values[1, 1, 1]) and np.shares_memory(in_place.values, cube.values)

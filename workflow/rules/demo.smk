@@ -12,5 +12,7 @@ if DEMO:
             demo=config["demo"],
         log:
             "logs/demo.log",
+        benchmark:
+            "logs/benchmarks/demo.tsv",
         script:
             "../scripts/demo.py"

@@ -19,5 +19,7 @@ rule indicators:
     threads: workflow.cores
     log:
         "logs/indicators/{run}.log",
+    benchmark:
+        "logs/benchmarks/indicators/{run}.tsv",
     script:
         "../scripts/indicators.py"

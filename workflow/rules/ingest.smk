@@ -10,6 +10,8 @@ rule ingest_climate:
         variables=config["climate"]["variables"],
     log:
         "logs/ingest_climate/{scenario}.log",
+    benchmark:
+        "logs/benchmarks/ingest_climate/{scenario}.tsv",
     script:
         "../scripts/ingest_climate.py"
 
@@ -30,6 +32,8 @@ rule ingest_occurrences:
         min_records=config["sdm"]["min_records"],
     log:
         "logs/ingest_occurrences.log",
+    benchmark:
+        "logs/benchmarks/ingest_occurrences.tsv",
     script:
         "../scripts/ingest_occurrences.py"
 
@@ -46,5 +50,7 @@ if HAS_REDLIST:
             report="results/redlist_report.json",
         log:
             "logs/ingest_redlist.log",
+        benchmark:
+            "logs/benchmarks/ingest_redlist.tsv",
         script:
             "../scripts/ingest_redlist.py"

@@ -12,6 +12,8 @@ rule species_features:
     threads: workflow.cores
     log:
         "logs/species_features/{run}.log",
+    benchmark:
+        "logs/benchmarks/species_features/{run}.tsv",
     script:
         "../scripts/species_features.py"
 
@@ -31,6 +33,8 @@ if HAS_REDLIST:
             iucn=config["iucn"],
         log:
             "logs/train_iucn.log",
+        benchmark:
+            "logs/benchmarks/train_iucn.tsv",
         script:
             "../scripts/train_iucn.py"
 
@@ -45,6 +49,8 @@ if HAS_REDLIST:
             "results/iucn/status/{run}.csv",
         log:
             "logs/predict_status/{run}.log",
+        benchmark:
+            "logs/benchmarks/predict_status/{run}.tsv",
         script:
             "../scripts/predict_status.py"
 
@@ -56,5 +62,7 @@ if HAS_REDLIST:
             report("results/iucn/status.csv", caption="../report/status.rst", category="Red List status"),
         log:
             "logs/status_table.log",
+        benchmark:
+            "logs/benchmarks/status_table.tsv",
         script:
             "../scripts/status_table.py"

@@ -13,5 +13,7 @@ rule maps:
         tiles=config["maps"]["tiles"],
     log:
         "logs/maps.log",
+    benchmark:
+        "logs/benchmarks/maps.tsv",
     script:
         "../scripts/maps.py"

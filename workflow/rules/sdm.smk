@@ -12,6 +12,8 @@ rule train_sdm:
     threads: workflow.cores
     log:
         "logs/train_sdm.log",
+    benchmark:
+        "logs/benchmarks/train_sdm.tsv",
     script:
         "../scripts/train_sdm.py"
 
@@ -29,5 +31,7 @@ rule predict:
     threads: workflow.cores
     log:
         "logs/predict/{scenario}.log",
+    benchmark:
+        "logs/benchmarks/predict/{scenario}.tsv",
     script:
         "../scripts/predict.py"
