@@ -14,7 +14,7 @@ Three data sets from ``../shared/data`` (see its PROVENANCE.md):
   background) over the species with >= 10 occupied cells and at least one test record. MaxEnt is fitted for those
   species only.
 
-Run ``python benchmarks/skill_sdm.py`` (all three, about 15 minutes on 2 cores) or ``--dataset myrcia``.
+Run ``python benchmarks/skill_sdm.py`` (all three, about 20 minutes on 2 cores; `--maxent-location` adds about 20) or ``--dataset myrcia``.
 ``sdm_skill_tables()`` returns the tables as a dict for ``benchmarks/skill.py``.
 """
 
