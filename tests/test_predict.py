@@ -448,3 +448,12 @@ def test_predict_scenario_default_chunks(checkpoint, cube, tmp_path):
     predict_scenario(cube, checkpoint[2], out, scenario="current", workers=2, threads=2, device="cpu",
                      progress=False)
     assert zarr.open_array(out / "suitability", mode="r").chunks == (len(SPECIES), 20, 20)  # 40 x 36 in 2 x 2
+
+
+@pytest.mark.parametrize("species, expected", [(None, 4096), (10, 4096), (100, 4096), (1000, 1024), (14_129, 1024)])
+def test_cpu_batches_keep_the_output_in_cache(species, expected):
+    from sdm.predict import batch_cells
+
+    assert batch_cells("cpu", None, species) == expected
+    assert batch_cells("cpu", 512, species) == 512  # batch_size caps it
+    assert batch_cells("cuda", None, species) == 65536
