@@ -272,7 +272,6 @@ def run_baseline(spec: dict) -> dict:
 def run_fused(spec: dict) -> dict:
     """Fused reductions over the whole cube: nothing but the reductions is kept."""
     import dask
-    import torch
 
     from sdm.climate import open_cube
     from sdm.fused import lazy_predictions
@@ -291,7 +290,6 @@ def run_fused(spec: dict) -> dict:
         richness, area, total = dask.compute(presence.sum("species").data, presence.sum(("y", "x")).data,
                                              suitability.sum(("y", "x")).data)
     wall = time.perf_counter() - start
-    torch.set_num_threads(threads)
     valid = spec["cube"]["valid_cells"]
     return {"seconds": wall, "species_cells": valid * spec["species"], "mean_richness": float(richness.sum() / valid),
             "species_present": int((area > 0).sum())}

@@ -173,9 +173,7 @@ def to_grid(cube: xr.DataArray, grid: xr.DataArray, name: str = "climate", copy:
     if not bool(valid.any()):
         raise ValueError(f"{name}: the climate raster does not overlap the grid (no cell with data after reprojection)")
     if not valid.all():
-        invalid = ~valid
-        for band in values:  # in place, band by band: no copy of the cube
-            band[invalid] = np.nan
+        values[:, ~valid] = np.nan  # in place: no copy of the cube
     cube = cube.copy(data=values)
     cube.attrs = {}
     # inplace: rioxarray's write_crs / write_transform otherwise copy the data (the whole cube)

@@ -8,7 +8,8 @@ Speed (measured with ``benchmarks/throughput.py``; see the README's Performance 
 - the head runs as ``W @ h.T``, so each batch's output is already (species, cells), the layout of the stores: no
   (cells, species) array, no transpose, no float (species, cells) array for the whole chunk;
 - sigmoid, x 254, rounding, the cast to uint8 and the per-species threshold (``predict_block``) run on one batch
-  of 4,096 cells at a time, writing into the chunk's uint8 output (numpy for the uint8 steps: 3-8x faster than torch);
+  at a time (1,024-4,096 cells, about 4 MB of output: see :func:`batch_cells`), writing into the chunk's uint8
+  output (numpy for the uint8 steps: 3-8x faster than torch);
 - no-data cells are skipped and the valid cells put back by runs (numpy's boolean-mask assignment on the cell axis
   cost a third of the forward pass);
 - the stores use bit-shuffled LZ4 and ``write_empty_chunks``: zarr's default zstd and its empty-chunk check together

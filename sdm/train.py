@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 SPLITS = {"train": 0, "validation": 1, "test": 2}
 EVAL_CELLS = 200_000
 """Background cells per split scored for validation and test metrics, at most (see :func:`train_sdm`)."""
+ROWS_PER_PASS = 1_000_000
+"""Grid cells standardised or scored by the baseline at a time (no float64 copy of a km grid)."""
 MIN_STEPS_PER_EPOCH = 20
 """Steps between validation checks, at least: with one step per epoch (51 records, batches of 512) early stopping
 would judge the model after every step and stop long before it has learnt (measured on Myrcia and the mammals)."""
@@ -181,8 +183,8 @@ def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, trai
             y = np.r_[np.ones(len(cells)), np.zeros(len(background))]
             clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=500)
             clf.fit(x, y)
-            for start in range(0, len(rows), 1_000_000):
-                part = rows[start:start + 1_000_000]
+            for start in range(0, len(rows), ROWS_PER_PASS):
+                part = rows[start:start + ROWS_PER_PASS]
                 scores[start:start + len(part), s] = clf.decision_function(design(part))
         return "logistic regression (linear + quadratic)", scores
     raise ValueError(f"sdm.baseline must be 'maxent', 'logistic' or 'none', got '{method}'")
@@ -258,8 +260,9 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     std = values[split_cells["train"]].std(axis=0, dtype="float64")
     std[std == 0] = 1.0
     x_all = torch.empty((len(values), len(variables)), dtype=torch.float32)
-    for start in range(0, len(values), 1_000_000):  # no float64 copy of the whole grid
-        x_all[start:start + 1_000_000] = torch.from_numpy(standardise(values[start:start + 1_000_000], mean, std))
+    for start in range(0, len(values), ROWS_PER_PASS):
+        stop = start + ROWS_PER_PASS
+        x_all[start:stop] = torch.from_numpy(standardise(values[start:stop], mean, std))
     x_all = x_all.to(dev)
 
     presence_split = cell_split[presences[:, 0]]
