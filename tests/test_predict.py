@@ -208,6 +208,21 @@ def test_predict_scenario_missing_variable_names_scenario_and_variable(checkpoin
     assert not (tmp_path / "x.zarr").exists()
 
 
+def test_decode_suitability_table_matches_the_arithmetic_decoding():
+    from sdm.predict import decode_suitability
+
+    codes = xr.DataArray(np.arange(256, dtype="uint8").reshape(1, 16, 16), dims=("species", "y", "x"))
+    expected = (codes.where(codes != NODATA) / 254).astype("float32")
+    eager = decode_suitability(codes)
+    lazy = decode_suitability(codes.copy(data=da.from_array(codes.values, chunks=(1, 8, 8))))
+    assert eager.dtype == np.float32 and lazy.dtype == np.float32 and lazy.chunks is not None
+    np.testing.assert_array_equal(eager.values, expected.values)  # bit for bit, NaN at 255
+    np.testing.assert_array_equal(lazy.values, expected.values)
+    flat = eager.values.ravel()
+    assert flat[0] == 0 and flat[254] == 1 and np.isnan(flat[255]) and np.isnan(flat).sum() == 1
+    assert eager.attrs["units"] == "probability"
+
+
 def test_open_predictions_missing_store(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.zarr"):
         open_predictions(tmp_path / "nothing.zarr")
