@@ -16,10 +16,9 @@ from pathlib import Path
 import torch
 import xarray as xr
 
-from sdm.assemblage import assemble, threshold_codes
 from sdm.climate import check_variables, open_cube
 from sdm.model import load_checkpoint, resolve_device, with_coordinate_layers
-from sdm.predict import _as_suitability, _predict_layers, chunk_cells, decode_suitability, suitability_cube
+from sdm.predict import chunk_cells, decode_suitability, lazy_codes
 
 
 def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: str, chunk: int | None = None,
@@ -41,16 +40,8 @@ def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: st
     if chunk is None:
         chunk = chunk_cells(len(checkpoint["species"]), len(checkpoint["variables"]))
     cube = cube.chunk({"variable": -1, "y": chunk, "x": chunk})
-    if assemblage == "threshold":
-        # presence from the same pass over each cached batch, as predict_scenario stores it
-        cube_sel, layers = _predict_layers(cube, model, checkpoint, batch_size=batch_size, device=dev,
-                                           precision="float32",
-                                           threshold_codes=threshold_codes(checkpoint["thresholds"]).astype("uint8"))
-        codes = _as_suitability(cube_sel, layers[0], checkpoint["species"])
-        presence = codes.copy(data=layers[1])
-    else:
-        codes = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev)
-        presence = assemble(codes, assemblage, thresholds=checkpoint["thresholds"], k=k)
+    codes, presence = lazy_codes(cube, model, checkpoint, assemblage=assemblage, k=k, batch_size=batch_size,
+                                 device=dev)
     decoded = xr.Dataset({
         "suitability": decode_suitability(codes),
         "presence": presence == 1,

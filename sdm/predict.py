@@ -349,6 +349,30 @@ def suitability_cube(cube: xr.DataArray, model: ResidualMLP | str | Path, checkp
     return _as_suitability(cube, layers[0], checkpoint["species"])
 
 
+def lazy_codes(cube: xr.DataArray, model: ResidualMLP | str | Path, checkpoint: dict, *, assemblage: str,
+               k: float | str = 5, batch_size: int | None = None, device: torch.device | str = "cpu",
+               precision: str = "float32") -> tuple[xr.DataArray, xr.DataArray]:
+    """Lazy uint8 (suitability, presence) codes (``species``, ``y``, ``x``) of every species on the cube's grid.
+
+    ``threshold``: presence comes out of the same pass over each cached batch (:func:`predict_block`'s second
+    layer); the other assemblages apply :func:`sdm.assemblage.assemble` to the suitability codes (``average_k``
+    streams over them once more for its single threshold).
+    """
+    from sdm.assemblage import assemble, threshold_codes
+
+    if assemblage != "threshold":
+        suitability = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=device,
+                                       precision=precision)
+        return suitability, assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k)
+    cube, layers = _predict_layers(cube, model, checkpoint, batch_size=batch_size, device=device,
+                                   precision=precision,
+                                   threshold_codes=threshold_codes(checkpoint["thresholds"]).astype("uint8"))
+    suitability = _as_suitability(cube, layers[0], checkpoint["species"])
+    presence = xr.DataArray(layers[1], dims=suitability.dims, coords=suitability.coords, name="presence")
+    presence.attrs = {"long_name": f"predicted presence ({assemblage})", "units": "1 present, 0 absent, 255 no data"}
+    return suitability, presence
+
+
 def _write(ds: xr.Dataset, path: str | Path, mode: str = "w") -> None:
     """sdm.storage.write_zarr's conventions (Zarr v3, no consolidated metadata, variable-length string labels) with
     the fast codecs of :func:`_codecs` for the uint8 cubes."""
@@ -381,14 +405,9 @@ def write_predictions(predictions: xr.Dataset, path: str | Path, progress: bool 
             _write(predictions, path)
 
 
-def _decode_table() -> np.ndarray:
-    """float32 probability of each uint8 code (NaN for no data), computed by the arithmetic decoding used before
-    the table (so values are bit-for-bit the same)."""
-    codes = xr.DataArray(np.arange(256, dtype="uint8"))
-    return (codes.where(codes != NODATA) / SCALE).astype("float32").values
-
-
-_PROBABILITY = _decode_table()
+# float32 probability of each uint8 code, NaN for no data (the decoding table of decode_suitability)
+_PROBABILITY = (np.arange(256) / SCALE).astype("float32")
+_PROBABILITY[NODATA] = np.nan
 
 
 def _decode_block(block: np.ndarray) -> np.ndarray:
@@ -401,12 +420,7 @@ def decode_suitability(codes: xr.DataArray) -> xr.DataArray:
     A table lookup: one pass over the codes (2 ns per value here) where ``where``, the division and the cast took
     three (3.8 ns); the reductions of the fused mode and of the features read every code of every species.
     """
-    data = codes.data
-    if isinstance(data, da.Array):
-        decoded = data.map_blocks(_decode_block, dtype="float32", meta=np.empty((0,) * data.ndim, "float32"))
-    else:
-        decoded = _decode_block(np.asarray(data))
-    probability = codes.copy(data=decoded)
+    probability = xr.apply_ufunc(_decode_block, codes, dask="parallelized", output_dtypes=["float32"])
     probability.attrs = {"long_name": "habitat suitability", "units": "probability"}
     return probability
 
@@ -466,7 +480,7 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
       a Dask distributed scheduler address (``tcp://host:8786``). On a cluster the model is not shipped in the
       graph: each worker process loads ``model_path`` (which must be readable there) once.
     """
-    from sdm.assemblage import assemble, threshold_codes
+    from sdm.assemblage import assemble
     from sdm.climate import check_variables
     from sdm.model import load_checkpoint, with_coordinate_layers
 
@@ -491,8 +505,6 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
                  n_species, memory_bytes // 2**20)
     cube = cube.chunk({"variable": -1, "y": side, "x": side})
     attrs = {"scenario": scenario, "assemblage": assemblage, "model": str(model_path)}
-    fused = assemblage == "threshold"  # presence from the same pass over the cached batch
-    codes = threshold_codes(checkpoint["thresholds"]).astype("uint8") if fused else None
 
     previous_threads = torch.get_num_threads()
     with _distributed(scheduler, workers, threads) as client:
@@ -501,10 +513,8 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
                 torch.set_num_threads(max(1, threads // workers))
             # on a cluster the workers load the checkpoint themselves: an absolute path, not the model, goes in the graph
             source = str(Path(model_path).resolve()) if client is not None else model
-            cube_sel, layers = _predict_layers(cube, source, checkpoint, batch_size=batch_size,
-                                               device=device if client is not None else dev, precision=precision,
-                                               threshold_codes=codes)
-            suitability = _as_suitability(cube_sel, layers[0], checkpoint["species"])
+            options = {"batch_size": batch_size, "device": device if client is not None else dev,
+                       "precision": precision}
 
             def write(ds, path):
                 write_predictions(ds, path, progress=progress, workers=workers, client=client)
@@ -512,19 +522,14 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
             if assemblage == "average_k":
                 # the threshold needs a pass over all suitabilities first: store them, then derive presence from
                 # the store (assembling from the lazy cube would run the model over the whole grid a second time)
+                suitability = suitability_cube(cube, source, checkpoint, **options)
                 write(xr.Dataset({"suitability": suitability}, attrs=attrs), out_path)
                 stored = xr.open_zarr(out_path, consolidated=False)["suitability"]
                 presence = assemble(stored, assemblage, thresholds=checkpoint["thresholds"], k=k)
                 with dask.config.set(scheduler=client if client is not None else "threads"):
                     _write(presence.to_dataset(), out_path, mode="a")
                 return xr.Dataset({"suitability": stored, "presence": presence}, attrs=attrs)
-            if fused:
-                presence = xr.DataArray(layers[1], dims=suitability.dims, coords=suitability.coords,
-                                        name="presence")
-                presence.attrs = {"long_name": f"predicted presence ({assemblage})",
-                                  "units": "1 present, 0 absent, 255 no data"}
-            else:
-                presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k)
+            suitability, presence = lazy_codes(cube, source, checkpoint, assemblage=assemblage, k=k, **options)
             predictions = xr.Dataset({"suitability": suitability, "presence": presence}, attrs=attrs)
             write(predictions.rio.write_crs(cube.rio.crs), out_path)
             return predictions
