@@ -1,7 +1,8 @@
 """sdm: species occurrences and climate rasters to maps of extinction risk.
 
 Modules are named after what they hold: ``grid``, ``occurrences``, ``climate``, ``redlist``, ``model``,
-``train``, ``predict``, ``assemblage``, ``features``, ``status``, ``indicators``, ``maps``, ``demo``.
+``train``, ``codes`` (the stored suitability scale), ``predict``, ``assemblage``, ``features``, ``status``,
+``indicators``, ``maps``, ``demo``.
 """
 
 __version__ = "0.1.0"

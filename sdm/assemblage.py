@@ -5,8 +5,8 @@ Methods (``prediction.assemblage``):
 - ``top_k``: the K most suitable species of each cell;
 - ``average_k``: one threshold for all species, chosen so that the mean set size over cells is K.
 
-All work on the uint8 suitability codes of :mod:`sdm.predict` (lazy Dask arrays) and return uint8 presence
-(1 present, 0 absent, 255 no data).
+All work on the uint8 suitability codes of :mod:`sdm.codes` (lazy Dask arrays; codes increase with probability,
+so thresholds and rankings apply to them directly) and return uint8 presence (1 present, 0 absent, 255 no data).
 """
 
 from __future__ import annotations
@@ -15,22 +15,20 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from sdm.predict import NODATA, SCALE
+from sdm.codes import NODATA, threshold_codes
 
 METHODS = ("threshold", "top_k", "average_k")
 
 
-def threshold_codes(thresholds) -> np.ndarray:
-    """Probability thresholds -> the smallest uint8 code counted as present (code / 254 >= threshold)."""
-    thresholds = np.nan_to_num(np.asarray(thresholds, dtype="float64"), nan=0.5)
-    return np.clip(np.ceil(thresholds * SCALE - 1e-9), 0, SCALE).astype("int16")
-
-
 def presence_threshold(suitability: xr.DataArray, thresholds) -> xr.DataArray:
-    """Per-species thresholds (probabilities, one per species) -> presence."""
-    codes = xr.DataArray(threshold_codes(thresholds), dims="species", coords={"species": suitability["species"]})
-    presence = xr.where(suitability == NODATA, NODATA, (suitability >= codes).astype("uint8")).astype("uint8")
-    return presence
+    """Per-species thresholds (probabilities, one per species) -> presence: decoded suitability >= threshold."""
+    return _presence_from_codes(suitability, threshold_codes(thresholds))
+
+
+def _presence_from_codes(suitability: xr.DataArray, codes) -> xr.DataArray:
+    """Presence where the suitability code is >= the species' code (one per species)."""
+    codes = xr.DataArray(np.asarray(codes), dims="species", coords={"species": suitability["species"]})
+    return xr.where(suitability == NODATA, NODATA, (suitability >= codes).astype("uint8")).astype("uint8")
 
 
 def _top_k_block(block: np.ndarray, k: int) -> np.ndarray:
@@ -116,7 +114,7 @@ def presence_average_k(suitability: xr.DataArray, k: float | str, thresholds=Non
     if float(k) <= 0:
         raise ValueError(f"prediction.k must be > 0 for average_k, got {k}")
     code = _average_k_from_histograms(histograms, float(k))
-    return presence_threshold(suitability, np.full(suitability.sizes["species"], code / SCALE))
+    return _presence_from_codes(suitability, np.full(suitability.sizes["species"], code, dtype="int16"))
 
 
 def assemble(suitability: xr.DataArray, method: str, thresholds=None, k: float | str | None = None) -> xr.DataArray:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sdm.assemblage import _top_k_block, threshold_codes
-from sdm.predict import NODATA
+from sdm.assemblage import _top_k_block
+from sdm.codes import NODATA, decode, threshold_codes
 from sdm.redlist import THREATENED
 
 
@@ -46,7 +46,7 @@ def compare_assemblages(codes: np.ndarray, thresholds: np.ndarray, recorded: pd.
     counts = np.bincount(codes[valid].ravel(), minlength=256)[:NODATA]
     at_least = np.cumsum(counts[::-1])[::-1] / max(codes.shape[1], 1)
     code = int(np.argmin(np.abs(at_least - size)))
-    rows.append({"method": f"average-K (one threshold {code / 254:.3f})", **set_recall(codes >= code, recorded)})
+    rows.append({"method": f"average-K (one threshold {decode(code):.3g})", **set_recall(codes >= code, recorded)})
     return pd.DataFrame(rows)
 
 

@@ -1,15 +1,17 @@
 """Prediction over a cube with Dask: one batched model forward per chunk, never the whole grid in memory.
 
-Stored compactly: suitability as uint8 (probability x 254, rounded; 255 = no data), presence as uint8 (0/1, 255 =
-no data). :func:`open_predictions` decodes them back to float probabilities and booleans.
+Stored compactly: suitability as uint8 codes on the logit scale of :mod:`sdm.codes` (0.1 logit per code, 255 = no
+data; ranks kept down to p ~ 1e-7), presence as uint8 (0/1, 255 = no data). :func:`open_predictions` decodes them
+back to float probabilities and booleans.
 
 Speed (measured with ``benchmarks/throughput.py``; see the README's Performance section):
 
 - the head runs as ``W @ h.T``, so each batch's output is already (species, cells), the layout of the stores: no
   (cells, species) array, no transpose, no float (species, cells) array for the whole chunk;
-- sigmoid, x 254, rounding, the cast to uint8 and the per-species threshold (``predict_block``) run on one batch
-  at a time (1,024-4,096 cells, about 4 MB of output: see :func:`batch_cells`), writing into the chunk's uint8
-  output (numpy for the uint8 steps: 3-8x faster than torch);
+- the codes come from the logits directly (shift, scale, clamp, round: no sigmoid); they, the cast to uint8 and the
+  per-species threshold (``predict_block``) run on one batch at a time (1,024-4,096 cells, about 4 MB of output:
+  see :func:`batch_cells`), writing into the chunk's uint8 output (numpy for the uint8 steps: 3-8x faster than
+  torch);
 - no-data cells are skipped and the valid cells put back by runs (numpy's boolean-mask assignment on the cell axis
   cost a third of the forward pass);
 - the stores use LZ4 (bit-shuffled for suitability) and ``write_empty_chunks``: zarr's default zstd and its
@@ -37,12 +39,11 @@ import xarray as xr
 from dask.base import tokenize
 from dask.diagnostics import ProgressBar
 
+from sdm.codes import ATTRS, CODES_PER_LOGIT, LOW, NODATA, TOP, decode
 from sdm.model import ResidualMLP, standardise
 
 log = logging.getLogger(__name__)
 
-NODATA = 255
-SCALE = 254
 PRECISIONS = ("float32", "bfloat16")
 CHUNK_BYTES = 256 * 2**20  # one chunk's float32 (species, cells) output at most; see chunk_cells
 # cells per forward pass. CPU: 1,024-16,384 cells run within ~10 % of each other for 100-10,000 species, 65,536 up to
@@ -97,7 +98,7 @@ def batch_cells(device: torch.device | str = "cpu", batch_size: int | None = Non
                 n_species: int | None = None) -> int:
     """Cells per forward pass: ``CUDA_BATCH`` on CUDA; on CPU ``CPU_BATCH``, or fewer cells (down to
     ``CPU_BATCH_MIN``) so that a batch's (species, cells) float32 output stays within ``CPU_BATCH_BYTES`` and the
-    steps after the forward (sigmoid, uint8 codes, thresholds) run in cache. ``batch_size`` (cells) caps it."""
+    steps after the forward (uint8 codes, thresholds) run in cache. ``batch_size`` (cells) caps it."""
     if torch.device(device).type == "cuda":
         auto = CUDA_BATCH
     else:
@@ -144,15 +145,15 @@ def _logits_t(model, x: torch.Tensor) -> torch.Tensor:
     return model(x).T
 
 
-def _probabilities(x: torch.Tensor, model, batch: int, precision: str):
-    """Yield (start, stop, float32 probabilities (species, stop - start)) over the rows of ``x``, batch by batch."""
+def _logits(x: torch.Tensor, model, batch: int, precision: str):
+    """Yield (start, stop, float32 logits (species, stop - start)) over the rows of ``x``, batch by batch."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
     for start in range(0, len(x), batch):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
             logits = _logits_t(model, x[start:start + batch])
         logits = logits.float() if logits.dtype != torch.float32 else logits
-        yield start, start + logits.shape[1], logits.sigmoid_()
+        yield start, start + logits.shape[1], logits
 
 
 def _expand(values: np.ndarray, valid: np.ndarray, fill) -> np.ndarray:
@@ -176,8 +177,10 @@ def _expand(values: np.ndarray, valid: np.ndarray, fill) -> np.ndarray:
 
 
 def forward_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: np.ndarray,
-                  device: torch.device, batch_size: int | None = None, *, precision: str = "float32") -> np.ndarray:
-    """(variable, y, x) climate -> (species, y, x) float32 probabilities, NaN where any variable is missing.
+                  device: torch.device, batch_size: int | None = None, *, precision: str = "float32",
+                  logits: bool = False) -> np.ndarray:
+    """(variable, y, x) climate -> (species, y, x) float32 probabilities (``logits``: the logits), NaN where any
+    variable is missing.
 
     ``batch_size``: cells per forward pass at most (see :func:`batch_cells`). ``precision="bfloat16"`` runs the
     matrix products under bfloat16 autocast (faster on CPUs with AVX512-BF16 / AMX and on GPUs; probabilities
@@ -193,9 +196,8 @@ def forward_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: 
     else:
         dense = torch.empty((n_species, len(x)), dtype=torch.float32, device=device)
     with torch.inference_mode():
-        for start, stop, probability in _probabilities(x, model, batch_cells(device, batch_size, n_species),
-                                                       precision):
-            dense[:, start:stop] = probability
+        for start, stop, logit in _logits(x, model, batch_cells(device, batch_size, n_species), precision):
+            dense[:, start:stop] = logit if logits else logit.sigmoid_()
         if device.type == "cpu" and valid is None:
             return result.reshape(n_species, ny, nx)
         host = dense.cpu().numpy()  # one host transfer per block
@@ -204,9 +206,10 @@ def forward_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: 
 
 def predict_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: np.ndarray, device: torch.device,
                   batch_size: int | None = None, *, threshold_codes=None, precision: str = "float32") -> np.ndarray:
-    """(variable, y, x) climate -> uint8 (layer, species, y, x): layer 0 the suitability codes (as :func:`quantise`),
-    layer 1, when ``threshold_codes`` (uint8 per species, see ``sdm.assemblage.threshold_codes``) is given,
-    presence (1 where code >= the species' code, else 0); 255 where any variable is missing.
+    """(variable, y, x) climate -> uint8 (layer, species, y, x): layer 0 the suitability codes (those of
+    :func:`sdm.codes.encode_logits` on the logits), layer 1, when ``threshold_codes`` (uint8 per species, see
+    :func:`sdm.codes.threshold_codes`) is given, presence (1 where code >= the species' code, else 0); 255 where any
+    variable is missing.
 
     The fast path of the predict stage: no float (species, cells) array is built for the chunk, only one cached
     batch at a time; on CUDA the codes stay on the device and leave it once per block.
@@ -216,7 +219,7 @@ def predict_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: 
     n_species = _n_species(model)
     layers = 1 if threshold_codes is None else 2
     x, valid = _prepare(block, mean, std, device)
-    batches = _probabilities(x, model, batch_cells(device, batch_size, n_species), precision)
+    batches = _logits(x, model, batch_cells(device, batch_size, n_species), precision)
     with torch.inference_mode():
         if device.type == "cpu":
             # numpy for the uint8 steps: its strided float->uint8 cast and uint8 compare are 3-8x faster than torch's
@@ -224,10 +227,11 @@ def predict_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: 
             if threshold_codes is not None:
                 thresholds = np.asarray(threshold_codes).astype("uint8")[:, None]
                 presence = dense[1].view(bool)  # writes 0/1 bytes into the uint8 layer
-            for start, stop, probability in batches:
+            for start, stop, logit in batches:
                 codes = dense[0, :, start:stop]
-                # in [0, 254], rounded half to even as in quantise
-                np.copyto(codes, probability.mul_(SCALE).round_().numpy(), casting="unsafe")
+                # the float32 steps of sdm.codes.encode_logits, bit for bit; with the cast 1.8 ns per species-cell
+                # (1,000 species x 1,024 cells, one thread), the former sigmoid x 254 2.0 ns
+                np.copyto(codes, _code_values_(logit).numpy(), casting="unsafe")
                 if threshold_codes is not None:
                     np.greater_equal(codes, thresholds, out=presence[:, start:stop])
             host = dense
@@ -236,9 +240,9 @@ def predict_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: 
             if threshold_codes is not None:
                 thresholds = torch.as_tensor(np.asarray(threshold_codes).astype("uint8"), device=device)[:, None]
                 presence = dense[1].view(torch.bool)
-            for start, stop, probability in batches:
+            for start, stop, logit in batches:
                 codes = dense[0, :, start:stop]
-                codes.copy_(probability.mul_(SCALE).round_())
+                codes.copy_(_code_values_(logit))
                 if threshold_codes is not None:
                     torch.ge(codes, thresholds, out=presence[:, start:stop])
             host = dense.cpu().numpy()  # one host transfer per block
@@ -247,19 +251,10 @@ def predict_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: 
     return _expand(host, valid, NODATA).reshape(layers, n_species, ny, nx)
 
 
-def quantise(probability: np.ndarray) -> np.ndarray:
-    """float probabilities (NaN = no data) -> uint8 codes (0..254, 255 = no data), rounding half to even."""
-    probability = np.asarray(probability)
-    if probability.dtype.kind != "f":
-        probability = probability.astype("float32")
-    nodata = ~np.isfinite(probability)
-    scaled = np.clip(probability, 0, 1)
-    scaled *= SCALE
-    np.rint(scaled, out=scaled)
-    with np.errstate(invalid="ignore"):  # NaN casts to an arbitrary code, overwritten just below
-        codes = scaled.astype("uint8")
-    codes[nodata] = NODATA
-    return codes
+def _code_values_(logit: torch.Tensor) -> torch.Tensor:
+    """In place: float32 logits -> code values (whole numbers in 0..254, still float) of :mod:`sdm.codes`; no NaN
+    here (no-data cells are never forwarded)."""
+    return logit.sub_(LOW).mul_(CODES_PER_LOGIT).clamp_(0, TOP).round_()
 
 
 # --- the Dask graph ------------------------------------------------------------------------------------------------
@@ -330,8 +325,7 @@ def _predict_layers(cube: xr.DataArray, model, checkpoint: dict, *, batch_size, 
 def _as_suitability(cube: xr.DataArray, data: da.Array, species) -> xr.DataArray:
     suitability = xr.DataArray(data, dims=("species", "y", "x"),
                                coords={"species": list(species), "y": cube["y"], "x": cube["x"]}, name="suitability")
-    suitability.attrs = {"long_name": "habitat suitability", "units": "probability x 254 (255 = no data)",
-                         "scale_factor_note": "probability = value / 254"}
+    suitability.attrs = dict(ATTRS)
     return suitability.rio.write_crs(cube.rio.crs)
 
 
@@ -358,7 +352,8 @@ def lazy_codes(cube: xr.DataArray, model: ResidualMLP | str | Path, checkpoint: 
     layer); the other assemblages apply :func:`sdm.assemblage.assemble` to the suitability codes (``average_k``
     streams over them once more for its single threshold).
     """
-    from sdm.assemblage import assemble, threshold_codes
+    from sdm.assemblage import assemble
+    from sdm.codes import threshold_codes
 
     if assemblage != "threshold":
         suitability = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=device,
@@ -405,22 +400,14 @@ def write_predictions(predictions: xr.Dataset, path: str | Path, progress: bool 
             _write(predictions, path)
 
 
-# float32 probability of each uint8 code, NaN for no data (the decoding table of decode_suitability)
-_PROBABILITY = (np.arange(256) / SCALE).astype("float32")
-_PROBABILITY[NODATA] = np.nan
-
-
-def _decode_block(block: np.ndarray) -> np.ndarray:
-    return _PROBABILITY[block]
-
-
 def decode_suitability(codes: xr.DataArray) -> xr.DataArray:
-    """uint8 suitability codes -> float32 probabilities in [0, 1], NaN for no data (lazy when ``codes`` is).
+    """uint8 suitability codes -> float32 probabilities in (0, 1), NaN for no data (lazy when ``codes`` is); see
+    :func:`sdm.codes.decode`.
 
     A table lookup: one pass over the codes (2 ns per value here) where ``where``, the division and the cast took
     three (3.8 ns); the reductions of the fused mode and of the features read every code of every species.
     """
-    probability = xr.apply_ufunc(_decode_block, codes, dask="parallelized", output_dtypes=["float32"])
+    probability = xr.apply_ufunc(decode, codes, dask="parallelized", output_dtypes=["float32"])
     probability.attrs = {"long_name": "habitat suitability", "units": "probability"}
     return probability
 

@@ -1,4 +1,4 @@
-"""Unit tests of sdm.assemblage on uint8 suitability codes (0..254 = probability x 254, 255 = no data)."""
+"""Unit tests of sdm.assemblage on uint8 suitability codes (0..254 on the logit scale of sdm.codes, 255 = no data)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from sdm.assemblage import assemble, average_k_code, threshold_codes
-from sdm.predict import NODATA, SCALE
+from sdm.assemblage import assemble, average_k_code
+from sdm.codes import NODATA, TOP, decode, threshold_codes
 
 
 def _suitability(n_species: int = 12, ny: int = 30, nx: int = 25, seed: int = 0, chunk: int | None = 10):
     """Random codes with a block of no-data cells (all species), lazy when ``chunk`` is given."""
     rng = np.random.default_rng(seed)
-    codes = rng.integers(0, SCALE + 1, size=(n_species, ny, nx)).astype("uint8")
+    codes = rng.integers(0, TOP + 1, size=(n_species, ny, nx)).astype("uint8")
     codes[:, :4, :6] = NODATA
     codes[:, -1, -1] = NODATA
     suitability = xr.DataArray(codes, dims=("species", "y", "x"),
@@ -33,7 +33,7 @@ def _nodata(suitability) -> np.ndarray:
 @pytest.mark.parametrize("chunk", [None, 10])
 def test_threshold_presence_is_probability_at_least_threshold(chunk):
     suitability = _suitability(n_species=6, chunk=chunk)
-    thresholds = np.array([0.0, 0.25, 0.5, 0.731, 100 / SCALE, 1.0])
+    thresholds = np.array([0.0, 0.25, 0.5, 0.731, decode(100), 1.0])
     presence = assemble(suitability, "threshold", thresholds=thresholds)
     assert presence.dtype == np.uint8 and presence.name == "presence"
     assert presence.dims == ("species", "y", "x")
@@ -41,16 +41,19 @@ def test_threshold_presence_is_probability_at_least_threshold(chunk):
     codes = suitability.values
     nodata = _nodata(suitability)
     assert (values[:, nodata] == NODATA).all()
-    probability = codes[:, ~nodata] / SCALE
-    np.testing.assert_array_equal(values[:, ~nodata], (probability >= thresholds[:, None]).astype("uint8"))
-    # the edges: threshold 0 keeps every valid cell, threshold 1 only code 254
+    probability = decode(codes[:, ~nodata])
+    reachable = np.minimum(thresholds, decode(TOP))[:, None]  # a threshold above the scale keeps its top code
+    np.testing.assert_array_equal(values[:, ~nodata], (probability >= reachable).astype("uint8"))
+    # the edges: threshold 0 keeps every valid cell, threshold 1 only code 254 (p >= 1 - 8.7e-5)
     assert values[0, ~nodata].all()
-    np.testing.assert_array_equal(values[5, ~nodata], codes[5, ~nodata] == SCALE)
+    np.testing.assert_array_equal(values[5, ~nodata], codes[5, ~nodata] == TOP)
 
 
 def test_threshold_codes_round_up_and_default_nan_to_half():
-    np.testing.assert_array_equal(threshold_codes([0.0, 0.5, 1.0, 127.5 / SCALE, 0.0001, np.nan]),
-                                  [0, 127, 254, 128, 1, 127])
+    # 0.5 is logit 0, code 160 exactly; 1e-4 is logit -9.21, code 67.9: 68 is the first at or above it
+    np.testing.assert_array_equal(
+        threshold_codes([0.0, 0.5, 1.0, decode(128), np.nextafter(decode(128), 1, dtype="float64"), 1e-4, np.nan]),
+        [0, 160, 254, 128, 129, 68, 160])
 
 
 def test_threshold_presence_stays_lazy():
@@ -111,8 +114,19 @@ def test_average_k_code_is_the_best_single_threshold():
     codes = suitability.values
     valid = codes[0] != NODATA
     best = average_k_code(suitability, 3)
-    sizes = {c: (codes[:, valid] >= c).sum(axis=0).mean() for c in range(SCALE + 1)}
+    sizes = {c: (codes[:, valid] >= c).sum(axis=0).mean() for c in range(TOP + 1)}
     assert abs(sizes[best] - 3) == pytest.approx(min(abs(s - 3) for s in sizes.values()))
+
+
+def test_average_k_presence_is_its_code_threshold():
+    """The single threshold is applied as a code (no round trip through a probability that could move it)."""
+    suitability = _suitability(n_species=8, seed=5, chunk=None)
+    codes = suitability.values
+    valid = codes[0] != NODATA
+    best = average_k_code(suitability, 3)
+    presence = assemble(suitability, "average_k", k=3).values
+    np.testing.assert_array_equal(presence[:, valid], (codes[:, valid] >= best).astype("uint8"))
+    assert threshold_codes(decode(best)) == best  # and the probability it stands for maps back to it
 
 
 def test_average_k_without_valid_cells_raises():

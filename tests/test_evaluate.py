@@ -39,12 +39,13 @@ def test_compare_assemblages_matches_set_sizes_and_prefers_the_informative_metho
 
 
 def test_histograms_give_the_threshold_set_size():
-    codes = np.array([[[10, 200], [254, 255]], [[0, 127], [128, 255]]], dtype="uint8")  # (species, y, x)
+    codes = np.array([[[10, 200], [254, 255]], [[0, 159], [160, 255]]], dtype="uint8")  # (species, y, x)
     da = xr.DataArray(codes, dims=("species", "y", "x")).chunk({"y": 1, "x": 1})
     hist = species_histograms(da)
     assert hist.shape == (2, 256) and hist[:, 255].tolist() == [1, 1] and hist.sum() == 8
-    # thresholds 0.5 -> code 127: species 0 present at 200, 254; species 1 at 127, 128 -> 4 presences / 3 cells
-    assert threshold_set_size(hist, [0.5, 0.5]) == 4 / 3
+    # thresholds 0.5 -> code 160 (logit 0): species 0 present at 200, 254; species 1 at 160 -> 3 presences / 3 cells
+    assert threshold_set_size(hist, [0.5, 0.5]) == 3 / 3
+    assert threshold_set_size(hist, [0.5, 0.47]) == 4 / 3  # 0.47 -> code 159 (0.475): species 1 at 159 too
 
 
 def test_threat_shares_and_estopinan_columns():

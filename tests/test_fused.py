@@ -107,4 +107,9 @@ def test_fused_average_k_equals_its_materialised_threshold(world):
                              assemblage="average_k", k=2.0)
     np.testing.assert_array_equal(expected.values, fused["presence"].values)
     set_size = fused["presence"].sum("species").where(fused["suitability"].isel(species=0).notnull()).mean()
-    assert abs(float(set_size) - 2.0) < 0.5
+    # the closest to K that one code threshold gives: this 3-epoch model's logits all lie within [-1.1, 0.6], 17
+    # codes of 0.1 logit, and the nearest set sizes there are 4.7, 2.7 and 1.2
+    codes = stored.values
+    valid = codes[0] != 255
+    sizes = [(codes[:, valid] >= c).sum(axis=0).mean() for c in range(255)]
+    assert abs(float(set_size) - 2.0) == pytest.approx(min(abs(size - 2.0) for size in sizes))
