@@ -18,13 +18,14 @@ import xarray as xr
 
 from sdm.climate import check_variables, open_cube
 from sdm.model import load_checkpoint, resolve_device, with_coordinate_layers
-from sdm.predict import chunk_cells, decode_suitability, lazy_codes
+from sdm.predict import chunk_cells, decode_suitability, extrapolation_layers, lazy_codes
 
 
 def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: str, chunk: int | None = None,
                      batch_size: int = 65536, assemblage: str = "threshold", k: float = 5,
                      device: str = "auto", threads: int | None = None) -> xr.Dataset:
-    """Decoded predictions (``suitability`` float32 in [0, 1] with NaN no data, ``presence`` bool) as a lazy graph.
+    """Decoded predictions (``suitability`` float32 in [0, 1] with NaN no data, ``presence`` bool) as a lazy graph,
+    with the MESS layers (``mess``, ``most_dissimilar``) of the climate cube when the checkpoint holds its reference.
 
     Identical, value for value, to :func:`sdm.predict.open_predictions` on a store written by
     :func:`sdm.predict.predict_scenario` with the same settings (both go through the uint8 codes). ``average_k``
@@ -42,9 +43,11 @@ def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: st
     cube = cube.chunk({"variable": -1, "y": chunk, "x": chunk})
     codes, presence = lazy_codes(cube, model, checkpoint, assemblage=assemblage, k=k, batch_size=batch_size,
                                  device=dev)
+    novelty = extrapolation_layers(cube, checkpoint, scenario)
     decoded = xr.Dataset({
         "suitability": decode_suitability(codes),
         "presence": presence == 1,
+        **({} if novelty is None else dict(novelty.data_vars)),
     })
     return decoded.rio.write_crs(cube.rio.crs)
 

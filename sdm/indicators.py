@@ -1,11 +1,13 @@
 """Per-cell indicators of an assemblage: richness, threatened species, the most threatened status, their change.
 
 Inputs are predicted presence (bool, ``species``, ``y``, ``x``, possibly lazy) and a status per species (LC..CR).
-Outputs are float32 layers (``y``, ``x``) with NaN outside the data, written as GeoTIFF (QGIS) and Zarr.
+Outputs are float32 layers (``y``, ``x``) with NaN outside the data, written as GeoTIFF (QGIS) and Zarr, with the
+scenario's MESS extrapolation layer (``mess``, :mod:`sdm.novelty`) beside them.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ import xarray as xr
 
 from sdm.storage import write_zarr
 from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
+
+log = logging.getLogger(__name__)
 
 LAYERS = ("richness", "threatened_count", "threatened_share", "most_threatened")
 """Indicators of one assemblage; their ``*_change`` versions are future minus current."""
@@ -102,6 +106,7 @@ def run_indicators(current, future, scenario: str, dispersal: str, out_dir, stat
 
     ``current`` / ``future`` are prediction stores (paths) or decoded prediction Datasets (e.g. the lazy ones of
     fused mode). Without a status table (no Red List in the config) only richness (and its change) is written.
+    ``mess.tif`` is the MESS of the scenario's climate (see :func:`extrapolation`), when the predictions hold it.
     """
     from sdm.predict import open_predictions
 
@@ -109,21 +114,34 @@ def run_indicators(current, future, scenario: str, dispersal: str, out_dir, stat
         return predictions if isinstance(predictions, xr.Dataset) else open_predictions(predictions)
 
     current = opened(current)
+    future = None if scenario == "current" else opened(future)
     valid = current["suitability"].isel(species=0).notnull()
     crs = current.rio.crs
+    mess = extrapolation(current if future is None else future, scenario)
     if status is None:
         layers = xr.Dataset({"richness": current["presence"].sum("species").astype("float32")})
-        if scenario != "current":
-            presence = scenario_presence(current["presence"], opened(future)["presence"], dispersal)
-            future = xr.Dataset({"richness": presence.sum("species").astype("float32")})
-            future["richness_change"] = future["richness"] - layers["richness"]
-            layers = future
+        if future is not None:
+            presence = scenario_presence(current["presence"], future["presence"], dispersal)
+            future_layers = xr.Dataset({"richness": presence.sum("species").astype("float32")})
+            future_layers["richness_change"] = future_layers["richness"] - layers["richness"]
+            layers = future_layers
         layers = layers.where(valid)
         layers["richness"].attrs = {"units": UNITS["richness"]}
-        return write_indicators(layers, out_dir, crs)
+        return write_indicators(layers.assign(mess), out_dir, crs)
     current_layers = indicator_layers(current["presence"], read_status(current_status), valid)
-    if scenario == "current":
-        return write_indicators(current_layers, out_dir, crs)
-    presence = scenario_presence(current["presence"], opened(future)["presence"], dispersal)
+    if future is None:
+        return write_indicators(current_layers.assign(mess), out_dir, crs)
+    presence = scenario_presence(current["presence"], future["presence"], dispersal)
     layers = with_change(indicator_layers(presence, read_status(status), valid), current_layers)
-    return write_indicators(layers, out_dir, crs)
+    return write_indicators(layers.assign(mess), out_dir, crs)
+
+
+def extrapolation(predictions: xr.Dataset, scenario: str) -> dict[str, xr.DataArray]:
+    """``{"mess": layer}``: the scenario's MESS layer (float32 (y, x), percent, < 0 = climate outside the training
+    range), from a predictions store or the fused mode's lazy predictions; ``{}``, said in the log, when they have
+    none (a checkpoint without the training climate's quantiles). The same for every dispersal assumption."""
+    if "mess" not in predictions:
+        log.warning("%s: no mess.tif: the predictions hold no MESS layer (the checkpoint has no reference_quantiles)",
+                    scenario)
+        return {}
+    return {"mess": predictions["mess"].astype("float32")}

@@ -70,9 +70,22 @@ INDICATORS: dict[str, dict] = {
         "units": "proportion of the assemblage, future minus current",
         "kind": "diverging",
     },
+    "mess": {
+        "title": "Extrapolation: similarity to the training climate (MESS)",
+        "units": "percent (MESS, Elith et al. 2010): 100 = typical training climate, 0 = at the edge of its range, "
+        "< 0 = outside it on at least one variable",
+        "kind": "diverging",
+        "caption": "MESS: < 0 = climate outside the training range",
+        "range": (-100.0, 100.0),
+        "layers": "scenario",
+    },
 }
 """Indicator name -> ``title``, ``units`` (what one raster value means) and colour-scale ``kind``
-(``sequential``, ``diverging`` centred on 0, or ``categorical`` with the ordinal codes of ``redlist.CATEGORIES``)."""
+(``sequential``, ``diverging`` centred on 0, or ``categorical`` with the ordinal codes of ``redlist.CATEGORIES``);
+optionally ``caption`` (the legend's text instead of title and units), ``range`` (a fixed colour scale (min, max):
+values beyond it take the end colours; the popups show them as they are) and ``layers: "scenario"`` (a property of
+the climate, not of the assemblage: one layer per scenario instead of one per run, as every dispersal assumption
+of a scenario shares it)."""
 
 IUCN_COLOURS: dict[str, str] = {"LC": "#60C659", "NT": "#CCE226", "VU": "#F9E814", "EN": "#FC7F3F", "CR": "#D81E05"}
 """Official IUCN Red List category colours."""
@@ -98,8 +111,9 @@ _PALETTES = {
     "richness_change": _RDBU,
     "threatened_count_change": _RDBU[::-1],
     "threatened_share_change": _RDBU[::-1],
+    "mess": _RDBU,  # red: outside the training climate, blue: well inside it
 }
-_DECIMALS = {"threatened_share": 3, "threatened_share_change": 3}  # popup rounding; counts get 2 (expected richness)
+_DECIMALS = {"threatened_share": 3, "threatened_share_change": 3, "mess": 1}  # popup rounding; counts get 2
 
 DISPLAY_MAX_PX = 2048
 """Longest side, in pixels, of a layer's PNG; larger rasters are shown at a coarser resolution."""
@@ -262,7 +276,10 @@ def _scale_range(indicator: str, grids: list[np.ndarray]) -> tuple[float, float,
     """(vmin, vmax, tick values) of the colour scale shared by all layers of one map."""
     finite = np.concatenate([g[np.isfinite(g)].ravel() for g in grids]) if grids else np.array([])
     kind = INDICATORS[indicator]["kind"]
-    if kind == "diverging":
+    if "range" in INDICATORS[indicator]:  # fixed, so that maps of different runs read the same
+        vmin, vmax = (float(v) for v in INDICATORS[indicator]["range"])
+        step = _nice_step(vmax - vmin, 4)
+    elif kind == "diverging":
         # 99th percentile so that a few extreme cells do not wash out the rest; beyond it the end colours saturate
         top = float(np.percentile(np.abs(finite), 99)) if finite.size else 0.0
         step = _nice_step(top, 3) if top > 0 else 1.0
@@ -419,7 +436,7 @@ def indicator_map(
     if kind == "categorical":
         _category_legend(meta["title"]).add_to(m)
     else:
-        caption = f"{meta['title']} ({meta['units']})"
+        caption = meta.get("caption") or f"{meta['title']} ({meta['units']})"
         if len(caption) > 90:  # the title box says the title; the legend must at least say the units
             caption = meta["units"][0].upper() + meta["units"][1:]
         colormap = LinearColormap(_PALETTES[indicator], vmin=vmin, vmax=vmax, caption=caption, tick_labels=ticks)
@@ -595,7 +612,9 @@ def render_maps(
 
     For every indicator of ``INDICATORS``, the layers are ``{indicators_dir}/{run}/{indicator}.tif`` of the
     ``runs`` (in that order) that exist: ``*_change`` rasters exist for future runs only, threatened-species
-    rasters only with a Red List. Indicators with no raster are left out. Maps are written as
+    rasters only with a Red List. Indicators with no raster are left out. An indicator of the climate
+    (``layers: "scenario"``, MESS) gets one layer per scenario, labelled with the scenario (``{scenario}_{dispersal}``
+    runs of one scenario hold the same raster). Maps are written as
     ``{index_html.parent}/{indicator}.html`` with the assets under ``{index_html.parent}/lib``.
     Returns indicator name -> map HTML, plus ``"index"`` -> ``index_html``.
     """
@@ -605,6 +624,11 @@ def render_maps(
     for name in INDICATORS:
         layers = {run: Path(indicators_dir) / run / f"{name}.tif" for run in runs}
         layers = {run: path for run, path in layers.items() if path.is_file()}
+        if INDICATORS[name].get("layers") == "scenario":
+            per_scenario: dict[str, Path] = {}
+            for run, path in layers.items():
+                per_scenario.setdefault(run.rsplit("_", 1)[0], path)
+            layers = per_scenario
         if layers:
             written[name] = indicator_map(layers, name, out_dir / f"{name}.html", out_dir / "lib", tiles=tiles)
     links = {INDICATORS[name]["title"]: path for name, path in written.items()}

@@ -2,7 +2,8 @@
 
 Stored compactly: suitability as uint8 codes on the logit scale of :mod:`sdm.codes` (0.1 logit per code, 255 = no
 data; ranks kept down to p ~ 1e-7), presence as uint8 (0/1, 255 = no data). :func:`open_predictions` decodes them
-back to float probabilities and booleans.
+back to float probabilities and booleans. Beside them, one (y, x) layer per store says where the model
+extrapolates: MESS (:mod:`sdm.novelty`, float32) and its most dissimilar variable (int8), from the same climate chunks.
 
 Speed (measured with ``benchmarks/throughput.py``; see the README's Performance section):
 
@@ -40,7 +41,7 @@ from dask.base import tokenize
 from dask.diagnostics import ProgressBar
 
 from sdm.codes import ATTRS, CODES_PER_LOGIT, LOW, NODATA, TOP, decode
-from sdm.model import ResidualMLP, standardise
+from sdm.model import COORDINATE_PREFIX, ResidualMLP, standardise
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +369,29 @@ def lazy_codes(cube: xr.DataArray, model: ResidualMLP | str | Path, checkpoint: 
     return suitability, presence
 
 
+def extrapolation_layers(cube: xr.DataArray, checkpoint: dict, scenario: str = "") -> xr.Dataset | None:
+    """MESS (float32 ``mess``, percent, < 0 = outside the training climate) and the most dissimilar variable (int8
+    ``most_dissimilar``) of the cube's cells against the checkpoint's ``reference_quantiles``: lazy (y, x) layers
+    chunked like the cube, see :func:`sdm.novelty.novelty_layers`.
+
+    Location inputs (``coord_...``) are left out: they are not climate. None, and a warning in the log, when the
+    checkpoint has no reference quantiles (trained before they were stored): no layer rather than a made-up one.
+    """
+    from sdm.novelty import novelty_layers
+
+    reference = checkpoint.get("reference_quantiles")
+    if reference is None:
+        log.warning("%s: no MESS extrapolation layer: the checkpoint has no reference_quantiles (trained before "
+                    "they were stored); retrain the model to get one", scenario or "cube")
+        return None
+    keep = [i for i, v in enumerate(checkpoint["variables"]) if not str(v).startswith(COORDINATE_PREFIX)]
+    if not keep:
+        log.warning("%s: no MESS extrapolation layer: the model has no climate variable", scenario or "cube")
+        return None
+    variables = [checkpoint["variables"][i] for i in keep]
+    return novelty_layers(cube, np.asarray(reference, dtype="float64")[keep], variables)
+
+
 def _write(ds: xr.Dataset, path: str | Path, mode: str = "w") -> None:
     """sdm.storage.write_zarr's conventions (Zarr v3, no consolidated metadata, variable-length string labels) with
     the fast codecs of :func:`_codecs` for the uint8 cubes."""
@@ -414,7 +438,7 @@ def decode_suitability(codes: xr.DataArray) -> xr.DataArray:
 
 def open_predictions(path: str | Path, decode: bool = True) -> xr.Dataset:
     """Open a predictions store; with ``decode``, suitability as float32 in [0, 1] (NaN = no data) and presence as
-    bool (False where no data)."""
+    bool (False where no data); the (y, x) ``mess`` and ``most_dissimilar`` layers, when stored, as they are."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"predictions not found: {path}")
@@ -424,6 +448,7 @@ def open_predictions(path: str | Path, decode: bool = True) -> xr.Dataset:
     decoded = xr.Dataset({
         "suitability": decode_suitability(ds["suitability"]),
         "presence": ds["presence"] == 1,
+        **{name: ds[name] for name in ("mess", "most_dissimilar") if name in ds},
     })
     return decoded.rio.write_crs(ds.rio.crs)
 
@@ -453,7 +478,9 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
                      threads: int | None = None, device: str = "auto", precision: str = "float32",
                      memory_bytes: int = CHUNK_BYTES, scheduler: str | None = None,
                      progress: bool = True) -> xr.Dataset:
-    """Predict one scenario's cube with a checkpoint and write suitability + presence (Zarr).
+    """Predict one scenario's cube with a checkpoint and write suitability + presence (Zarr), and the MESS
+    extrapolation layers ``mess`` / ``most_dissimilar`` (y, x) of :func:`extrapolation_layers` when the checkpoint
+    holds the training climate's quantiles (computed from the same chunks of the cube as the predictions).
 
     - ``chunk``: cells per side of a prediction chunk, at most; the side is also capped by :func:`chunk_cells` so
       that a chunk's float32 output stays under ``memory_bytes`` (bytes): peak memory does not grow with the grid.
@@ -492,6 +519,8 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
                  n_species, memory_bytes // 2**20)
     cube = cube.chunk({"variable": -1, "y": side, "x": side})
     attrs = {"scenario": scenario, "assemblage": assemblage, "model": str(model_path)}
+    novelty = extrapolation_layers(cube, checkpoint, scenario)
+    novelty = {} if novelty is None else dict(novelty.data_vars)
 
     previous_threads = torch.get_num_threads()
     with _distributed(scheduler, workers, threads) as client:
@@ -510,14 +539,16 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
                 # the threshold needs a pass over all suitabilities first: store them, then derive presence from
                 # the store (assembling from the lazy cube would run the model over the whole grid a second time)
                 suitability = suitability_cube(cube, source, checkpoint, **options)
-                write(xr.Dataset({"suitability": suitability}, attrs=attrs), out_path)
-                stored = xr.open_zarr(out_path, consolidated=False)["suitability"]
+                write(xr.Dataset({"suitability": suitability, **novelty}, attrs=attrs), out_path)
+                written = xr.open_zarr(out_path, consolidated=False)
+                stored = written["suitability"]
                 presence = assemble(stored, assemblage, thresholds=checkpoint["thresholds"], k=k)
                 with dask.config.set(scheduler=client if client is not None else "threads"):
                     _write(presence.to_dataset(), out_path, mode="a")
-                return xr.Dataset({"suitability": stored, "presence": presence}, attrs=attrs)
+                return xr.Dataset({"suitability": stored, "presence": presence,
+                                   **{name: written[name] for name in novelty}}, attrs=attrs)
             suitability, presence = lazy_codes(cube, source, checkpoint, assemblage=assemblage, k=k, **options)
-            predictions = xr.Dataset({"suitability": suitability, "presence": presence}, attrs=attrs)
+            predictions = xr.Dataset({"suitability": suitability, "presence": presence, **novelty}, attrs=attrs)
             write(predictions.rio.write_crs(cube.rio.crs), out_path)
             return predictions
         finally:

@@ -52,6 +52,8 @@ def test_lazy_predictions_equal_the_stored_ones(world):
         xr.testing.assert_equal(stored["presence"].compute(), fused["presence"].compute())
         xr.testing.assert_allclose(stored["suitability"].compute(), fused["suitability"].compute())
         assert fused["presence"].chunks is not None  # a lazy graph, not an array in memory
+        # the trained checkpoint holds the training climate's quantiles: both modes give the same MESS layer
+        np.testing.assert_array_equal(stored["mess"].values, fused["mess"].values)
 
 
 @pytest.mark.parametrize("dispersal", ["full", "none"])

@@ -104,15 +104,18 @@ def test_write_indicators_geotiffs_and_zarr(tmp_path):
 
 # --- run_indicators on prediction stores ------------------------------------------------------------------------
 
-def _store(path, presence: xr.DataArray, nodata: np.ndarray):
-    """A predictions store as predict_scenario writes it (uint8 codes, 255 = no data, CRS)."""
+def _store(path, presence: xr.DataArray, nodata: np.ndarray, mess=None):
+    """A predictions store as predict_scenario writes it (uint8 codes, 255 = no data, CRS), with a float32 MESS
+    layer when ``mess`` (y, x) is given."""
     codes = np.where(presence.values, 200, 10).astype("uint8")
     codes[:, nodata] = NODATA
     flags = presence.values.astype("uint8")
     flags[:, nodata] = NODATA
     ds = xr.Dataset({"suitability": (("species", "y", "x"), codes), "presence": (("species", "y", "x"), flags)},
-                    coords={"species": SPECIES, "y": Y, "x": X}).rio.write_crs("EPSG:3035")
-    write_predictions(ds.chunk(), path, progress=False)
+                    coords={"species": SPECIES, "y": Y, "x": X})
+    if mess is not None:
+        ds["mess"] = (("y", "x"), np.asarray(mess, dtype="float32"))
+    write_predictions(ds.rio.write_crs("EPSG:3035").chunk(), path, progress=False)
     return path
 
 
@@ -175,3 +178,20 @@ def test_run_indicators_with_status(stores, tmp_path):
                            current_status=status_path)
     assert sorted(p.stem for p in paths) == sorted(LAYERS)
     np.testing.assert_array_equal(_read(tmp_path / "current_none" / "most_threatened.tif"), [[4, 0], [NAN, NAN]])
+
+
+def test_mess_geotiff_is_the_scenario_climate_s(tmp_path, caplog):
+    current_mess, future_mess = [[80, 40], [10, NAN]], [[60, -5], [-30, NAN]]
+    current = _store(tmp_path / "current.zarr", CURRENT, NODATA_CELLS, current_mess)
+    future = _store(tmp_path / "ssp585.zarr", FUTURE, NODATA_CELLS, future_mess)
+    for dispersal in ("full", "none"):  # MESS is a property of the climate: the same for every dispersal
+        paths = run_indicators(current, future, "ssp585", dispersal, tmp_path / f"ssp585_{dispersal}")
+        assert tmp_path / f"ssp585_{dispersal}" / "mess.tif" in paths
+        np.testing.assert_array_equal(_read(tmp_path / f"ssp585_{dispersal}" / "mess.tif"), future_mess)
+    run_indicators(current, future, "current", "none", tmp_path / "current_none")
+    np.testing.assert_array_equal(_read(tmp_path / "current_none" / "mess.tif"), current_mess)
+
+    old = _store(tmp_path / "old.zarr", CURRENT, NODATA_CELLS)  # no MESS layer: no GeoTIFF, and the log says so
+    with caplog.at_level("WARNING", logger="sdm.indicators"):
+        paths = run_indicators(old, old, "current", "none", tmp_path / "old_none")
+    assert "mess.tif" not in {p.name for p in paths} and "no mess.tif" in caplog.text

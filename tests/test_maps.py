@@ -181,12 +181,12 @@ def test_colour_scales():
 def test_indicators_table_is_complete():
     assert set(maps.INDICATORS) == {
         "richness", "threatened_count", "threatened_share", "most_threatened",
-        "richness_change", "threatened_count_change", "threatened_share_change",
+        "richness_change", "threatened_count_change", "threatened_share_change", "mess",
     }
     for name, meta in maps.INDICATORS.items():
         assert meta["title"] and meta["units"]
         assert meta["kind"] in ("sequential", "diverging", "categorical")
-        assert (meta["kind"] == "diverging") == name.endswith("_change")
+        assert (meta["kind"] == "diverging") == (name.endswith("_change") or name == "mess")
 
 
 def test_unknown_indicator_raises_naming_it(tmp_path, richness_layers):
@@ -310,3 +310,27 @@ def test_index_pivots_a_long_status_table(tmp_path):
     assert re.findall(r"<tr>(.*?)</tr>", wide)[2].count("<td") == 4  # Rana arvalis: no Red List, 2 runs
     assert ">CR</td>" in wide and "p_LC" not in wide
     assert "<summary>All columns (4 rows)</summary>" in html and "p_LC" in html
+
+
+def test_mess_map_has_a_layer_per_scenario_a_fixed_scale_and_its_legend(tmp_path):
+    ind = tmp_path / "results" / "indicators"
+    runs = ["current_none", "ssp585_2070_full", "ssp585_2070_none"]
+    for run in runs:
+        write_tif(ind / run / "richness.tif", _field(7), "EPSG:3035", 4_200_000, 2_900_000, 1000)
+    mess = {"current_none": 100 - 4 * _field(9), "ssp585_2070_full": 40 - 10 * _field(10)}
+    mess["ssp585_2070_none"] = mess["ssp585_2070_full"]  # the indicators stage writes one per run
+    for run, values in mess.items():
+        write_tif(ind / run / "mess.tif", values, "EPSG:3035", 4_200_000, 2_900_000, 1000)
+    out = maps.render_maps(runs, ind, tmp_path / "results" / "maps" / "index.html", {})
+    html = out["mess"].read_text()
+    assert html.count("L.imageOverlay(") == 2  # current and ssp585_2070, not one per dispersal
+    spec = json.loads(re.search(r"\}\)\(map_[0-9a-f]+, (\{.*?\})\);\n", html).group(1))
+    assert [layer["label"] for layer in spec["layers"]] == ["current", "ssp585_2070"]
+    assert min(v for v in spec["layers"][1]["values"] if v is not None) < -100  # popups: the values as they are
+    assert '.text("MESS: \\u003c 0 = climate outside the training range")' in html  # the legend (JS-escaped "<")
+    assert "mess.html" in local_refs(out["index"].read_text())
+    assert_offline(out["mess"])
+    vmin, vmax, ticks = maps._scale_range("mess", [mess["ssp585_2070_full"]])
+    assert (vmin, vmax) == (-100.0, 100.0) and ticks == [-100.0, -50.0, 0.0, 50.0, 100.0]
+    rgba = maps._colourise(np.array([[-500.0, 0.0, 100.0]]), "mess", vmin, vmax)
+    assert tuple(rgba[0, 0, :3]) == maps._hex_rgb(maps._PALETTES["mess"][0])  # beyond the scale: its end colour

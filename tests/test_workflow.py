@@ -136,7 +136,7 @@ def test_status_recovers_true_labels(run):
 def test_indicator_geotiffs_open_with_crs(run):
     for run_name in RUNS:
         folder = run / "results/indicators" / run_name
-        names = ["richness", "threatened_count", "threatened_share", "most_threatened"]
+        names = ["richness", "threatened_count", "threatened_share", "most_threatened", "mess"]
         if run_name != "current_none":
             names += ["richness_change", "threatened_count_change", "threatened_share_change"]
         for name in names:
@@ -148,6 +148,8 @@ def test_indicator_geotiffs_open_with_crs(run):
                 assert set(np.unique(values[np.isfinite(values)])) <= {0, 1, 2, 3, 4}
             if name == "threatened_share":
                 assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1
+            if name == "mess":  # percent, at most 100; the demo's training cells span the current climate
+                assert np.nanmax(values) <= 100 and np.isfinite(values).any()
         assert (folder / "indicators.zarr").is_dir()
     # richness equals the number of present species in the stored assemblage
     presence = open_predictions(run / "results/predictions/current.zarr")["presence"]
@@ -156,13 +158,23 @@ def test_indicator_geotiffs_open_with_crs(run):
     expected = presence.sum("species").values.astype("float32")
     valid = np.isfinite(richness)
     np.testing.assert_array_equal(richness[valid], expected[valid])
+    # MESS: the scenario's climate, the same for both dispersal assumptions, and more novel under the warmer one
+    stored = open_predictions(run / "results/predictions/ssp585_2070.zarr")["mess"].values
+    novel = {}
+    for run_name in RUNS:
+        with rasterio.open(run / "results/indicators" / run_name / "mess.tif") as src:
+            novel[run_name] = src.read(1)
+    np.testing.assert_array_equal(novel["ssp585_2070_full"], stored)
+    np.testing.assert_array_equal(novel["ssp585_2070_none"], stored)
+    share = {r: np.nanmean(v < 0) for r, v in novel.items()}
+    assert share["ssp585_2070_full"] > share["ssp126_2070_full"] >= share["current_none"]
 
 
 def test_maps_are_offline(run):
     maps = run / "results/maps"
     pages = sorted(maps.glob("*.html"))
     assert {p.name for p in pages} >= {"index.html", "richness.html", "threatened_share.html",
-                                       "most_threatened.html", "richness_change.html"}
+                                       "most_threatened.html", "richness_change.html", "mess.html"}
     for page in pages:
         assert not re.search(r"https?://(?!www\.w3\.org)", page.read_text()), page.name
     index = (maps / "index.html").read_text()
@@ -262,9 +274,9 @@ def test_without_redlist_the_run_stops_after_richness(tmp_path):
     assert "No redlist.path in the config" in result.stdout + result.stderr
     assert not (tmp_path / "results/iucn").exists()
     assert sorted(p.name for p in (tmp_path / "results/indicators/warm_none").glob("*.tif")) == [
-        "richness.tif", "richness_change.tif"]
+        "mess.tif", "richness.tif", "richness_change.tif"]
     maps = {p.name for p in (tmp_path / "results/maps").glob("*.html")}
-    assert maps == {"index.html", "richness.html", "richness_change.html"}
+    assert maps == {"index.html", "richness.html", "richness_change.html", "mess.html"}
 
 
 def test_fused_mode_stores_no_species_cube(tmp_path):
@@ -282,7 +294,7 @@ def test_fused_mode_stores_no_species_cube(tmp_path):
     assert not (tmp_path / "results/predictions").exists()
     features = pd.read_parquet(tmp_path / "results/iucn/features_warm_none.parquet")
     assert (features["range_km2"] <= features["current_range_km2"]).all()  # no dispersal: inside the current range
-    for name in ("richness", "threatened_share_change"):
+    for name in ("richness", "threatened_share_change", "mess"):
         with rasterio.open(tmp_path / f"results/indicators/warm_full/{name}.tif") as src:
             assert src.crs.to_epsg() == 3035
-    assert (tmp_path / "results/maps/index.html").exists()
+    assert (tmp_path / "results/maps/index.html").exists() and (tmp_path / "results/maps/mess.html").exists()

@@ -7,11 +7,13 @@ def indicator_inputs(wildcards):
 
 
 rule indicators:
-    """Per-cell indicators of one run (richness, threatened count and share, most threatened status, change)."""
+    """Per-cell indicators of one run (richness, threatened count and share, most threatened status, change) and
+    the MESS extrapolation layer of its scenario's climate."""
     input:
         unpack(indicator_inputs),
     output:
         richness="results/indicators/{run}/richness.tif",
+        mess="results/indicators/{run}/mess.tif",
         zarr=directory("results/indicators/{run}/indicators.zarr"),
     params:
         prediction=config["prediction"],

@@ -11,3 +11,6 @@ current, future = run_predictions(snakemake.input, scenario, snakemake.params.pr
 paths = run_indicators(current, future, scenario, dispersal, Path(snakemake.output.richness).parent,
                        status=snakemake.input.get("status"), current_status=snakemake.input.get("current_status"))
 log.info("wrote %s", [str(p) for p in paths])
+if not Path(snakemake.output.mess).is_file():
+    raise RuntimeError(f"no MESS layer for {snakemake.wildcards.run}: the model or the predictions predate it "
+                       "(no reference_quantiles in the checkpoint); rerun them: snakemake --forcerun train_sdm")
