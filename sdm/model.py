@@ -25,14 +25,36 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+class InputEncoder(nn.Sequential):
+    """The shared feature layers, behind a clamp of the standardised inputs to the range seen in training.
+
+    MaxEnt clamps its features to the training range; a ReLU network instead extrapolates linearly outside it (an
+    ice cap colder than any training cell would get ever more extreme logits). ``low`` / ``high`` (standardised
+    units, one per input) are set by the trainer from the training rows; +-inf (the default) clamps nothing, so a
+    model built by hand or loaded from an older checkpoint behaves as before. ``quadratic`` appends the squares of
+    the clamped inputs.
+    """
+
+    def __init__(self, n_inputs: int, quadratic: bool, *layers: nn.Module):
+        super().__init__(*layers)
+        self.quadratic = bool(quadratic)
+        self.register_buffer("low", torch.full((n_inputs,), -torch.inf))
+        self.register_buffer("high", torch.full((n_inputs,), torch.inf))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.minimum(torch.maximum(x, self.low), self.high)
+        if self.quadratic:
+            x = torch.cat([x, x * x], dim=1)
+        return super().forward(x)
+
+
 class ResidualMLP(nn.Module):
     """Multi-species SDM on a cell's input vector (as in SINR, Cole et al. 2023): logits (batch, species).
 
     ``quadratic`` appends the squares of the (standardised) inputs, so that a unimodal niche is one linear unit
     away (MaxEnt's quadratic features); it matters when records are few. ``members`` > 1 makes the module a deep
     ensemble: that many independently initialised networks whose logits are averaged (:meth:`member_logits` gives
-    them one by one for training). With the defaults the module and its ``state_dict`` are the original single
-    network, so older checkpoints load unchanged.
+    them one by one for training). Inputs are clamped to the training range first (:class:`InputEncoder`).
     """
 
     def __init__(self, n_inputs: int, n_species: int, hidden: int = 256, blocks: int = 4, dropout: float = 0.1,
@@ -42,7 +64,6 @@ class ResidualMLP(nn.Module):
             raise ValueError(f"members must be >= 1, got {members}")
         self.hparams = {"n_inputs": n_inputs, "n_species": n_species, "hidden": hidden, "blocks": blocks,
                         "dropout": dropout, "quadratic": bool(quadratic), "members": int(members)}
-        self.quadratic = bool(quadratic)
         if members > 1:
             self.members = nn.ModuleList(
                 ResidualMLP(n_inputs, n_species, hidden, blocks, dropout, quadratic) for _ in range(members)
@@ -50,18 +71,32 @@ class ResidualMLP(nn.Module):
             return
         self.members = None
         width_in = 2 * n_inputs if quadratic else n_inputs
-        self.encoder = nn.Sequential(
-            nn.Linear(width_in, hidden), nn.ReLU(inplace=True),
+        self.encoder = InputEncoder(
+            n_inputs, quadratic, nn.Linear(width_in, hidden), nn.ReLU(inplace=True),
             *[ResidualBlock(hidden, dropout) for _ in range(blocks)],
         )
         self.head = nn.Linear(hidden, n_species)
+
+    def networks(self) -> list[ResidualMLP]:
+        """The single networks: the members of an ensemble, or the module itself."""
+        return list(self.members) if self.members is not None else [self]
+
+    def set_input_bounds(self, low: torch.Tensor, high: torch.Tensor) -> None:
+        """Clamp the (standardised) inputs of every member to [low, high] (one value per input)."""
+        for net in self.networks():
+            net.encoder.low.copy_(torch.as_tensor(low, dtype=torch.float32))
+            net.encoder.high.copy_(torch.as_tensor(high, dtype=torch.float32))
+
+    def shift_logits(self, shift: torch.Tensor) -> None:
+        """Add ``shift`` (one value per species) to the output logits (the head biases of every member)."""
+        with torch.no_grad():
+            for net in self.networks():
+                net.head.bias.add_(torch.as_tensor(shift, dtype=net.head.bias.dtype, device=net.head.bias.device))
 
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of every member, (members, batch, species)."""
         if self.members is not None:
             return torch.stack([m(x) for m in self.members])
-        if self.quadratic:
-            x = torch.cat([x, x * x], dim=1)
         return self.head(self.encoder(x))[None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,8 +164,12 @@ def standardise(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.nda
 
 
 def save_checkpoint(path: str | Path, model: ResidualMLP, *, species: list[str], variables: list[str],
-                    mean: np.ndarray, std: np.ndarray, thresholds: np.ndarray, config: dict) -> None:
-    """Write the model with everything needed to predict (tensors on CPU, plain Python otherwise)."""
+                    mean: np.ndarray, std: np.ndarray, thresholds: np.ndarray, config: dict,
+                    reference: np.ndarray | None = None) -> None:
+    """Write the model with everything needed to predict (tensors on CPU, plain Python otherwise).
+
+    ``reference``: (variables, 101) percentiles 0..100 of the training climate in raw units (the reference
+    distribution of MESS extrapolation layers; see ``sdm.train.reference_quantiles``)."""
     torch.save({
         "hparams": model.hparams,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -140,6 +179,7 @@ def save_checkpoint(path: str | Path, model: ResidualMLP, *, species: list[str],
         "std": np.asarray(std, dtype="float64").tolist(),
         "thresholds": np.asarray(thresholds, dtype="float64").tolist(),
         "config": config,
+        "reference_quantiles": None if reference is None else np.asarray(reference, dtype="float64").tolist(),
     }, path)
 
 
@@ -150,7 +190,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise FileNotFoundError(f"model checkpoint not found: {path}")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model = ResidualMLP(**checkpoint["hparams"])
-    model.load_state_dict(checkpoint["state_dict"])
+    # checkpoints written before the input clamp lack its bounds: they keep the +-inf defaults (no clamp)
+    missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
+    if unexpected or any(not key.endswith(("encoder.low", "encoder.high")) for key in missing):
+        raise ValueError(f"{path}: checkpoint does not match its model (missing {missing}, unexpected {unexpected})")
     model.to(device).eval()
     checkpoint["mean"] = np.asarray(checkpoint["mean"])
     checkpoint["std"] = np.asarray(checkpoint["std"])

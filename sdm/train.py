@@ -1,22 +1,34 @@
-"""Training the joint deep SDM on presence-only records with background points, spatial-block validation, metrics.
+"""Training the joint deep SDM: one trainer behind two front doors.
 
-Loss: presence-background logistic loss shared by all species. Each step draws presence records species-balanced
-(so that rare species are not drowned out by common ones) and background cells at random over the training blocks;
-every species' output is pushed down at background cells and up at its own records. Early stopping watches the mean
-per-species AUC on validation blocks; final metrics are computed on test blocks that took no part in training or
-early stopping.
+The trainer (:func:`fit_joint`) works on a table: rows of covariates, (row, species) presence pairs, background rows
+and a split of the rows into train / validation (/ test). It fits on the training rows with early stopping on the
+validation rows (mean per-species AUC), then refits on every row for the chosen number of epochs. Its two front
+doors are :func:`train_sdm` (the Snakemake rule: the table is the valid cells of a climate cube, split in spatial
+blocks, with held-out test metrics beside a classical baseline) and :class:`sdm.DeepSDM` (a scikit-learn-style
+estimator over tables of covariates at points).
+
+Losses (``loss``), computed on batches of species-balanced presence draws and background rows:
+
+- ``maxent`` (the default): MaxEnt's likelihood with learned features (the inhomogeneous Poisson process of
+  DeepMaxent, Ryckewaert et al. 2024): for a presence of species s at x, ``-f_s(x) + log mean_b exp f_s(b)`` over
+  the batch's background rows b, i.e. a softmax over sites per species. Its logits are then shifted per species to
+  MaxEnt's logistic output (``sigmoid(H_s + f_s - log sum_b exp f_s(b))`` with H_s the entropy of the fitted
+  distribution over the background), so that probabilities are comparable across species for thresholds.
+- ``logistic``: presence-background logistic loss (every species pushed up at its records, down at background).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 
 from sdm.model import ResidualMLP, coordinate_layers, resolve_device, standardise
@@ -25,14 +37,52 @@ log = logging.getLogger(__name__)
 
 SPLITS = {"train": 0, "validation": 1, "test": 2}
 EVAL_CELLS = 200_000
-"""Background cells per split scored for validation and test metrics, at most (see :func:`train_sdm`)."""
+"""Background cells per split scored for test metrics and thresholds, at most (see :func:`train_sdm`)."""
+VALIDATION_BACKGROUND = 20_000
+"""Background rows scored at each early-stopping check, at most: the validation AUC only ranks epochs, and 20,000
+rows give it a standard error under 0.002 while keeping the check cheap for hundreds of species."""
 ROWS_PER_PASS = 1_000_000
-"""Grid cells standardised or scored by the baseline at a time (no float64 copy of a km grid)."""
+"""Rows standardised or scored at a time (no float64 copy of a km grid)."""
 MIN_STEPS_PER_EPOCH = 20
 """Steps between validation checks, at least: with one step per epoch (51 records, batches of 512) early stopping
 would judge the model after every step and stop long before it has learnt (measured on Myrcia and the mammals)."""
+LOSSES = ("maxent", "logistic")
 
 
+@dataclass(frozen=True)
+class NetworkParams:
+    """Hyper-parameters of the joint network and its training (the config's ``sdm`` section, DeepSDM's init)."""
+
+    hidden: int = 256
+    blocks: int = 4
+    dropout: float = 0.1
+    epochs: int = 100
+    patience: int = 10
+    batch_size: int = 512
+    background_per_batch: int = 2048
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-5
+    loss: str = "maxent"
+    members: int = 1
+    quadratic: bool = False
+    input_noise: float = 0.0
+    sampling_exponent: float = 0.0
+    target_group: float = 0.0
+    steps_per_epoch: int | None = None
+    seed: int = 0
+
+    @classmethod
+    def from_mapping(cls, params: dict) -> NetworkParams:
+        """The fields of ``params`` that name a hyper-parameter (None leaves the default)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names and v is not None})
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"sdm.loss must be one of {LOSSES}, got '{self.loss}'")
+
+
+# --- splits ---------------------------------------------------------------------------------------------------------
 def spatial_blocks(shape: tuple[int, int], block_cells: int, seed: int,
                    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
                    records: np.ndarray | None = None, valid: np.ndarray | None = None) -> np.ndarray:
@@ -69,71 +119,332 @@ def spatial_blocks(shape: tuple[int, int], block_cells: int, seed: int,
     return block_split[block_of]
 
 
-def auc_per_species(scores: np.ndarray, presence_cells: list[np.ndarray], background: np.ndarray) -> np.ndarray:
-    """AUC of each species' scores at its presence cells against background cells (NaN without presences).
+def split_rows(groups: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+    """Codes of :data:`SPLITS` per row from group labels (e.g. spatial block ids): whole groups go to validation,
+    then test, in random order until each holds its fraction of the rows; the rest trains."""
+    labels, group_of = np.unique(np.asarray(groups), return_inverse=True)
+    share = np.bincount(group_of, minlength=len(labels)) / len(group_of)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    group_split = np.zeros(len(labels), dtype="int8")
+    position = 0
+    for code, fraction in ((SPLITS["validation"], fractions[1]), (SPLITS["test"], fractions[2])):
+        taken = 0.0
+        while position < len(labels) - 1 and taken < fraction:
+            group_split[order[position]] = code
+            taken += share[order[position]]
+            position += 1
+    return group_split[group_of]
 
-    ``scores`` is (cells, species); ``presence_cells[s]`` and ``background`` are row indices into it. Ties count
-    half (the Mann-Whitney statistic, as ``sklearn.metrics.roc_auc_score``); one sort per species.
-    """
-    aucs = np.full(len(presence_cells), np.nan)
+
+# --- metrics (scikit-learn) -------------------------------------------------------------------------------------------
+
+def auc_per_species(scores: np.ndarray, presence_rows: list[np.ndarray], background: np.ndarray) -> np.ndarray:
+    """AUC (``sklearn.metrics.roc_auc_score``) of each species' scores at its presence rows against the background
+    rows; NaN for a species without presences. ``scores`` is (rows, species)."""
+    aucs = np.full(len(presence_rows), np.nan)
     if len(background) == 0:
         return aucs
-    for s, cells in enumerate(presence_cells):
-        if len(cells) == 0:
+    labels = {}
+    for s, rows in enumerate(presence_rows):
+        if len(rows) == 0:
             continue
-        back = np.sort(scores[background, s])
-        pres = scores[cells, s]
-        below = np.searchsorted(back, pres, side="left")
-        ties = np.searchsorted(back, pres, side="right") - below
-        aucs[s] = (below.sum() + 0.5 * ties.sum()) / (len(pres) * len(back))
+        if len(rows) not in labels:
+            labels[len(rows)] = np.r_[np.ones(len(rows)), np.zeros(len(background))]
+        aucs[s] = roc_auc_score(labels[len(rows)], np.r_[scores[rows, s], scores[background, s]])
     return aucs
 
 
 def max_tss_threshold(scores_presence: np.ndarray, scores_background: np.ndarray) -> tuple[float, float]:
-    """Threshold maximising TSS = sensitivity + specificity - 1, and that TSS."""
+    """Threshold maximising TSS = sensitivity + specificity - 1 (``sklearn.metrics.roc_curve``), and that TSS.
+
+    Cells with a score >= the threshold are predicted present."""
     if len(scores_presence) == 0 or len(scores_background) == 0:
         return float("nan"), float("nan")
-    candidates = np.unique(np.r_[scores_presence, scores_background])
-    pres = np.sort(scores_presence)
-    back = np.sort(scores_background)
-    sensitivity = 1 - np.searchsorted(pres, candidates, side="left") / len(pres)
-    specificity = np.searchsorted(back, candidates, side="left") / len(back)
-    tss = sensitivity + specificity - 1
-    best = int(np.argmax(tss))
-    return float(candidates[best]), float(tss[best])
+    labels = np.r_[np.ones(len(scores_presence)), np.zeros(len(scores_background))]
+    fpr, tpr, thresholds = roc_curve(labels, np.r_[scores_presence, scores_background], drop_intermediate=False)
+    tss = tpr - fpr
+    best = int(np.argmax(tss[1:])) + 1  # the first point is roc_curve's "nothing present" (threshold inf)
+    return float(thresholds[best]), float(tss[best])
 
 
-def training_table(cube: xr.DataArray, occurrences: pd.DataFrame, species: list[str]):
-    """Valid-cell climate matrix and each species' presence cells as indices into it.
-
-    Returns ``(values (cells, variables) float32, cell_rows, cell_cols, presences)`` where ``presences`` is a
-    (records, 2) int array of (cell index, species index).
-    """
-    data = np.asarray(cube.transpose("variable", "y", "x").values, dtype="float32")
-    valid = np.isfinite(data).all(axis=0)
-    cell_rows, cell_cols = np.nonzero(valid)
-    index = np.full(valid.shape, -1, dtype="int64")
-    index[cell_rows, cell_cols] = np.arange(len(cell_rows))
-    values = np.ascontiguousarray(data[:, cell_rows, cell_cols].T)
-    del data
-    species_index = {s: i for i, s in enumerate(species)}
-    occ = occurrences[occurrences["species"].isin(species_index)]
-    cells = index[occ["row"].to_numpy(), occ["col"].to_numpy()]
-    keep = cells >= 0
-    presences = np.c_[cells[keep], occ["species"].map(species_index).to_numpy()[keep]].astype("int64")
-    return values, cell_rows, cell_cols, presences
+def tss_at(scores_presence: np.ndarray, scores_background: np.ndarray, threshold: float) -> float:
+    """TSS (sensitivity + specificity - 1) of a threshold; NaN without presences or threshold."""
+    if len(scores_presence) == 0 or len(scores_background) == 0 or not np.isfinite(threshold):
+        return float("nan")
+    return float((scores_presence >= threshold).mean() + (scores_background < threshold).mean() - 1)
 
 
-def _scores(model: ResidualMLP, x: torch.Tensor, batch: int = 65536) -> np.ndarray:
+def summarise(species: list[str], auc: np.ndarray, tss: np.ndarray, presences: list[np.ndarray]) -> dict:
+    """Mean and per-species held-out AUC / TSS (species without held-out records are left out of the means)."""
+    per_species = {
+        s: {"auc": None if np.isnan(a) else round(float(a), 4), "tss": None if np.isnan(t) else round(float(t), 4),
+            "test_records": int(len(p))}
+        for s, a, t, p in zip(species, auc, tss, presences)
+    }
+    return {
+        "mean_auc": None if np.all(np.isnan(auc)) else round(float(np.nanmean(auc)), 4),
+        "median_auc": None if np.all(np.isnan(auc)) else round(float(np.nanmedian(auc)), 4),
+        "mean_tss": None if np.all(np.isnan(tss)) else round(float(np.nanmean(tss)), 4),
+        "species_evaluated": int(np.sum(~np.isnan(auc))),
+        "per_species": per_species,
+    }
+
+
+# --- the fit loop -------------------------------------------------------------------------------------------------
+
+def _batch_loss(logits: torch.Tensor, species: torch.Tensor, n_presence: int, trainable: torch.Tensor,
+                loss: str) -> torch.Tensor:
+    """Loss of one batch, summed over ensemble members. ``logits`` (members, rows, species): the first
+    ``n_presence`` rows are presence draws of ``species`` (one per row), the others background rows."""
+    logits_bg = logits[:, n_presence:]
+    index = species[None, :, None].expand(logits.shape[0], -1, 1)
+    pos = logits[:, :n_presence].gather(2, index).squeeze(2)  # (members, presences)
+    if loss == "maxent":
+        # Poisson-process likelihood: log mean over background sites of exp f_s, per species
+        normaliser = torch.logsumexp(logits_bg, dim=1) - np.log(logits_bg.shape[1])  # (members, species)
+        return (normaliser.gather(1, species[None].expand(logits.shape[0], -1)) - pos).mean(dim=1).sum()
+    return (torch.nn.functional.softplus(-pos).mean(dim=1)
+            + torch.nn.functional.softplus(logits_bg).mean(dim=1)[:, trainable].mean(dim=1)).sum()
+
+
+def scores_of(model: ResidualMLP, x: torch.Tensor, batch: int = 65536) -> np.ndarray:
+    """Probabilities (rows, species) of the model on standardised rows ``x`` (float32 numpy, on the host)."""
     was_training = model.training
     model.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(x), batch):
             out.append(torch.sigmoid(model(x[start:start + batch])).float().cpu().numpy())
-    model.train(was_training)  # restore the caller's mode: train_sdm returns its model in eval mode
+    model.train(was_training)
     return np.concatenate(out) if out else np.zeros((0, model.hparams["n_species"]), dtype="float32")
 
+
+def _logits(model: ResidualMLP, x: torch.Tensor, batch: int = 65536) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([model(x[start:start + batch]) for start in range(0, len(x), batch)])
+
+
+def calibrate_maxent(model: ResidualMLP, x_background: torch.Tensor) -> None:
+    """Shift a ``maxent``-trained model's logits to MaxEnt's logistic output over ``x_background`` rows: per species,
+    ``H_s - log sum_b exp f_s(b)`` with H_s the entropy of the fitted distribution exp f_s / sum over the background
+    (Phillips & Dudik 2008). Ranks within a species do not change; across species the probabilities become
+    comparable (a species' typical presence site scores about 0.5)."""
+    logits = _logits(model, x_background).double()
+    log_p = logits - torch.logsumexp(logits, dim=0)
+    entropy = -(log_p.exp() * log_p).sum(dim=0)
+    model.shift_logits((entropy - torch.logsumexp(logits, dim=0)).float())
+
+
+def _standardised(values: np.ndarray, mean: np.ndarray, std: np.ndarray, device: torch.device) -> torch.Tensor:
+    out = torch.empty((len(values), values.shape[1]), dtype=torch.float32)
+    for start in range(0, len(values), ROWS_PER_PASS):
+        out[start:start + ROWS_PER_PASS] = torch.from_numpy(standardise(values[start:start + ROWS_PER_PASS], mean,
+                                                                        std))
+    return out.to(device)
+
+
+def statistics(values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation (float64, per column; 1 where constant) of ``values`` over ``rows``."""
+    mean = np.zeros(values.shape[1])
+    square = np.zeros(values.shape[1])
+    for start in range(0, len(rows), ROWS_PER_PASS):
+        part = values[rows[start:start + ROWS_PER_PASS]].astype("float64")
+        mean += part.sum(axis=0)
+        square += (part ** 2).sum(axis=0)
+    mean /= max(len(rows), 1)
+    std = np.sqrt(np.maximum(square / max(len(rows), 1) - mean ** 2, 0))
+    std[std < 1e-12] = 1.0
+    return mean, std
+
+
+@dataclass
+class Validation:
+    """Rows scored at each early-stopping check: each species' presence rows, and background rows."""
+
+    presences: list[np.ndarray]
+    background: np.ndarray
+
+
+def fit_network(x: torch.Tensor, presences: np.ndarray, background: np.ndarray, n_species: int,
+                params: NetworkParams, *, validation: Validation | None = None, epochs: int | None = None,
+                steps_per_epoch: int | None = None, progress: bool = True, desc: str = "train_sdm") -> dict:
+    """Fit a :class:`~sdm.model.ResidualMLP` on standardised rows ``x`` (rows, features; on the training device).
+
+    ``presences``: (n, 2) int64 (row, species) training records; ``background``: training background rows. With
+    ``validation``, stops early when the mean validation AUC has not risen for ``params.patience`` epochs and keeps
+    the best epoch's weights; without, runs exactly ``epochs`` (default ``params.epochs``). Inputs are clamped to
+    the range of the training rows. Returns ``{"model", "history", "best_epoch", "best_auc", "steps_per_epoch"}``.
+    Deterministic under ``params.seed`` on the CPU.
+    """
+    torch.manual_seed(params.seed)
+    device = x.device
+    generator = np.random.default_rng(params.seed)
+    by_species = [presences[presences[:, 1] == s, 0] for s in range(n_species)]
+    counts = np.array([len(c) for c in by_species])
+    if counts.sum() == 0:
+        raise ValueError("no presence record among the training rows; use smaller sdm.block_cells")
+    offsets = np.r_[0, np.cumsum(counts)[:-1]]
+    pooled = np.concatenate(by_species)  # each species' rows, contiguous, for vectorised sampling
+    trainable_species = np.flatnonzero(counts > 0)
+    species_weights = counts[trainable_species].astype("float64") ** params.sampling_exponent
+    species_weights /= species_weights.sum()
+    record_rows = np.unique(presences[:, 0])  # target-group background: where observers recorded anything
+    n_target = int(round(params.target_group * params.background_per_batch))
+    if steps_per_epoch is None:
+        steps_per_epoch = params.steps_per_epoch or min(
+            200, max(MIN_STEPS_PER_EPOCH, int(np.ceil(len(presences) / params.batch_size))))
+
+    model = ResidualMLP(x.shape[1], n_species, hidden=params.hidden, blocks=params.blocks, dropout=params.dropout,
+                        quadratic=params.quadratic, members=params.members).to(device)
+    seen = torch.from_numpy(np.union1d(background, record_rows)).to(device)
+    model.set_input_bounds(x[seen].min(dim=0).values, x[seen].max(dim=0).values)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+    trainable = torch.from_numpy(counts > 0).to(device)
+    if validation is not None:
+        x_val_presence = [x[torch.from_numpy(rows).to(device)] for rows in validation.presences]
+        x_val_background = x[torch.from_numpy(validation.background).to(device)]
+
+    best = {"auc": -np.inf, "epoch": -1, "state": None}
+    history = []
+    n_epochs = params.epochs if epochs is None else epochs
+    bar = tqdm(range(n_epochs), desc=desc, disable=not progress, mininterval=2)
+    for epoch in bar:
+        model.train()
+        total = 0.0
+        for _ in range(steps_per_epoch):
+            s = generator.choice(trainable_species, size=params.batch_size, p=species_weights)
+            rows = pooled[offsets[s] + (generator.random(params.batch_size) * counts[s]).astype("int64")]
+            n_uniform = params.background_per_batch - n_target
+            bg = np.r_[generator.choice(background, size=n_uniform), generator.choice(record_rows, size=n_target)]
+            batch = x[torch.from_numpy(np.r_[rows, bg]).to(device)]
+            if params.input_noise:
+                batch = batch + params.input_noise * torch.randn_like(batch)
+            loss = _batch_loss(model.member_logits(batch), torch.from_numpy(s).to(device), params.batch_size,
+                               trainable, params.loss)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) / params.members
+        record = {"epoch": epoch, "loss": total / steps_per_epoch}
+        if validation is not None:
+            record["validation_auc"] = _validation_auc(model, x_val_presence, x_val_background)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", val_auc=f"{record['validation_auc']:.3f}")
+        history.append(record)
+        if validation is None:
+            continue
+        if np.isnan(record["validation_auc"]) or record["validation_auc"] > best["auc"] + 1e-4:
+            best = {"auc": record["validation_auc"], "epoch": epoch,
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        elif epoch - best["epoch"] >= params.patience:
+            log.info("early stopping at epoch %d (best validation AUC %.4f at epoch %d)", epoch, best["auc"],
+                     best["epoch"])
+            break
+    if validation is not None:
+        model.load_state_dict(best["state"])
+    else:
+        best = {"auc": float("nan"), "epoch": n_epochs - 1}
+    model.eval()
+    if params.loss == "maxent":
+        calibrate_maxent(model, x[torch.from_numpy(np.sort(generator.choice(
+            background, size=min(len(background), VALIDATION_BACKGROUND * 5), replace=False))).to(device)])
+    return {"model": model, "history": history, "best_epoch": best["epoch"], "best_auc": best["auc"],
+            "steps_per_epoch": steps_per_epoch}
+
+
+def _validation_auc(model: ResidualMLP, x_presence: list[torch.Tensor], x_background: torch.Tensor) -> float:
+    """Mean over species with validation records of the AUC of their records against the validation background
+    (logits rank as probabilities do)."""
+    if len(x_background) == 0:
+        return float("nan")
+    model.eval()
+    background = _logits(model, x_background).float().cpu().numpy()
+    aucs = []
+    for s, x in enumerate(x_presence):
+        if len(x) == 0:
+            continue
+        presence = _logits(model, x)[:, s].float().cpu().numpy()
+        labels = np.r_[np.ones(len(presence)), np.zeros(len(background))]
+        aucs.append(roc_auc_score(labels, np.r_[presence, background[:, s]]))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+@dataclass
+class JointFit:
+    """What :func:`fit_joint` hands back: the evaluation fit (training rows only) and the stored fit (every row)."""
+
+    evaluation: ResidualMLP
+    evaluation_mean: np.ndarray
+    evaluation_std: np.ndarray
+    model: ResidualMLP
+    mean: np.ndarray
+    std: np.ndarray
+    history: list
+    best_epoch: int
+    validation_auc: float
+    refit_epochs: int | None
+    steps_per_epoch: int
+
+
+def fit_joint(values: np.ndarray, presences: np.ndarray, background: np.ndarray, row_split: np.ndarray,
+              n_species: int, params: NetworkParams, *, device: torch.device, refit: bool = True,
+              progress: bool = True) -> JointFit:
+    """The trainer behind both front doors.
+
+    ``values``: (rows, features) float32 covariates (raw units); ``presences``: (n, 2) int64 (row, species);
+    ``background``: background rows; ``row_split``: int8 code of :data:`SPLITS` per row. Fits on the training rows
+    (standardised with their statistics) with early stopping on the validation rows; then, with ``refit``, fits again
+    on the records and background of every split (test included), with the same hyper-parameters, epoch count and
+    steps per epoch, standardised with the statistics of all rows: the stored model learns from every record.
+    """
+    train = row_split == SPLITS["train"]
+    in_train = train[presences[:, 0]]
+    train_background = background[train[background]]
+    if len(train_background) == 0:
+        raise ValueError("no background row in the training split")
+    mean, std = statistics(values, np.union1d(train_background, presences[in_train, 0]))
+    x = _standardised(values, mean, std, device)
+    validation = None
+    val_rows = row_split == SPLITS["validation"]
+    val_background = background[val_rows[background]]
+    if len(val_background):
+        val_pairs = presences[val_rows[presences[:, 0]]]
+        rng = np.random.default_rng(params.seed + 7919)
+        if len(val_background) > VALIDATION_BACKGROUND:
+            val_background = np.sort(rng.choice(val_background, VALIDATION_BACKGROUND, replace=False))
+        validation = Validation([val_pairs[val_pairs[:, 1] == s, 0] for s in range(n_species)], val_background)
+    evaluation = fit_network(x, presences[in_train], train_background, n_species, params, validation=validation,
+                             progress=progress)
+    del x
+    fitted = JointFit(evaluation=evaluation["model"], evaluation_mean=mean, evaluation_std=std,
+                      model=evaluation["model"], mean=mean, std=std, history=evaluation["history"],
+                      best_epoch=evaluation["best_epoch"], validation_auc=evaluation["best_auc"], refit_epochs=None,
+                      steps_per_epoch=evaluation["steps_per_epoch"])
+    if not refit:
+        return fitted
+    fitted.refit_epochs = max(evaluation["best_epoch"], 0) + 1
+    fitted.mean, fitted.std = statistics(values, np.union1d(background, presences[:, 0]))
+    x = _standardised(values, fitted.mean, fitted.std, device)
+    final = fit_network(x, presences, background, n_species, params, epochs=fitted.refit_epochs,
+                        steps_per_epoch=evaluation["steps_per_epoch"], progress=progress, desc="refit on all records")
+    fitted.model = final["model"]
+    return fitted
+
+
+def transfer_thresholds(thresholds: np.ndarray, evaluation_scores: np.ndarray, final_scores: np.ndarray) -> np.ndarray:
+    """Per-species thresholds of the evaluation fit carried to the refit model at the same share of cells above it:
+    the refit's threshold is its score quantile, over the same cells, that leaves as many cells at or above it as
+    the evaluation threshold did. Scores are (cells, species)."""
+    out = np.array(thresholds, dtype="float64")
+    for s, threshold in enumerate(thresholds):
+        if not np.isfinite(threshold) or len(evaluation_scores) == 0:
+            continue
+        above = float((evaluation_scores[:, s] >= threshold).mean())
+        out[s] = float(np.quantile(final_scores[:, s], 1 - above, method="inverted_cdf")) if above > 0 else \
+            float(np.nextafter(final_scores[:, s].max(), np.inf))
+    return out
+
+
+# --- the classical baseline -----------------------------------------------------------------------------------------
 
 def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, train_cells: np.ndarray,
                  method: str, seed: int, n_background: int = 10000,
@@ -190,253 +501,216 @@ def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, trai
     raise ValueError(f"sdm.baseline must be 'maxent', 'logistic' or 'none', got '{method}'")
 
 
-def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[str] | None = None,
-              hidden: int = 256, blocks: int = 4, dropout: float = 0.1, epochs: int = 100, batch_size: int = 512,
-              background_per_batch: int = 2048, learning_rate: float = 1e-3, weight_decay: float = 1e-5,
-              patience: int = 10, block_cells: int = 20, seed: int = 0, device: str = "auto",
-              baseline: str = "maxent", threads: int | None = None, progress: bool = True,
-              fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), baseline_species: list[str] | None = None,
-              quadratic: bool = False, members: int = 1, sampling_exponent: float = 0.0,
-              target_group: float = 0.0, steps_per_epoch: int | None = None, coordinates: int = 0,
-              eval_cells: int | None = EVAL_CELLS, input_noise: float = 0.0):
-    """Train the joint SDM. Returns ``(model, info)``.
+# --- the cube front door --------------------------------------------------------------------------------------------
 
-    ``info`` has ``species``, ``variables``, ``mean``, ``std``, ``thresholds`` (per species, max-TSS on
-    validation blocks), ``split`` (int8 y, x; codes of :data:`SPLITS`) and ``metrics`` (held-out AUC / TSS of the
-    deep SDM and of the baseline, per species and mean).
+def training_table(cube: xr.DataArray, occurrences: pd.DataFrame, species: list[str]):
+    """Valid-cell climate matrix and each species' presence cells as indices into it.
 
-    ``fractions`` are the train / validation / test shares of the spatial blocks (a test share of 0 trains on
-    everything but the validation blocks, for evaluation on independent data). The baseline is fitted for
-    ``baseline_species`` (default: all) that have test records, or for all of them when there is no test split;
-    its scores (cells, species; NaN where not fitted) are ``info["baseline_scores"]``.
-
-    Model and sampling options: ``quadratic`` adds squared inputs, ``members`` trains a deep ensemble (see
-    :class:`~sdm.model.ResidualMLP`); a species is drawn for a presence with probability proportional to its
-    training records to the power ``sampling_exponent`` (0: every species as often, 1: every record as often);
-    ``target_group`` is the share of background cells drawn from cells holding records of any species (observer-bias
-    correction) instead of uniformly over the training blocks; ``steps_per_epoch`` defaults to one pass over the
-    training records (at least :data:`MIN_STEPS_PER_EPOCH`, at most 200 steps). ``coordinates`` > 0 appends that
-    many harmonics of a location encoding (:func:`~sdm.model.coordinate_layers`) to the climate inputs of the deep
-    SDM (not of the baseline, which keeps the climate alone); the checkpoint then lists them among its variables and
-    prediction supplies them with :func:`~sdm.model.with_coordinate_layers`.
-
-    ``input_noise``: standard deviation of Gaussian noise added to the standardised inputs of every training batch
-    (a smoothness prior on the response curves, for species with few records).
-
-    ``eval_cells``: background cells per split scored for validation, thresholds and test metrics, at most; a
-    larger split is sampled (seeded), records always scored. Memory then stays bounded on kilometre grids (scoring
-    every cell of a 1.3e7-cell grid for 300 species would take 16 GB each epoch). ``info["scores"]`` holds the
-    deep SDM's scores at the scored cells ``info["cell_rows"], info["cell_cols"]`` (every valid cell when no split
-    was sampled). None: no sampling.
+    Returns ``(values (cells, variables) float32, cell_rows, cell_cols, presences)`` where ``presences`` is a
+    (records, 2) int array of (cell index, species index).
     """
-    started = time.perf_counter()
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    if threads:
-        torch.set_num_threads(threads)
-    dev = resolve_device(device)
-    climate_variables = [str(v) for v in cube["variable"].values]
-    if coordinates:
-        cube = xr.concat([cube, coordinate_layers(cube, coordinates).where(np.isfinite(cube).all("variable"))],
-                         dim="variable", join="override", combine_attrs="drop_conflicts")
-    variables = [str(v) for v in cube["variable"].values]
-    if species is None:
-        species = sorted(occurrences["species"].unique())
-    if not species:
-        raise ValueError("no species to train the SDM on (all were excluded by occurrence cleaning)")
-    values, cell_rows, cell_cols, presences = training_table(cube, occurrences, species)
+    data = np.asarray(cube.transpose("variable", "y", "x").values, dtype="float32")
+    valid = np.isfinite(data).all(axis=0)
+    cell_rows, cell_cols = np.nonzero(valid)
+    index = np.full(valid.shape, -1, dtype="int64")
+    index[cell_rows, cell_cols] = np.arange(len(cell_rows))
+    values = np.ascontiguousarray(data[:, cell_rows, cell_cols].T)
+    del data
+    species_index = {s: i for i, s in enumerate(species)}
+    occ = occurrences[occurrences["species"].isin(species_index)]
+    cells = index[occ["row"].to_numpy(), occ["col"].to_numpy()]
+    keep = cells >= 0
+    presences = np.c_[cells[keep], occ["species"].map(species_index).to_numpy()[keep]].astype("int64")
+    return values, cell_rows, cell_cols, presences
+
+
+def _with_coordinates(cube: xr.DataArray, harmonics: int) -> xr.DataArray:
+    if not harmonics:
+        return cube
+    return xr.concat([cube, coordinate_layers(cube, harmonics).where(np.isfinite(cube).all("variable"))],
+                     dim="variable", join="override", combine_attrs="drop_conflicts")
+
+
+def _block_split(cube: xr.DataArray, cell_rows, cell_cols, presences, block_cells: int, seed: int, fractions):
+    """Spatial blocks over the cube (records and cells shared out, see :func:`spatial_blocks`): (y, x) map and the
+    split code of each valid cell."""
     record_counts = np.zeros((cube.sizes["y"], cube.sizes["x"]))
     np.add.at(record_counts, (cell_rows[presences[:, 0]], cell_cols[presences[:, 0]]), 1)
     valid = np.zeros_like(record_counts, dtype=bool)
     valid[cell_rows, cell_cols] = True
-    split_map = spatial_blocks((cube.sizes["y"], cube.sizes["x"]), block_cells, seed, fractions=fractions,
-                               records=record_counts, valid=valid)
-    cell_split = split_map[cell_rows, cell_cols]
+    split_map = spatial_blocks(valid.shape, block_cells, seed, fractions=fractions, records=record_counts,
+                               valid=valid)
+    return split_map, split_map[cell_rows, cell_cols]
+
+
+def _sample_cells(split_cells: dict, eval_cells: int | None, seed: int) -> dict:
+    rng = np.random.default_rng(seed + 7919)
+    return {name: cells if eval_cells is None or len(cells) <= eval_cells else
+            np.sort(rng.choice(cells, size=eval_cells, replace=False)) for name, cells in split_cells.items()}
+
+
+def choose_thresholds(scores: np.ndarray, validation: list[np.ndarray], validation_background: np.ndarray,
+                      training: list[np.ndarray], training_background: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Per-species max-TSS thresholds on the validation blocks; a species without validation records uses its
+    training records against training background. Returns the thresholds and the rule each species used."""
+    thresholds = np.full(scores.shape[1], 0.5)
+    rules = []
+    for s in range(scores.shape[1]):
+        if len(validation[s]) and len(validation_background):
+            thresholds[s] = max_tss_threshold(scores[validation[s], s], scores[validation_background, s])[0]
+            rules.append("validation blocks")
+        elif len(training[s]):
+            thresholds[s] = max_tss_threshold(scores[training[s], s], scores[training_background, s])[0]
+            rules.append("training records (no validation record)")
+        else:
+            rules.append("default 0.5 (no record)")
+    return thresholds, rules
+
+
+def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[str] | None = None,
+              block_cells: int = 20, device: str = "auto", baseline: str = "maxent", threads: int | None = None,
+              progress: bool = True, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+              baseline_species: list[str] | None = None, coordinates: int = 0, eval_cells: int | None = EVAL_CELLS,
+              refit: bool = True, **network):
+    """Train the joint SDM on a climate cube's valid cells. Returns ``(model, info)``.
+
+    ``network``: hyper-parameters of :class:`NetworkParams` (loss, hidden, epochs, seed, ...). The cells are split
+    in spatial blocks (``block_cells`` cells a side) into train / validation / test at ``fractions``; the model is
+    fitted on the training blocks with early stopping on the validation blocks and scored on the test blocks beside
+    the ``baseline`` (``maxent``, ``logistic`` or ``none``, fitted on the same training records for the
+    ``baseline_species`` (default all) that have test records). With ``refit`` (the default) the returned model is
+    then refitted on every record (:func:`fit_joint`); ``info["metrics"]`` keeps the held-out figures of the
+    evaluation fit and says so.
+
+    ``info`` has ``species``, ``variables``, ``mean``, ``std`` (of the returned model), ``thresholds`` (per species,
+    max-TSS on validation blocks, carried to the refit model by :func:`transfer_thresholds`), ``split`` (int8 y, x),
+    ``metrics``, ``scores`` (the returned model's probabilities at the scored cells ``cell_rows, cell_cols``: every
+    valid cell, or a sample of at most ``eval_cells`` background cells per split plus every record cell; a km grid
+    would otherwise need 16 GB per pass for 300 species), ``evaluation_scores`` (the evaluation fit's) and
+    ``baseline_scores`` (NaN where not fitted, None without baseline).
+
+    ``coordinates`` > 0 appends that many harmonics of a location encoding (:func:`~sdm.model.coordinate_layers`) to
+    the deep SDM's inputs (not the baseline's); prediction supplies them from the checkpoint's variable names.
+    """
+    started = time.perf_counter()
+    params = NetworkParams.from_mapping(network)
+    if set(network) - {f.name for f in fields(NetworkParams)}:
+        raise TypeError(f"unknown sdm parameters: {sorted(set(network) - {f.name for f in fields(NetworkParams)})}")
+    if threads:
+        torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    n_climate = cube.sizes["variable"]
+    cube = _with_coordinates(cube, coordinates)
+    variables = [str(v) for v in cube["variable"].values]
+    species = sorted(occurrences["species"].unique()) if species is None else list(species)
+    if not species:
+        raise ValueError("no species to train the SDM on (all were excluded by occurrence cleaning)")
+    values, cell_rows, cell_cols, presences = training_table(cube, occurrences, species)
+    split_map, cell_split = _block_split(cube, cell_rows, cell_cols, presences, block_cells, params.seed, fractions)
     split_cells = {name: np.flatnonzero(cell_split == code) for name, code in SPLITS.items()}
     if len(split_cells["train"]) == 0:
         raise ValueError("no training cells: the grid has no valid cell in the training blocks")
-
-    mean = values[split_cells["train"]].mean(axis=0, dtype="float64")
-    std = values[split_cells["train"]].std(axis=0, dtype="float64")
-    std[std == 0] = 1.0
-    x_all = torch.empty((len(values), len(variables)), dtype=torch.float32)
-    for start in range(0, len(values), ROWS_PER_PASS):
-        stop = start + ROWS_PER_PASS
-        x_all[start:stop] = torch.from_numpy(standardise(values[start:stop], mean, std))
-    x_all = x_all.to(dev)
-
-    presence_split = cell_split[presences[:, 0]]
-    train_pairs = presences[presence_split == SPLITS["train"]]
-    if len(train_pairs) == 0:
+    if not (cell_split[presences[:, 0]] == SPLITS["train"]).any():
         raise ValueError("no presence record falls in the training blocks; use smaller sdm.block_cells")
-    n_species = len(species)
-    by_species = [train_pairs[train_pairs[:, 1] == s, 0] for s in range(n_species)]
-    counts = np.array([len(c) for c in by_species])
-    offsets = np.r_[0, np.cumsum(counts)[:-1]]
-    pooled = np.concatenate(by_species)  # each species' training cells, contiguous, for vectorised sampling
-    trainable = counts > 0
+    # every cell is background: the test blocks' cells are only used by the refit
+    fitted = fit_joint(values, presences, np.arange(len(values)), cell_split, len(species), params, device=dev,
+                       refit=refit, progress=progress)
 
-    def presence_cells(code):
-        pairs = presences[presence_split == code]
-        return [pairs[pairs[:, 1] == s, 0] for s in range(n_species)]
-
-    val_presences, test_presences = presence_cells(SPLITS["validation"]), presence_cells(SPLITS["test"])
-
-    model = ResidualMLP(len(variables), n_species, hidden=hidden, blocks=blocks, dropout=dropout,
-                        quadratic=quadratic, members=members).to(dev)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    generator = np.random.default_rng(seed)
-    train_cells = split_cells["train"]
-    trainable_species = np.flatnonzero(trainable)
-    species_weights = counts[trainable_species].astype("float64") ** sampling_exponent
-    species_weights /= species_weights.sum()
-    # target-group background: the training cells where any species was recorded, i.e. where observers went
-    record_cells = np.unique(train_pairs[:, 0])
-    n_target = int(round(target_group * background_per_batch)) if len(record_cells) else 0
-    if steps_per_epoch is None:
-        steps_per_epoch = min(200, max(MIN_STEPS_PER_EPOCH, int(np.ceil(len(train_pairs) / batch_size))))
-    trainable_mask = torch.from_numpy(trainable).to(dev)
-    # background cells scored for evaluation: every cell of a split, or a sample of at most eval_cells
-    sample_rng = np.random.default_rng(seed + 7919)
-    evaluated = {name: cells if eval_cells is None or len(cells) <= eval_cells else
-                 np.sort(sample_rng.choice(cells, size=eval_cells, replace=False))
-                 for name, cells in split_cells.items()}
-    val_cells = evaluated["validation"]
-    val_rows = np.union1d(val_cells, np.concatenate(val_presences))  # validation background + records
-    val_local = [np.searchsorted(val_rows, c) for c in val_presences]  # records as rows of the validation scores
-    val_background = np.searchsorted(val_rows, val_cells)
-    x_val = x_all[torch.from_numpy(val_rows).to(dev)]
-
-    best = {"auc": -np.inf, "epoch": -1, "state": None}
-    history = []
-    bar = tqdm(range(epochs), desc="train_sdm", disable=not progress, mininterval=2)
-    for epoch in bar:
-        model.train()
-        total = 0.0
-        for _ in range(steps_per_epoch):
-            s = generator.choice(trainable_species, size=batch_size, p=species_weights)
-            cells = pooled[offsets[s] + (generator.random(batch_size) * counts[s]).astype("int64")]
-            bg = np.r_[generator.choice(train_cells, size=background_per_batch - n_target),
-                       generator.choice(record_cells, size=n_target)] if n_target else \
-                generator.choice(train_cells, size=background_per_batch)
-            x = x_all[torch.from_numpy(np.r_[cells, bg]).to(dev)]
-            if input_noise:
-                x = x + input_noise * torch.randn_like(x)
-            logits = model.member_logits(x)  # (members, batch, species)
-            logits_pos, logits_bg = logits[:, :batch_size], logits[:, batch_size:]
-            index = torch.from_numpy(s).to(dev)[None, :, None].expand(logits.shape[0], -1, 1)
-            pos = logits_pos.gather(2, index).squeeze(2)
-            # each member's loss, summed: the members learn independently from the same batches
-            loss = (torch.nn.functional.softplus(-pos).mean(dim=1)
-                    + torch.nn.functional.softplus(logits_bg).mean(dim=1)[:, trainable_mask].mean(dim=1)).sum()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) / logits.shape[0]
-        if len(val_cells):
-            val_auc = float(np.nanmean(auc_per_species(_scores(model, x_val), val_local, val_background)))
-        else:
-            val_auc = float("nan")
-        history.append({"epoch": epoch, "loss": total / steps_per_epoch, "validation_auc": val_auc})
-        bar.set_postfix(loss=f"{total / steps_per_epoch:.4f}", val_auc=f"{val_auc:.3f}")
-        if np.isnan(val_auc) or val_auc > best["auc"] + 1e-4:
-            best = {"auc": val_auc, "epoch": epoch,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-        elif epoch - best["epoch"] >= patience:
-            log.info("early stopping at epoch %d (best validation AUC %.4f at epoch %d)", epoch, best["auc"],
-                     best["epoch"])
-            break
-    model.load_state_dict(best["state"])
-    model.eval()
-    del x_val
+    evaluated = _sample_cells(split_cells, eval_cells, params.seed)
     scored = np.unique(np.r_[evaluated["train"], evaluated["validation"], evaluated["test"], presences[:, 0]])
-    scores = _scores(model, x_all[torch.from_numpy(scored).to(dev)])
-    del x_all
+    evaluation_scores = scores_of(fitted.evaluation, _standardised(values[scored], fitted.evaluation_mean,
+                                                                   fitted.evaluation_std, dev))
 
-    def rows_of(cells):  # cell indices -> rows of ``scores``
+    def rows_of(cells):  # cell indices -> rows of the scores
         return np.searchsorted(scored, cells)
 
-    by_species_rows = [rows_of(c) for c in by_species]
-    val_presences, test_presences = [rows_of(c) for c in val_presences], [rows_of(c) for c in test_presences]
-    val_bg, train_bg, test_bg = (rows_of(evaluated[name]) for name in ("validation", "train", "test"))
-    thresholds = np.full(n_species, 0.5)
-    for s in range(n_species):
-        cells = val_presences[s] if len(val_presences[s]) else by_species_rows[s]
-        background = val_bg if len(val_presences[s]) else train_bg
-        if len(cells):
-            thresholds[s], _ = max_tss_threshold(scores[cells, s], scores[background, s])
+    def records(code):
+        pairs = presences[cell_split[presences[:, 0]] == code]
+        return [rows_of(pairs[pairs[:, 1] == s, 0]) for s in range(len(species))]
 
-    deep_auc = auc_per_species(scores, test_presences, test_bg)
-    deep_tss = np.array([
-        tss_at(scores[test_presences[s], s], scores[test_bg, s], thresholds[s]) for s in range(n_species)
-    ])
+    train_records, val_records, test_records = (records(SPLITS[name]) for name in ("train", "validation", "test"))
+    train_bg, val_bg, test_bg = (rows_of(evaluated[name]) for name in ("train", "validation", "test"))
+    thresholds, threshold_rules = choose_thresholds(evaluation_scores, val_records, val_bg, train_records, train_bg)
+    deep_auc = auc_per_species(evaluation_scores, test_records, test_bg)
+    deep_tss = np.array([tss_at(evaluation_scores[test_records[s], s], evaluation_scores[test_bg, s], thresholds[s])
+                         for s in range(len(species))])
+    if refit:
+        scores = scores_of(fitted.model, _standardised(values[scored], fitted.mean, fitted.std, dev))
+        final_thresholds = transfer_thresholds(thresholds, evaluation_scores, scores)
+    else:
+        scores, final_thresholds = evaluation_scores, thresholds
     metrics = {
         "device": str(dev),
-        "n_species": n_species,
+        "n_species": len(species),
         "n_cells": int(len(values)),
-        "records": {name: int((presence_split == code).sum()) for name, code in SPLITS.items()},
+        "loss": params.loss,
+        "records": {name: int((cell_split[presences[:, 0]] == code).sum()) for name, code in SPLITS.items()},
         "cells": {name: int(len(c)) for name, c in split_cells.items()},
         "evaluation_cells": {name: int(len(c)) for name, c in evaluated.items()},
         "block_cells": block_cells,
-        "epochs_run": len(history),
-        "best_epoch": best["epoch"],
-        "validation_auc": best["auc"],
-        "train_seconds": round(time.perf_counter() - started, 2),
-        "history": history,
-        "test": {"deep_sdm": summarise(species, deep_auc, deep_tss, test_presences)},
+        "epochs_run": len(fitted.history),
+        "best_epoch": fitted.best_epoch,
+        "validation_auc": fitted.validation_auc,
+        "history": fitted.history,
+        "held_out": ("test figures are those of the evaluation fit (training blocks only, early stopping on the "
+                     "validation blocks); " + (f"the stored model was then refitted on every record and cell for "
+                                               f"{fitted.refit_epochs} epochs of {fitted.steps_per_epoch} steps"
+                                               if refit else "the stored model is that evaluation fit")),
+        "refit_epochs": fitted.refit_epochs,
+        "threshold_rules": _rule_table(species, threshold_rules),
+        "test": {"deep_sdm": summarise(species, deep_auc, deep_tss, test_records)},
     }
     base_scores = None
     if baseline != "none":
         t0 = time.perf_counter()
-        fit = np.ones(n_species, dtype=bool) if baseline_species is None else np.isin(species, baseline_species)
+        fit = np.ones(len(species), dtype=bool) if baseline_species is None else np.isin(species, baseline_species)
         if len(test_bg):  # only species that can be evaluated: MaxEnt takes about 1 s per species
-            fit &= np.array([len(p) > 0 for p in test_presences])
-        name, base_scores = fit_baseline(values[:, :len(climate_variables)],
-                                         presences[presence_split == SPLITS["train"]], n_species, train_cells,
-                                         baseline, seed, fit=fit, progress=progress, predict_rows=scored)
-        base_auc = auc_per_species(np.nan_to_num(base_scores, nan=0.0), test_presences, test_bg)
-        base_auc[np.isnan(base_scores).all(axis=0)] = np.nan
-        base_tss = []
-        for s in range(n_species):
-            if np.isnan(base_scores[:, s]).all():
-                base_tss.append(np.nan)
-                continue
-            thr, _ = max_tss_threshold(base_scores[val_presences[s], s], base_scores[val_bg, s])
-            base_tss.append(tss_at(base_scores[test_presences[s], s], base_scores[test_bg, s], thr))
-        metrics["test"]["baseline"] = summarise(species, base_auc, np.array(base_tss), test_presences)
+            fit &= np.array([len(p) > 0 for p in test_records])
+        name, base_scores = fit_baseline(values[:, :n_climate], presences[cell_split[presences[:, 0]] == 0],
+                                         len(species), split_cells["train"], baseline, params.seed, fit=fit,
+                                         progress=progress, predict_rows=scored)
+        fitted_species = ~np.isnan(base_scores).all(axis=0)
+        base_auc = auc_per_species(np.nan_to_num(base_scores, nan=0.0), test_records, test_bg)
+        base_auc[~fitted_species] = np.nan
+        base_tss = np.full(len(species), np.nan)
+        for s in np.flatnonzero(fitted_species):
+            threshold, _ = max_tss_threshold(base_scores[val_records[s], s], base_scores[val_bg, s])
+            base_tss[s] = tss_at(base_scores[test_records[s], s], base_scores[test_bg, s], threshold)
+        metrics["test"]["baseline"] = summarise(species, base_auc, base_tss, test_records)
         metrics["test"]["baseline"]["name"] = name
         metrics["test"]["baseline"]["fit_seconds"] = round(time.perf_counter() - t0, 2)
-    info = {"species": list(species), "variables": variables, "mean": mean, "std": std, "thresholds": thresholds,
-            "split": split_map, "metrics": metrics, "scores": scores, "cell_rows": cell_rows[scored],
-            "cell_cols": cell_cols[scored], "baseline_scores": base_scores}
-    return model, info
+        same = fitted_species & ~np.isnan(deep_auc)
+        metrics["test"]["same_species"] = {
+            "species": int(same.sum()),
+            "deep_sdm_mean_auc": round(float(deep_auc[same].mean()), 4) if same.any() else None,
+            "baseline_mean_auc": round(float(base_auc[same].mean()), 4) if same.any() else None,
+        }
+    metrics["train_seconds"] = round(time.perf_counter() - started, 2)
+    info = {"species": list(species), "variables": variables, "mean": fitted.mean, "std": fitted.std,
+            "thresholds": final_thresholds, "split": split_map, "metrics": metrics, "scores": scores,
+            "evaluation_scores": evaluation_scores, "cell_rows": cell_rows[scored], "cell_cols": cell_cols[scored],
+            "baseline_scores": base_scores, "reference": reference_quantiles(values)}
+    return fitted.model, info
 
 
-def tss_at(scores_presence: np.ndarray, scores_background: np.ndarray, threshold: float) -> float:
-    """TSS (sensitivity + specificity - 1) of a threshold; NaN without presences or threshold."""
-    if len(scores_presence) == 0 or len(scores_background) == 0 or not np.isfinite(threshold):
-        return float("nan")
-    return float((scores_presence >= threshold).mean() + (scores_background < threshold).mean() - 1)
+def _rule_table(species: list[str], rules: list[str]) -> dict:
+    """{rule: [species]} for the rules used."""
+    table: dict = {}
+    for name, rule in zip(species, rules):
+        table.setdefault(rule, []).append(name)
+    return table
 
 
-def summarise(species: list[str], auc: np.ndarray, tss: np.ndarray, presences: list[np.ndarray]) -> dict:
-    """Mean and per-species held-out AUC / TSS (species without held-out records are left out of the means)."""
-    per_species = {
-        s: {"auc": None if np.isnan(a) else round(float(a), 4), "tss": None if np.isnan(t) else round(float(t), 4),
-            "test_records": int(len(p))}
-        for s, a, t, p in zip(species, auc, tss, presences)
-    }
-    return {
-        "mean_auc": None if np.all(np.isnan(auc)) else round(float(np.nanmean(auc)), 4),
-        "mean_tss": None if np.all(np.isnan(tss)) else round(float(np.nanmean(tss)), 4),
-        "species_evaluated": int(np.sum(~np.isnan(auc))),
-        "per_species": per_species,
-    }
+def reference_quantiles(values: np.ndarray, levels: int = 101, sample: int = 200_000, seed: int = 0) -> np.ndarray:
+    """(variables, levels) percentiles 0..100 of the training climate (raw units), from a seeded sample of at most
+    ``sample`` rows: the reference distribution of MESS (Elith et al. 2010) for extrapolation layers."""
+    if len(values) > sample:
+        values = values[np.sort(np.random.default_rng(seed).choice(len(values), sample, replace=False))]
+    return np.percentile(values.astype("float64"), np.linspace(0, 100, levels), axis=0).T
 
 
-OPTIONAL_PARAMS = ("weight_decay", "coordinates", "members", "quadratic", "sampling_exponent", "target_group",
-                   "steps_per_epoch", "eval_cells", "input_noise")
-"""train_sdm options that a config's ``sdm`` section may set (older configs and schemas lack them)."""
+CONFIG_ONLY = ("min_records", "model", "block_cells", "device", "baseline", "coordinates", "eval_cells")
+"""Keys of the config's ``sdm`` section that are not network hyper-parameters (see :class:`NetworkParams`)."""
 
 
 def run_training(cube: xr.DataArray, occurrences: pd.DataFrame, params: dict, *, model_path, split_path,
@@ -444,7 +718,6 @@ def run_training(cube: xr.DataArray, occurrences: pd.DataFrame, params: dict, *,
     """Train with the config's ``sdm`` params, write the checkpoint and the split GeoTIFF; return metrics.
 
     Species with fewer than ``min_records`` occupied cells are not trained on and are listed in the metrics.
-    The keys of :data:`OPTIONAL_PARAMS` are passed on when the params hold them (train_sdm's defaults otherwise).
     """
     from sdm.model import save_checkpoint
 
@@ -454,21 +727,19 @@ def run_training(cube: xr.DataArray, occurrences: pd.DataFrame, params: dict, *,
     if not species:
         raise ValueError(f"no species has >= sdm.min_records={params['min_records']} occupied cells; "
                          f"largest has {int(sites.max()) if len(sites) else 0}")
+    network = {k: v for k, v in params.items() if k in {f.name for f in fields(NetworkParams)} and v is not None}
     model, info = train_sdm(
-        cube, occurrences, species=species, hidden=params["hidden"], blocks=params["blocks"],
-        dropout=params["dropout"], epochs=params["epochs"], batch_size=params["batch_size"],
-        background_per_batch=params["background_per_batch"], learning_rate=params["learning_rate"],
-        patience=params["patience"], block_cells=params["block_cells"], seed=params["seed"],
-        device=params["device"], baseline=params["baseline"], threads=threads,
-        **{key: params[key] for key in OPTIONAL_PARAMS if params.get(key) is not None},
+        cube, occurrences, species=species, block_cells=params["block_cells"], device=params["device"],
+        baseline=params["baseline"], threads=threads, coordinates=params.get("coordinates") or 0,
+        **({"eval_cells": params["eval_cells"]} if "eval_cells" in params else {}), **network,
     )
     save_checkpoint(model_path, model, species=info["species"], variables=info["variables"], mean=info["mean"],
-                    std=info["std"], thresholds=info["thresholds"], config=params)
+                    std=info["std"], thresholds=info["thresholds"], config=params, reference=info["reference"])
     split = xr.DataArray(info["split"].astype("uint8"), dims=("y", "x"), coords={"y": cube["y"], "x": cube["x"]},
                          name="split", attrs={"long_name": "spatial CV split", "codes": "0 train, 1 validation, 2 test"})
     split.rio.write_crs(cube.rio.crs).rio.to_raster(split_path, compress="deflate")
     metrics = info["metrics"]
     metrics["excluded_species"] = {"reason": f"fewer than {params['min_records']} occupied cells",
                                    "species": excluded}
-    metrics["thresholds"] = dict(zip(info["species"], np.round(info["thresholds"], 4).tolist()))
+    metrics["thresholds"] = dict(zip(info["species"], np.round(info["thresholds"], 6).tolist()))
     return metrics

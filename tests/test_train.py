@@ -10,6 +10,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import torch
 import xarray as xr
 
+from sdm.codes import STEP, decode
 from sdm.model import load_checkpoint
 from sdm.train import (
     SPLITS,
@@ -310,8 +311,8 @@ def test_train_sdm_options_ensemble_quadratic_location_target_group(world):
     checkpoint = {"variables": info["variables"], "mean": info["mean"], "std": info["std"],
                   "species": info["species"], "thresholds": info["thresholds"]}
     suitability = suitability_cube(with_coordinate_layers(cube, info["variables"]), model, checkpoint).values
-    predicted = suitability[:, info["cell_rows"], info["cell_cols"]].T / 254
-    np.testing.assert_allclose(predicted, info["scores"], atol=0.5 / 254 + 1e-6)
+    predicted = decode(suitability[:, info["cell_rows"], info["cell_cols"]]).T
+    np.testing.assert_allclose(predicted, info["scores"], atol=STEP / 8 + 1e-6)
 
 
 def test_train_sdm_without_test_blocks_fits_the_baseline_for_every_species(world):
@@ -358,8 +359,8 @@ def test_train_sdm_samples_evaluation_cells_on_large_grids(world):
     assert all((r, c) in scored for r, c in occurrences[["row", "col"]].itertuples(index=False))
     checkpoint = {"variables": info["variables"], "mean": info["mean"], "std": info["std"],
                   "species": info["species"], "thresholds": info["thresholds"]}
-    predicted = suitability_cube(cube, model, checkpoint).values[:, rows, cols].T / 254
-    np.testing.assert_allclose(predicted, info["scores"], atol=0.5 / 254 + 1e-6)
+    predicted = decode(suitability_cube(cube, model, checkpoint).values[:, rows, cols]).T
+    np.testing.assert_allclose(predicted, info["scores"], atol=STEP / 8 + 1e-6)
     assert metrics["test"]["deep_sdm"]["mean_auc"] > 0.7
     assert metrics["test"]["baseline"]["mean_auc"] > 0.7
 
@@ -369,3 +370,59 @@ def test_train_sdm_without_sampling_scores_every_valid_cell(trained, world):
     _, info = trained
     assert info["metrics"]["evaluation_cells"] == info["metrics"]["cells"]
     assert len(info["cell_rows"]) == int(np.isfinite(cube.values).all(axis=0).sum())
+
+
+# --- the evaluation fit never sees test blocks; the stored model is refitted on everything ---------------------------
+
+def test_no_test_block_record_reaches_training_or_thresholds(world, monkeypatch):
+    import sdm.train
+
+    cube, occurrences, _ = world
+    calls = []
+    real_fit, real_thresholds = sdm.train.fit_network, sdm.train.choose_thresholds
+
+    def spy_fit(x, presences, background, *args, **kwargs):
+        calls.append({"presences": presences.copy(), "background": background.copy(),
+                      "epochs": kwargs.get("epochs")})
+        return real_fit(x, presences, background, *args, **kwargs)
+
+    def spy_thresholds(scores, validation, validation_background, training, training_background):
+        calls.append({"threshold_rows": np.concatenate([*validation, validation_background, *training,
+                                                        training_background])})
+        return real_thresholds(scores, validation, validation_background, training, training_background)
+
+    monkeypatch.setattr(sdm.train, "fit_network", spy_fit)
+    monkeypatch.setattr(sdm.train, "choose_thresholds", spy_thresholds)
+    model, info = train_sdm(cube, occurrences, progress=False, **{**FAST, "epochs": 4, "baseline": "none"})
+    valid = np.isfinite(cube.values).all(axis=0)
+    rows, cols = np.nonzero(valid)
+    cell_split = info["split"][rows, cols]
+    evaluation, refit, thresholds = calls
+    assert (cell_split[evaluation["presences"][:, 0]] == SPLITS["train"]).all()
+    assert (cell_split[evaluation["background"]] == SPLITS["train"]).all()
+    scored_split = info["split"][info["cell_rows"], info["cell_cols"]]
+    assert (scored_split[thresholds["threshold_rows"]] != SPLITS["test"]).all()
+    # the refit sees every record and every cell, for the evaluation fit's best epoch + 1
+    assert len(refit["presences"]) == info["metrics"]["records"]["train"] + info["metrics"]["records"][
+        "validation"] + info["metrics"]["records"]["test"] == 600
+    assert len(refit["background"]) == valid.sum()
+    assert refit["epochs"] == info["metrics"]["best_epoch"] + 1 == info["metrics"]["refit_epochs"]
+    assert "refitted on every record" in info["metrics"]["held_out"]
+    assert set(sum(info["metrics"]["threshold_rules"].values(), [])) == set(info["species"])
+
+
+def test_train_sdm_uses_sklearn_metrics_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    scores = np.array([[0.1], [0.5], [0.5], [0.9]])
+    assert auc_per_species(scores, [np.array([1, 3])], np.array([0, 2]))[0] == pytest.approx(
+        roc_auc_score([1, 1, 0, 0], [0.5, 0.9, 0.1, 0.5]))
+
+
+def test_inputs_are_clamped_to_the_training_range(trained):
+    model, info = trained
+    x = torch.zeros((2, 3))
+    x[0, 0], x[1, 0] = 50.0, 500.0  # both far beyond the training range of bio1
+    with torch.inference_mode():
+        logits = model(x)
+    torch.testing.assert_close(logits[0], logits[1])
