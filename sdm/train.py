@@ -67,7 +67,7 @@ class NetworkParams:
     quadratic: bool = False
     input_noise: float = 0.0
     sampling_exponent: float = 0.0
-    target_group: float = 0.0
+    target_group: float = 0.8
     steps_per_epoch: int | None = None
     seed: int = 0
 

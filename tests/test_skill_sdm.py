@@ -167,3 +167,53 @@ def test_mammal_truth_matches_the_table():
     presences = {str(s): int((truth.sel(species=s).values == 1).sum()) for s in truth["species"].values}
     assert presences == {"ConnochaetesGnou": 9, "GuloGulo": 661, "PantheraOnca": 152, "PteropusGiganteus": 62,
                          "TenrecEcaudatus": 13, "VulpesVulpes": 1182}
+
+
+# --- issue 11: transfer to withheld blocks, richness far from records ------------------------------------------------
+
+def _lonlat_grid():
+    import rioxarray  # noqa: F401
+
+    lon = np.arange(-179.75, 180, 0.5)
+    lat = np.arange(89.75, -90, -0.5)
+    return xr.DataArray(np.zeros((len(lat), len(lon)), "float32"), dims=("y", "x"),
+                        coords={"y": lat, "x": lon}).rio.write_crs("EPSG:4326")
+
+
+def test_withheld_blocks_take_whole_blocks_and_their_share():
+    import pandas as pd
+
+    grid = _lonlat_grid()
+    rng = np.random.default_rng(0)
+    occurrences = pd.DataFrame({"species": "a", "row": rng.integers(0, 360, 5000), "col": rng.integers(0, 720, 5000)})
+    withheld = skill.withheld_blocks(occurrences, grid, 5.0, 0.2, seed=3)
+    lon, lat = grid["x"].values[occurrences["col"]], grid["y"].values[occurrences["row"]]
+    block = pd.Series(list(zip(np.floor(lon / 5), np.floor(lat / 5))))
+    per_block = pd.Series(withheld).groupby(block).agg(["min", "max"])
+    assert (per_block["min"] == per_block["max"]).all()  # a block is withheld whole or not at all
+    assert per_block["min"].mean() == pytest.approx(0.2, abs=0.01)
+    assert not np.array_equal(withheld, skill.withheld_blocks(occurrences, grid, 5.0, 0.2, seed=4))
+
+
+def test_distance_to_records_and_richness_far_and_near():
+    import pandas as pd
+
+    grid = _lonlat_grid()
+    valid = np.ones(grid.shape, dtype=bool)
+    equator, greenwich = 179, 359  # the cell centred on (-0.25, 0.25)
+    occurrences = pd.DataFrame({"species": ["a"], "row": [equator], "col": [greenwich]})
+    distance = skill.distance_to_records_km(grid, valid, occurrences)
+    assert distance[equator, greenwich] == pytest.approx(0.0)
+    # 10 cells (5 degrees) east along the equator: 5 x 111.2 km
+    assert distance[equator, greenwich + 10] == pytest.approx(5 * 111.195, rel=1e-3)
+    presence = np.zeros((3, *grid.shape), dtype=bool)
+    presence[:, distance <= 250] = True  # three species near records
+    presence[0, distance > 1000] = True  # one species everywhere far away
+    result = skill.richness_by_distance(presence, distance)
+    assert result["near_richness"] == pytest.approx(3.0) and result["far_richness"] == pytest.approx(1.0)
+    assert result["far_over_near"] == pytest.approx(1 / 3, abs=1e-3)
+
+
+def test_schema_defaults_are_what_a_bare_config_runs():
+    defaults = skill.schema_defaults()
+    assert defaults["loss"] == "maxent" and defaults["block_cells"] == 20
