@@ -11,7 +11,8 @@ Losses (``loss``), computed on batches of species-balanced presence draws and ba
 
 - ``maxent`` (the default): MaxEnt's likelihood with learned features (the inhomogeneous Poisson process of
   DeepMaxent, Ryckewaert et al. 2024): for a presence of species s at x, ``-f_s(x) + log mean_b exp f_s(b)`` over
-  the batch's background rows b, i.e. a softmax over sites per species. Its logits are then shifted per species to
+  every row b of the batch (background and presence rows, as MaxEnt's background includes the presences), i.e. a
+  softmax over sites per species. Its logits are then shifted per species to
   MaxEnt's logistic output (``sigmoid(H_s + f_s - log sum_b exp f_s(b))`` with H_s the entropy of the fitted
   distribution over the background), so that probabilities are comparable across species for thresholds.
 - ``logistic``: presence-background logistic loss (every species pushed up at its records, down at background).
@@ -200,8 +201,11 @@ def _batch_loss(logits: torch.Tensor, species: torch.Tensor, n_presence: int, tr
     index = species[None, :, None].expand(logits.shape[0], -1, 1)
     pos = logits[:, :n_presence].gather(2, index).squeeze(2)  # (members, presences)
     if loss == "maxent":
-        # Poisson-process likelihood: log mean over background sites of exp f_s, per species
-        normaliser = torch.logsumexp(logits_bg, dim=1) - np.log(logits_bg.shape[1])  # (members, species)
+        # Poisson-process likelihood: -f_s(x) + log mean exp f_s over every site of the batch, presence rows included
+        # (as MaxEnt adds presences to its background): without them a network can raise f_s at its records and
+        # lower it at background sites without bound (the loss fell below -10,000 on the orchids while validation AUC
+        # collapsed). With them each term is >= -log(batch rows).
+        normaliser = torch.logsumexp(logits, dim=1) - np.log(logits.shape[1])  # (members, species)
         return (normaliser.gather(1, species[None].expand(logits.shape[0], -1)) - pos).mean(dim=1).sum()
     return (torch.nn.functional.softplus(-pos).mean(dim=1)
             + torch.nn.functional.softplus(logits_bg).mean(dim=1)[:, trainable].mean(dim=1)).sum()

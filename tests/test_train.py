@@ -426,3 +426,13 @@ def test_inputs_are_clamped_to_the_training_range(trained):
     with torch.inference_mode():
         logits = model(x)
     torch.testing.assert_close(logits[0], logits[1])
+
+
+def test_maxent_loss_is_bounded_below_when_records_separate_perfectly():
+    """Presence rows are part of the normaliser, so pushing logits up at records cannot drive the loss to -inf."""
+    from sdm.train import _batch_loss
+
+    logits = torch.full((1, 6, 2), -50.0)
+    logits[0, :2, 0] = 50.0  # two presences of species 0 with huge logits, background rows very low
+    loss = _batch_loss(logits, torch.tensor([0, 0]), 2, torch.tensor([True, True]), "maxent")
+    assert float(loss) >= -np.log(6) - 1e-6
