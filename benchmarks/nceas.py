@@ -211,9 +211,9 @@ def benchmark(seeds: list[int], deep_params: dict, regions=REGIONS, maxent: bool
 # --- selection on training data only ---------------------------------------------------------------------------------
 
 CANDIDATES = {
-    "logistic": {"loss": "logistic"},
+    "logistic": {"loss": "logistic", "target_group": 0.0},
     "logistic, target group 0.5": {"loss": "logistic", "target_group": 0.5},
-    "maxent": {"loss": "maxent"},
+    "maxent": {"loss": "maxent", "target_group": 0.0},
     "maxent, target group 0.5": {"loss": "maxent", "target_group": 0.5},
     "maxent, target group 0.8": {"loss": "maxent", "target_group": 0.8},
     "maxent, target group 1.0": {"loss": "maxent", "target_group": 1.0},
