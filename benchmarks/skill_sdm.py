@@ -530,8 +530,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
     parser.add_argument("--maxent-location", action="store_true",
                         help="orchids: also fit MaxEnt on climate + location (adds about 20 minutes)")
+    parser.add_argument("--richness", type=Path, metavar="RESULTS",
+                        help="richness far from records vs near on a finished run's results folder (deep + MaxEnt on "
+                             "100 species), then exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.richness:
+        print(json.dumps(run_orchid_richness(args.richness, progress=args.progress), indent=2))
+        return 0
     tables = {}
     for name in args.dataset or DATASETS:
         extra = {"maxent_location": True} if name == "orchids" and args.maxent_location else {}
