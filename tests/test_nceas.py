@@ -38,3 +38,10 @@ def test_spatial_groups_cover_a_grid_of_blocks():
     xy = np.random.default_rng(0).random((1000, 2)) * [500, 200]
     groups = nceas.spatial_groups(xy, blocks=5)
     assert set(np.unique(groups)) == set(range(25))
+
+
+def test_maxent_runs_with_the_glmnet_path():
+    """elapid falls back silently to a single-penalty scikit-learn fit without python-glmnet."""
+    import elapid.models
+
+    assert not elapid.models.FORCE_SKLEARN and getattr(elapid.models, "LogitNet", None) is not None
