@@ -480,7 +480,16 @@ def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, trai
             y = np.r_[np.ones(len(cells)), np.zeros(len(background))]
             model = elapid.MaxentModel(feature_types=["linear", "quadratic", "hinge"], use_lambdas="best",
                                        n_cpus=1)
-            model.fit(x, y)
+            try:
+                model.fit(x, y)
+            except IndexError:
+                # glmnet's cross-validated lambda choice fails when a species has very few records: fit that
+                # species with elapid's single-penalty scikit-learn path instead, and say so
+                log.warning("baseline maxent: glmnet's lambda selection failed for species %d (%d records); "
+                            "using elapid's scikit-learn fit", s, len(cells))
+                model = elapid.MaxentModel(feature_types=["linear", "quadratic", "hinge"], n_cpus=1,
+                                           use_sklearn=True)
+                model.fit(x, y)
             scores[:, s] = model.predict(values[rows])
         return "elapid MaxEnt (linear, quadratic, hinge)", scores
     if method == "logistic":

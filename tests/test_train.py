@@ -436,3 +436,15 @@ def test_maxent_loss_is_bounded_below_when_records_separate_perfectly():
     logits[0, :2, 0] = 50.0  # two presences of species 0 with huge logits, background rows very low
     loss = _batch_loss(logits, torch.tensor([0, 0]), 2, torch.tensor([True, True]), "maxent")
     assert float(loss) >= -np.log(6) - 1e-6
+
+
+def test_maxent_baseline_survives_glmnet_failing_on_few_records():
+    """glmnet's lambda selection raises IndexError with 2-3 records; the baseline falls back for that species."""
+    from sdm.train import fit_baseline
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(3000, 3)).astype("float32")
+    presences = np.array([[5, 0], [17, 0], [29, 0]])
+    _, scores = fit_baseline(values, presences, 1, np.arange(3000), "maxent", seed=0, n_background=2000,
+                             progress=False)
+    assert np.isfinite(scores).all()
