@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from sdm.model import resolve_device
-from sdm.train import SPLITS, NetworkParams, _standardised, fit_joint, scores_of, split_rows
+from sdm.train import SPLITS, NetworkParams, _logits, _standardised, fit_joint, scores_of, split_rows
 
 _DEFAULTS = NetworkParams()
 
@@ -151,7 +151,6 @@ class DeepSDM(BaseEstimator):
 
     def decision_function(self, X: pd.DataFrame) -> pd.DataFrame:
         """Logits (the scale on which species' scores are ranked), like :meth:`predict_proba`."""
-        from sdm.train import _logits
         x = self._x(X)
         return pd.DataFrame(_logits(self.model_, x).float().cpu().numpy(), index=X.index,
                             columns=list(self.species_))

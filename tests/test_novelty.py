@@ -115,24 +115,8 @@ def test_reference_of_the_wrong_shape_raises():
 
 # --- the lazy layer ---------------------------------------------------------------------------------------------
 
-VARIABLES = ["bio1", "bio12", "bio4"]
-NY, NX = 40, 36
-
-
-def _cube() -> xr.DataArray:
-    """(variable, y, x) float32 on EPSG:3035 with a no-data corner, a lone NaN and warmer cells than any reference."""
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[0:NY, 0:NX]
-    data = np.stack([5 + 0.5 * xx + rng.normal(0, 1, (NY, NX)),
-                     900 + 20 * yy + rng.normal(0, 50, (NY, NX)),
-                     rng.normal(2, 0.5, (NY, NX))]).astype("float32")
-    data[:, :5, :7] = np.nan
-    data[2, 30, 30] = np.nan
-    return xr.DataArray(
-        data, dims=("variable", "y", "x"), name="climate",
-        coords={"variable": VARIABLES, "y": 2_500_000 - 1000 * (np.arange(NY) + 0.5),
-                "x": 4_100_000 + 1000 * (np.arange(NX) + 0.5)},
-    ).rio.write_crs("EPSG:3035")
+# the predict tests' cube: bio1 grows with x, so its right half is warmer than a left-half reference
+from test_predict import NX, NY, VARIABLES, _cube  # noqa: E402
 
 
 def _reference(cube: xr.DataArray) -> np.ndarray:
