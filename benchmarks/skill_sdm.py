@@ -456,7 +456,9 @@ def run_orchid_richness(results: Path = ROOT / "results", maxent_species: int = 
     """Richness far from any record vs near records on a finished orchid run (``results``: its results folder):
     the deep SDM's stored current presence (the run's assemblage), and, on a random ``maxent_species`` of the
     trained species, the same deep presence beside elapid MaxEnt (per species, every land cell as background, a
-    max-TSS threshold on its records vs the background; fitting all 989 would take hours here)."""
+    max-TSS threshold on its records vs the background; fitting all 989 would take hours here), and MaxEnt's
+    presence kept to the run's accessible areas when the run has them (``maxent_subset_accessible``)."""
+    from sdm.accessible import AccessibleArea, restrict_presence
     from sdm.climate import open_cube
     from sdm.model import load_checkpoint
     from sdm.predict import open_predictions
@@ -489,8 +491,26 @@ def run_orchid_richness(results: Path = ROOT / "results", maxent_species: int = 
         threshold, _ = max_tss_threshold(scores[cells, i], scores[background, i])
         maxent_presence[i, rows, cols] = scores[:, i] >= threshold
     table["maxent_subset"] = richness_by_distance(maxent_presence, distance)
+    area = AccessibleArea.from_checkpoint(checkpoint)
+    if area is not None:  # the same accessible area as the deep SDM's presence: same species, same cells
+        table["accessible_area_km"] = round(area.distance_km, 1)
+        sub_area = AccessibleArea.from_checkpoint({"species": subset, "accessible": _subset_entry(checkpoint, index)})
+        codes = xr.DataArray(maxent_presence.astype("uint8"), dims=("species", "y", "x"),
+                             coords={"species": subset, "y": cube["y"], "x": cube["x"]}).rio.write_crs(cube.rio.crs)
+        table["maxent_subset_accessible"] = richness_by_distance(restrict_presence(codes, sub_area).values == 1,
+                                                                 distance)
     table["subset_species"] = len(subset)
     return table
+
+
+def _subset_entry(checkpoint: dict, index: list[int]) -> dict:
+    """The checkpoint's accessible-area entry for the species at ``index`` (renumbered 0..len(index)-1)."""
+    entry = checkpoint["accessible"]
+    species_index = np.asarray(entry["species_index"])
+    keep = np.isin(species_index, index)
+    renumber = {old: new for new, old in enumerate(index)}
+    return {**entry, "lonlat": np.asarray(entry["lonlat"])[keep],
+            "species_index": np.array([renumber[i] for i in species_index[keep]])}
 
 
 RUNS = {"myrcia": run_myrcia, "mammals": run_mammals, "orchids": run_orchids,

@@ -14,17 +14,11 @@ Areas are km2, coordinates WGS84 degrees. One row per species, indexed by ``spec
 
 from __future__ import annotations
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
 import xarray as xr
 
-EQUAL_AREA_CRS = "EPSG:6933"
-"""Equal-area CRS (WGS 84 / NSIDC EASE-Grid 2.0 Global) in which EOO and AOO are measured."""
-
-AOO_CELL_M = 2000.0
-"""Side of the AOO grid cell in metres: IUCN measures AOO on a 2 x 2 km grid."""
+from sdm.criteria import range_metrics
 
 DISPERSAL = ("full", "none")
 """Dispersal assumptions: ``full`` = the species reaches its whole future range, ``none`` = it keeps only the part
@@ -38,6 +32,8 @@ OCCURRENCE_FEATURES: tuple[str, ...] = (
     "n_sites",
     "eoo_km2",
     "aoo_km2",
+    "n_locations_10km",
+    "criterion_b_rank",
     "lat_min",
     "lat_max",
     "lat_span",
@@ -83,6 +79,7 @@ LOG_COLUMNS: frozenset[str] = frozenset(
         "n_sites",
         "eoo_km2",
         "aoo_km2",
+        "n_locations_10km",
         "range_km2",
         "current_range_km2",
         "n_cells_1deg",
@@ -99,7 +96,8 @@ LOG_COLUMNS: frozenset[str] = frozenset(
 )
 """Counts, areas, distances and ratios: heavy-tailed, so the classifier sees ``log1p`` of them."""
 
-COUNT_FEATURES: tuple[str, ...] = ("n_records", "n_sites", "eoo_km2", "aoo_km2", "n_cells_1deg", "n_cells_10deg")
+COUNT_FEATURES: tuple[str, ...] = ("n_records", "n_sites", "eoo_km2", "aoo_km2", "n_locations_10km", "n_cells_1deg",
+                                   "n_cells_10deg")
 """Occurrence features that are 0 (not missing) for a species without occurrences."""
 
 TROPICS_LAT = 23.44
@@ -204,7 +202,8 @@ def _spread_and_effort(occ: pd.DataFrame, species: pd.Series, out: pd.DataFrame)
     return out.join(extra)
 
 
-def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray) -> pd.DataFrame:
+def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray,
+                        records: pd.DataFrame | None = None) -> pd.DataFrame:
     """Occurrence-based features per species.
 
     Parameters
@@ -214,16 +213,20 @@ def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray) -> pd.Dat
         (grid indices into ``cube``), ``n_records`` (raw records merged into the cell).
     cube
         Current climate, dims (``variable``, ``y``, ``x``), NaN = nodata.
+    records
+        Every cleaned record (``species``, ``longitude``, ``latitude``; the ingest's ``records.parquet``), for the
+        IUCN range metrics. None: the first record of each occupied cell stands in (AOO is then at most 4 km2 per
+        grid cell, an underestimate on grids coarser than 2 km).
 
     Returns
     -------
     DataFrame indexed by ``species`` (sorted) with
 
     * ``n_records``: sum of raw records; ``n_sites``: occupied grid cells (rows);
-    * ``eoo_km2``: extent of occurrence, area of the convex hull of the points in EPSG:6933 (km2; 0 with fewer than
-      3 distinct or collinear points). Hulls are planar in that CRS, so a range crossing the antimeridian is
-      overestimated;
-    * ``aoo_km2``: area of occupancy, distinct 2 x 2 km EPSG:6933 cells holding a point x 4 km2;
+    * ``aoo_km2``, ``eoo_km2``, ``n_locations_10km``, ``criterion_b_rank``: IUCN's area of occupancy (2 x 2 km
+      equal-area cells x 4 km2), extent of occurrence (geodesic minimum convex polygon, at least AOO), ConR's
+      number of locations (10 x 10 km cells) and the preliminary criterion B category (0 LC or NT, 1 VU, 2 EN,
+      3 CR), from every record of ``records`` (:func:`sdm.criteria.range_metrics`);
     * ``lat_min``, ``lat_max``, ``lat_span``: degrees; ``centroid_lon`` (circular mean), ``centroid_lat`` (mean)
       of the sites, degrees; ``abs_centroid_lat``: its absolute value, degrees;
     * ``tropical_share``: share of the sites between the tropics (abs(latitude) <= 23.44 degrees), 0..1;
@@ -275,21 +278,12 @@ def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray) -> pd.Dat
     out["centroid_lon"] = _circular_mean_deg(occ["longitude"], species)
     out["centroid_lat"] = grouped["latitude"].mean().astype(float)
 
-    # EOO and AOO in an equal-area CRS, all species in one vectorised pass.
-    xy = gpd.GeoSeries.from_xy(lon, lat, crs="EPSG:4326").to_crs(EQUAL_AREA_CRS).get_coordinates().to_numpy()
-    codes = pd.Categorical(species, categories=out.index).codes
-    order = np.argsort(codes, kind="stable")
-    if len(order):
-        points = shapely.points(xy[order])
-        hulls = shapely.convex_hull(shapely.multipoints(points, indices=codes[order]))
-        out["eoo_km2"] = shapely.area(hulls) / 1e6
-    else:
-        out["eoo_km2"] = pd.Series(dtype=float)
-    cells = pd.DataFrame(
-        {"code": codes, "i": np.floor(xy[:, 0] / AOO_CELL_M), "j": np.floor(xy[:, 1] / AOO_CELL_M)}
-    ).drop_duplicates()
-    n_cells = cells.groupby("code").size().reindex(range(len(out)), fill_value=0).to_numpy()
-    out["aoo_km2"] = n_cells * (AOO_CELL_M / 1000.0) ** 2
+    # IUCN range metrics from every record (the per-cell rows stand in without them)
+    if records is None:
+        records = occ.assign(species=species)[["species", "longitude", "latitude"]]
+    metrics = range_metrics(records).reindex(out.index)
+    for column in ("eoo_km2", "aoo_km2", "n_locations_10km", "criterion_b_rank"):
+        out[column] = metrics[column].astype("float64")
 
     # Climate niche: vectorised point sampling at (row, col), then per-species moments.
     sampled = cube.isel(y=xr.DataArray(rows, dims="site"), x=xr.DataArray(cols, dims="site"))
@@ -407,8 +401,10 @@ def species_features(
     future: xr.Dataset | None,
     dispersal: str,
     cell_area_km2: xr.DataArray,
+    records: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """All classifier features per species for one scenario and dispersal (see the two functions above for units).
+    """All classifier features per species for one scenario and dispersal (see the two functions above for units;
+    ``records``: every cleaned record, for the IUCN range metrics, see :func:`occurrence_features`).
 
     One row per species of the predictions (in their order), then species that have occurrences but no prediction
     (sorted), whose range features are NaN. Species predicted but without occurrences get 0 for the counts and
@@ -416,7 +412,7 @@ def species_features(
     ``scenario`` / ``dispersal`` columns if it wants them.
     """
     _check_dispersal(dispersal)
-    occ = occurrence_features(occurrences, cube)
+    occ = occurrence_features(occurrences, cube, records)
     rng = range_features(current, future, dispersal, cell_area_km2)
     extra = [s for s in occ.index if s not in set(rng.index)]
     index = pd.Index(list(rng.index) + extra, name="species")
@@ -424,6 +420,6 @@ def species_features(
     no_occ = ~index.isin(occ.index)
     for c in COUNT_FEATURES:
         out.loc[no_occ, c] = 0
-    for c in ("n_records", "n_sites", "n_cells_1deg", "n_cells_10deg"):
+    for c in ("n_records", "n_sites", "n_locations_10km", "n_cells_1deg", "n_cells_10deg"):
         out[c] = out[c].astype("int64")
     return out

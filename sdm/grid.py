@@ -57,19 +57,68 @@ def is_geographic(grid: xr.DataArray) -> bool:
     return CRS.from_user_input(grid.rio.crs).is_geographic
 
 
+def _band_area_km2(lat_top: np.ndarray, lat_bottom: np.ndarray, width_deg: float, ellipsoid) -> np.ndarray:
+    """Exact area (km2) of a band between two parallels, ``width_deg`` degrees of longitude wide, on an ellipsoid
+    (via the authalic latitude: the area from the equator to latitude phi is proportional to q(phi))."""
+    a, f = ellipsoid.semi_major_metre, 1 / ellipsoid.inverse_flattening if ellipsoid.inverse_flattening else 0.0
+    e2 = f * (2 - f)
+    e = np.sqrt(e2)
+
+    def q(lat):
+        s = np.sin(np.radians(np.clip(lat, -90, 90)))
+        if e == 0:
+            return 2 * s
+        return (1 - e2) * (s / (1 - e2 * s * s) + np.log((1 + e * s) / (1 - e * s)) / (2 * e))
+
+    return a * a / 2 * np.radians(width_deg) * np.abs(q(lat_top) - q(lat_bottom)) / 1e6
+
+
+EQUAL_AREA_TOLERANCE = 1e-6
+"""A projected CRS counts as equal-area when its areal scale factor is 1 within this at sampled cell centres."""
+
+
+def _areal_scale(grid: xr.DataArray, crs: CRS, sample: int = 64) -> np.ndarray:
+    """pyproj's areal scale factor (projected area / true area) at the cell centres, (y, x); NaN where undefined."""
+    from pyproj import Proj
+
+    xs, ys = grid["x"].values, grid["y"].values
+    lon, lat = Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True).transform(*np.meshgrid(xs, ys))
+    scale = np.full(lon.shape, np.nan)
+    ok = np.isfinite(lon) & np.isfinite(lat)
+    scale[ok] = Proj(crs).get_factors(lon[ok], lat[ok]).areal_scale
+    return scale
+
+
 def cell_area_km2(grid: xr.DataArray) -> xr.DataArray:
-    """Area of every cell (km2), dims (``y``, ``x``): exact on the sphere for geographic grids."""
+    """True area of every cell (km2), dims (``y``, ``x``), on the CRS's ellipsoid.
+
+    - geographic grids: exact per row (the band between the cell's parallels, :func:`_band_area_km2`);
+    - equal-area projections (areal scale factor 1, checked on a sample of cells): the resolution squared;
+    - any other projection (UTM, Mercator, ...): the resolution squared divided by the projection's areal scale
+      factor at each cell centre (``pyproj.Proj.get_factors``; exact as cells shrink). A cell that does not
+      project back (outside the projection's domain) raises an error naming the CRS.
+    """
     transform = grid.rio.transform(recalc=True)
     dx, dy = abs(transform.a), abs(transform.e)
-    if is_geographic(grid):
+    crs = CRS.from_user_input(grid.rio.crs)
+    shape = (grid.sizes["y"], grid.sizes["x"])
+    if crs.is_geographic:
         lat = grid["y"].values
-        top = np.radians(np.clip(lat + dy / 2, -90, 90))
-        bottom = np.radians(np.clip(lat - dy / 2, -90, 90))
-        per_row = EARTH_RADIUS_KM**2 * np.radians(dx) * np.abs(np.sin(top) - np.sin(bottom))
+        per_row = _band_area_km2(lat + dy / 2, lat - dy / 2, dx, crs.ellipsoid)
+        area = np.broadcast_to(per_row[:, None], shape).astype("float64")
     else:
-        unit = CRS.from_user_input(grid.rio.crs).axis_info[0].unit_conversion_factor  # metres per CRS unit
-        per_row = np.full(grid.sizes["y"], dx * dy * unit**2 / 1e6)
-    area = np.broadcast_to(per_row[:, None], (grid.sizes["y"], grid.sizes["x"])).astype("float64")
+        unit = crs.axis_info[0].unit_conversion_factor  # metres per CRS unit
+        planar = dx * dy * unit**2 / 1e6
+        step_y, step_x = max(1, shape[0] // 64), max(1, shape[1] // 64)
+        sampled = _areal_scale(grid.isel(y=slice(None, None, step_y), x=slice(None, None, step_x)), crs)
+        if np.nanmax(np.abs(sampled - 1)) <= EQUAL_AREA_TOLERANCE:
+            area = np.full(shape, planar)
+        else:
+            scale = _areal_scale(grid, crs)
+            if not np.isfinite(scale).all() or (scale <= 0).any():
+                raise ValueError(f"cell areas: {int((~np.isfinite(scale) | (scale <= 0)).sum())} cells of the grid "
+                                 f"lie outside the domain of its CRS {crs.name} ({crs.to_string()})")
+            area = planar / scale
     return xr.DataArray(area, dims=("y", "x"), coords={"y": grid["y"], "x": grid["x"]}, name="cell_area_km2")
 
 

@@ -338,3 +338,18 @@ def ingest_occurrences(
     if occurrences.empty:
         raise ValueError(f"{report['file']}: no record left after cleaning; drops per reason: {json.dumps(dropped)}")
     return occurrences, rejected, report
+
+
+def cleaned_records(occurrences: pd.DataFrame, rejected: pd.DataFrame) -> pd.DataFrame:
+    """Every record that passed cleaning (``species``, ``longitude``, ``latitude``): the kept row of each species x
+    cell of ``occurrences`` plus the records merged into it (``rejected`` rows whose reason is
+    ``duplicate_species_cell``). IUCN's AOO and EOO are measured on these, not on one point per grid cell."""
+    columns = ["species", "longitude", "latitude"]
+    duplicates = rejected.loc[rejected["reason"] == "duplicate_species_cell", columns]
+    records = pd.concat([occurrences[columns], duplicates], ignore_index=True)
+    records["species"] = records["species"].astype(str)
+    expected = int(occurrences["n_records"].sum())
+    if len(records) != expected:
+        raise ValueError(f"the rejected table does not hold the records merged into the occurrence cells: "
+                         f"{len(records)} records, but n_records sums to {expected}")
+    return records

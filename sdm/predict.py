@@ -351,21 +351,25 @@ def lazy_codes(cube: xr.DataArray, model: ResidualMLP | str | Path, checkpoint: 
 
     ``threshold``: presence comes out of the same pass over each cached batch (:func:`predict_block`'s second
     layer); the other assemblages apply :func:`sdm.assemblage.assemble` to the suitability codes (``average_k``
-    streams over them once more for its single threshold).
+    streams over them once more for its single threshold). Presence is then kept to each species' accessible area
+    when the checkpoint has one (:func:`sdm.accessible.restrict_presence`).
     """
+    from sdm.accessible import AccessibleArea, restrict_presence
     from sdm.assemblage import assemble
     from sdm.codes import threshold_codes
 
     if assemblage != "threshold":
         suitability = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=device,
                                        precision=precision)
-        return suitability, assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k)
+        presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k)
+        return suitability, restrict_presence(presence, AccessibleArea.from_checkpoint(checkpoint))
     cube, layers = _predict_layers(cube, model, checkpoint, batch_size=batch_size, device=device,
                                    precision=precision,
                                    threshold_codes=threshold_codes(checkpoint["thresholds"]).astype("uint8"))
     suitability = _as_suitability(cube, layers[0], checkpoint["species"])
     presence = xr.DataArray(layers[1], dims=suitability.dims, coords=suitability.coords, name="presence")
     presence.attrs = {"long_name": f"predicted presence ({assemblage})", "units": "1 present, 0 absent, 255 no data"}
+    presence = restrict_presence(presence.rio.write_crs(cube.rio.crs), AccessibleArea.from_checkpoint(checkpoint))
     return suitability, presence
 
 
@@ -494,6 +498,7 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
       a Dask distributed scheduler address (``tcp://host:8786``). On a cluster the model is not shipped in the
       graph: each worker process loads ``model_path`` (which must be readable there) once.
     """
+    from sdm.accessible import AccessibleArea, restrict_presence
     from sdm.assemblage import assemble
     from sdm.climate import check_variables
     from sdm.model import load_checkpoint, with_coordinate_layers
@@ -543,6 +548,8 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
                 written = xr.open_zarr(out_path, consolidated=False)
                 stored = written["suitability"]
                 presence = assemble(stored, assemblage, thresholds=checkpoint["thresholds"], k=k)
+                presence = restrict_presence(presence.rio.write_crs(cube.rio.crs),
+                                             AccessibleArea.from_checkpoint(checkpoint))
                 with dask.config.set(scheduler=client if client is not None else "threads"):
                     _write(presence.to_dataset(), out_path, mode="a")
                 return xr.Dataset({"suitability": stored, "presence": presence,

@@ -433,6 +433,17 @@ def _more_threatened(a: pd.Series, b: pd.Series) -> pd.Series:
     return a.where(ca >= cb, b).astype(object)
 
 
+def _criterion_b_labels(feats: pd.DataFrame, index: pd.Index) -> np.ndarray:
+    """The preliminary criterion B category (:mod:`sdm.criteria`) of each species from its ``criterion_b_rank``
+    feature; NaN where the features lack it (tables made before it existed) or the species has no record."""
+    from sdm.criteria import CRITERION_B_RANK
+
+    if "criterion_b_rank" not in feats.columns:
+        return np.full(len(index), np.nan, dtype=object)
+    labels = {rank: label for label, rank in CRITERION_B_RANK.items()}
+    return feats["criterion_b_rank"].reindex(index).map(labels).to_numpy(dtype=object)
+
+
 def status_table(
     classifier: StatusClassifier,
     features_by_run: dict[tuple[str, str], pd.DataFrame],
@@ -458,7 +469,8 @@ def status_table(
     -------
     One row per species x run (runs in the dict's order, species in each table's order): ``species``,
     ``scenario``, ``dispersal``, ``category_classifier``, ``p_LC`` .. ``p_CR`` (probabilities),
-    ``category_a3`` (criterion A3 on ``range_loss``; NaN for current), ``category`` (futures: the more threatened
+    ``category_a3`` (criterion A3 on ``range_loss``; NaN for current), ``category_b`` (preliminary criterion B
+    from the records' EOO, AOO and locations, :mod:`sdm.criteria`), ``category`` (futures: the more threatened
     of classifier and A3; current: the classifier's), ``redlist_category`` (the Red List label or ""),
     ``category_cv`` (out-of-fold prediction for assessed species, else ""), ``status`` (current: the Red List
     category where it is one of LC..CR, else ``category``; futures: ``category``), ``no_suitable_cell``
@@ -497,6 +509,7 @@ def status_table(
                 "category_classifier": cat_clf.to_numpy(),
                 **{f"p_{c}": proba[c].to_numpy(dtype=float) for c in CATEGORIES},
                 "category_a3": cat_a3.to_numpy(),
+                "category_b": _criterion_b_labels(feats, index),
                 "category": category.to_numpy(),
                 "redlist_category": rl.fillna("").astype(str).to_numpy(),
                 "category_cv": oof.reindex(index).fillna("").astype(str).to_numpy(),

@@ -586,7 +586,7 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
               block_cells: int = 20, device: str = "auto", baseline: str = "maxent", threads: int | None = None,
               progress: bool = True, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
               baseline_species: list[str] | None = None, coordinates: int = 0, eval_cells: int | None = EVAL_CELLS,
-              refit: bool = True, **network):
+              refit: bool = True, accessible_km: float | str | None = "auto", **network):
     """Train the joint SDM on a climate cube's valid cells. Returns ``(model, info)``.
 
     ``network``: hyper-parameters of :class:`NetworkParams` (loss, hidden, epochs, seed, ...). The cells are split
@@ -606,6 +606,11 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
 
     ``coordinates`` > 0 appends that many harmonics of a location encoding (:func:`~sdm.model.coordinate_layers`) to
     the deep SDM's inputs (not the baseline's); prediction supplies them from the checkpoint's variable names.
+
+    ``accessible_km``: the distance around a species' records beyond which prediction sets its presence to absent
+    (:mod:`sdm.accessible`): ``"auto"`` chooses it on the training and validation blocks
+    (:func:`sdm.accessible.dispersal_distance_km`), a number fixes it, None turns it off. ``info["accessible"]`` is
+    the checkpoint's entry (None when off).
     """
     started = time.perf_counter()
     params = NetworkParams.from_mapping(network)
@@ -700,12 +705,40 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
             "deep_sdm_mean_auc": round(float(deep_auc[same].mean()), 4) if same.any() else None,
             "baseline_mean_auc": round(float(base_auc[same].mean()), 4) if same.any() else None,
         }
+    accessible, metrics["accessible_area"] = _accessible_area(cube, cell_rows, cell_cols, presences, cell_split,
+                                                              accessible_km)
     metrics["train_seconds"] = round(time.perf_counter() - started, 2)
     info = {"species": list(species), "variables": variables, "mean": fitted.mean, "std": fitted.std,
             "thresholds": final_thresholds, "split": split_map, "metrics": metrics, "scores": scores,
             "evaluation_scores": evaluation_scores, "cell_rows": cell_rows[scored], "cell_cols": cell_cols[scored],
-            "baseline_scores": base_scores, "reference": reference_quantiles(values)}
+            "baseline_scores": base_scores, "reference": reference_quantiles(values), "accessible": accessible}
     return fitted.model, info
+
+
+def _accessible_area(cube: xr.DataArray, cell_rows, cell_cols, presences: np.ndarray, cell_split: np.ndarray,
+                     accessible_km) -> tuple[dict | None, dict]:
+    """(checkpoint entry or None, metrics entry) of the accessible area (:mod:`sdm.accessible`) over every record
+    cell; ``accessible_km``: "auto", a distance (km) or None (off)."""
+    from sdm.accessible import QUANTILE, checkpoint_entry, dispersal_distance_km
+    from sdm.grid import cells_to_lonlat
+
+    if accessible_km is None:
+        return None, {"distance_km": None, "rule": "off (sdm.accessible_km: null)"}
+    cells = presences[:, 0]
+    lon, lat = cells_to_lonlat(cube["x"].values[cell_cols[cells]], cube["y"].values[cell_rows[cells]], cube)
+    if accessible_km == "auto":
+        distance, held_out = dispersal_distance_km(lon, lat, presences[:, 1], cell_split[cells], QUANTILE)
+        if distance is None:
+            log.warning("accessible area off: no species has records in both the training and validation blocks "
+                        "to choose its distance on")
+            return None, {"distance_km": None, "rule": "off: no species with training and validation records"}
+        rule = (f"{QUANTILE:.0%} quantile of the distance from {held_out} validation-block records to the nearest "
+                f"training-block record of the same species")
+        log.info("accessible area: %.0f km around each species' records (%s)", distance, rule)
+    else:
+        distance, held_out, rule = float(accessible_km), 0, "sdm.accessible_km (config)"
+    entry = checkpoint_entry(lon, lat, presences[:, 1], distance, QUANTILE, held_out)
+    return entry, {"distance_km": round(distance, 1), "rule": rule}
 
 
 def _rule_table(species: list[str], rules: list[str]) -> dict:
@@ -724,7 +757,8 @@ def reference_quantiles(values: np.ndarray, levels: int = 101, sample: int = 200
     return np.percentile(values.astype("float64"), np.linspace(0, 100, levels), axis=0).T
 
 
-CONFIG_ONLY = ("min_records", "model", "block_cells", "device", "baseline", "coordinates", "eval_cells")
+CONFIG_ONLY = ("min_records", "model", "block_cells", "device", "baseline", "coordinates", "eval_cells",
+               "accessible_km")
 """Keys of the config's ``sdm`` section that are not network hyper-parameters (see :class:`NetworkParams`)."""
 
 
@@ -746,10 +780,12 @@ def run_training(cube: xr.DataArray, occurrences: pd.DataFrame, params: dict, *,
     model, info = train_sdm(
         cube, occurrences, species=species, block_cells=params["block_cells"], device=params["device"],
         baseline=params["baseline"], threads=threads, coordinates=params.get("coordinates") or 0,
-        **({"eval_cells": params["eval_cells"]} if "eval_cells" in params else {}), **network,
+        **({"eval_cells": params["eval_cells"]} if "eval_cells" in params else {}),
+        accessible_km=params.get("accessible_km", "auto"), **network,
     )
     save_checkpoint(model_path, model, species=info["species"], variables=info["variables"], mean=info["mean"],
-                    std=info["std"], thresholds=info["thresholds"], config=params, reference=info["reference"])
+                    std=info["std"], thresholds=info["thresholds"], config=params, reference=info["reference"],
+                    accessible=info["accessible"])
     split = xr.DataArray(info["split"].astype("uint8"), dims=("y", "x"), coords={"y": cube["y"], "x": cube["x"]},
                          name="split", attrs={"long_name": "spatial CV split", "codes": "0 train, 1 validation, 2 test"})
     split.rio.write_crs(cube.rio.crs).rio.to_raster(split_path, compress="deflate")

@@ -77,11 +77,23 @@ def test_eoo_of_one_degree_cell_matches_geodesic_area():
     assert feats.loc["a", "eoo_km2"] == pytest.approx(truth, rel=0.02)
 
 
-def test_eoo_zero_below_three_distinct_points():
+def test_eoo_is_aoo_below_three_distinct_points():
     occ = _occ(["a", "a", "a", "b", "b"], [10, 10, 11, 5, 6], [45, 45, 45, 0, 1], [0] * 5, [0] * 5)
     feats = occurrence_features(occ, _cube())
-    assert feats.loc["a", "eoo_km2"] == 0.0
-    assert feats.loc["b", "eoo_km2"] == 0.0
+    # no polygon: the IUCN Guidelines set EOO to AOO (two 2 km cells each)
+    assert feats.loc["a", "eoo_km2"] == feats.loc["a", "aoo_km2"] == 8.0
+    assert feats.loc["b", "eoo_km2"] == feats.loc["b", "aoo_km2"] == 8.0
+
+
+def test_range_metrics_come_from_every_record_when_given():
+    # one row per grid cell hides the second record; the records table holds both, 3 km apart (two AOO cells)
+    lon, lat = _points_from_equal_area([500, 3500], [500, 500])
+    occ = _occ(["a"], lon[:1], lat[:1], [0], [0])
+    records = pd.DataFrame({"species": ["a", "a"], "longitude": lon, "latitude": lat})
+    assert occurrence_features(occ, _cube())["aoo_km2"].tolist() == [4.0]
+    feats = occurrence_features(occ, _cube(), records)
+    assert feats.loc["a", "aoo_km2"] == 8.0 and feats.loc["a", "n_locations_10km"] == 1
+    assert feats.loc["a", "criterion_b_rank"] == 3  # AOO < 10 km2 at one location: CR
 
 
 def test_aoo_counts_distinct_two_km_cells():
@@ -135,7 +147,7 @@ def test_spread_of_sites():
     assert feats.loc["a", "n_cells_1deg"] == 3 and feats.loc["a", "n_cells_10deg"] == 3
     assert feats.loc["b", "n_cells_1deg"] == 2 and feats.loc["c", "n_cells_10deg"] == 1
     assert feats.loc["a", "records_per_site"] == pytest.approx(2.0)
-    assert feats.loc["b", "eoo_aoo_ratio"] == 0.0  # two points: EOO 0
+    assert feats.loc["b", "eoo_aoo_ratio"] == 1.0  # two points: EOO is AOO
     assert feats.loc["a", "eoo_aoo_ratio"] == pytest.approx(feats.loc["a", "eoo_km2"] / feats.loc["a", "aoo_km2"])
 
 

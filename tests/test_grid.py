@@ -76,13 +76,34 @@ def test_cell_area_geographic_equator_and_pole():
     assert np.all(np.diff(area.values[::-1, 0][1:]) < 0)
 
 
-def test_cell_area_global_one_degree_grid_sums_to_the_sphere():
+def test_cell_area_global_one_degree_grid_sums_to_the_ellipsoid():
     area = cell_area_km2(make_grid("EPSG:4326", 1.0, (-180, -90, 180, 90)))
     assert area.shape == (180, 360)
-    assert float(area.sum()) == pytest.approx(510.07e6, rel=1e-3)
-    assert float(area.sum()) == pytest.approx(4 * np.pi * EARTH_RADIUS_KM**2, rel=1e-9)
+    assert float(area.sum()) == pytest.approx(510_065_621.72, rel=1e-9)  # WGS84 surface
     # symmetric about the equator
     np.testing.assert_allclose(area.values[:, 0], area.values[::-1, 0])
+
+
+@pytest.mark.parametrize("lat", [0.0, 60.0])
+def test_cell_area_geographic_matches_geodesic_polygons_at_the_equator_and_60_degrees(lat):
+    from pyproj import Geod
+
+    grid = make_grid("EPSG:4326", 0.01, (10.0, lat, 10.02, lat + 0.01))
+    truth = abs(Geod(ellps="WGS84").polygon_area_perimeter([10.0, 10.01, 10.01, 10.0],
+                                                           [lat, lat, lat + 0.01, lat + 0.01])[0]) / 1e6
+    np.testing.assert_allclose(cell_area_km2(grid).values, truth, rtol=1e-6)
+
+
+def test_cell_area_of_a_conformal_projection_is_the_true_area():
+    # Web Mercator at 60 N: a 1 km x 1 km projected cell covers 0.25 km2 on the ground (scale 1 / cos(60))
+    from pyproj import Transformer
+
+    x, y = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(10.0, 60.0)
+    grid = make_grid("EPSG:3857", 1000, (x - 1000, y - 1000, x + 1000, y + 1000))
+    np.testing.assert_allclose(cell_area_km2(grid).values, 0.25, rtol=0.01)
+    # UTM is close to but not exactly equal-area: away from its central meridian cells are smaller than 1 km2
+    utm = cell_area_km2(make_grid("EPSG:32632", 1000, (800_000, 5_000_000, 802_000, 5_002_000)))
+    assert 0.99 < float(utm.max()) < 1.0
 
 
 def test_points_to_cells_geographic_inside_and_outside():

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sdm.grid import make_grid
-from sdm.occurrences import DROP_REASONS, ingest_occurrences
+from sdm.occurrences import DROP_REASONS, cleaned_records, ingest_occurrences
 
 GRID = make_grid("EPSG:4326", 1.0, (0, 0, 10, 10))
 VALID = np.ones((10, 10), dtype=bool)
@@ -102,6 +102,16 @@ def test_kept_occurrences_one_row_per_species_cell(messy_csv):
     assert (first["row"], first["col"], first["x"], first["y"]) == (8, 2, 2.5, 1.5)
     assert occurrences["row"].dtype == "int32" and occurrences["n_records"].dtype == "int64"
     assert VALID[occurrences["row"], occurrences["col"]].all()
+
+
+def test_cleaned_records_hold_every_kept_record(messy_csv):
+    occurrences, rejected, report = ingest_occurrences(messy_csv, GRID, VALID)
+    records = cleaned_records(occurrences, rejected)
+    assert list(records.columns) == ["species", "longitude", "latitude"]
+    assert len(records) == occurrences["n_records"].sum() == 5
+    assert records["species"].value_counts().to_dict() == {"Aus aus": 3, "Bus bus": 1, "Cus cus": 1}
+    with pytest.raises(ValueError, match="n_records sums to 5"):
+        cleaned_records(occurrences, rejected[rejected["reason"] != "duplicate_species_cell"])
 
 
 def test_chunked_reading_gives_the_same_result(tmp_path):

@@ -229,8 +229,10 @@ def test_status_table():
 
     assert len(table) == len(features) * len(runs)
     expected = ["species", "scenario", "dispersal", "category_classifier"] + [f"p_{c}" for c in CATEGORIES]
-    expected += ["category_a3", "category", "redlist_category", "category_cv", "status", "no_suitable_cell"]
+    expected += ["category_a3", "category_b", "category", "redlist_category", "category_cv", "status",
+                 "no_suitable_cell"]
     assert list(table.columns[: len(expected)]) == expected
+    assert table["category_b"].isna().all()  # the synthetic features have no criterion_b_rank
     np.testing.assert_allclose(table[[f"p_{c}" for c in CATEGORIES]].sum(axis=1), 1.0, atol=1e-9)
 
     cur = table[table["scenario"] == "current"].set_index("species")
@@ -256,6 +258,10 @@ def test_status_table():
     assert bool(fut.loc[features.index[1], "no_suitable_cell"])
     assert table["no_suitable_cell"].dtype == bool
     np.testing.assert_allclose(table["p_threatened"], table[["p_VU", "p_EN", "p_CR"]].sum(axis=1))
+
+    ranked = {run: feats.assign(criterion_b_rank=np.arange(len(feats)) % 4) for run, feats in runs.items()}
+    labels_b = status_table(clf, ranked, redlist, oof.iloc[:-5])["category_b"]
+    assert labels_b.iloc[:4].tolist() == ["LC or NT", "VU", "EN", "CR"]
 
 
 def test_status_table_accepts_read_redlist_frame():

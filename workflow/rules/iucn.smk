@@ -3,6 +3,7 @@ rule species_features:
     input:
         unpack(run_predictions),
         occurrences="results/occurrences.parquet",
+        rejected="results/rejected_occurrences.parquet",
         cube="results/cubes/current.zarr",
     output:
         "results/iucn/features_{run}.parquet",

@@ -4,13 +4,16 @@ from sdm.climate import open_cube
 from sdm.features import species_features
 from sdm.fused import run_predictions
 from sdm.grid import cell_area_km2
+from sdm.occurrences import cleaned_records
 
 log = log_to(snakemake.log[0])
 scenario, dispersal = snakemake.wildcards.run.rsplit("_", 1)
 cube = open_cube(snakemake.input.cube)
 current, future = run_predictions(snakemake.input, scenario, snakemake.params.prediction,
                                   snakemake.params.device, snakemake.threads)
-features = species_features(pd.read_parquet(snakemake.input.occurrences), cube, current, future, dispersal,
-                            cell_area_km2(cube.isel(variable=0, drop=True)))
+occurrences = pd.read_parquet(snakemake.input.occurrences)
+records = cleaned_records(occurrences, pd.read_parquet(snakemake.input.rejected))
+features = species_features(occurrences, cube, current, future, dispersal,
+                            cell_area_km2(cube.isel(variable=0, drop=True)), records)
 features.to_parquet(snakemake.output[0])
 log.info("features of %d species for %s", len(features), snakemake.wildcards.run)

@@ -1,0 +1,163 @@
+"""The accessible area of each species: predicted presence only within a dispersal distance of its own records.
+
+A climate model says where a species *could* live; it cannot know that an orchid of the Andes never reached the
+Congo basin, whose climate is alike. Ecologists restrict the suitable area to the area the species could have
+reached, M in the BAM diagram (Barve et al. 2011, Ecological Modelling 222:1810), often as a distance around its
+records (Mendes et al. 2020, Ecological Modelling 431:109180, "occurrence-based" constraints). Here:
+
+- the distance is chosen on training data only (:func:`dispersal_distance_km`): the ``QUANTILE`` (99 %) of the
+  great-circle distance from each validation-block record to the nearest training-block record of the same
+  species, so that about 99 % of a species' records in blocks the model did not fit on lie in its accessible area;
+- a cell is accessible to a species when its centre lies within that distance of a cell holding a record of it;
+- it applies to presence, now and in every future scenario (so "full dispersal" means anywhere in the species'
+  accessible area, and "no dispersal" within its current range); suitability is left as the model gave it.
+
+Distances are chords between unit vectors (``scipy.spatial.cKDTree``), converted from great-circle distances on a
+sphere of the Earth's mean radius: exact for the sphere, whatever the grid's CRS.
+"""
+from __future__ import annotations
+
+import logging
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from scipy.spatial import cKDTree
+
+
+log = logging.getLogger(__name__)
+
+EARTH_RADIUS_KM = 6371.0088
+"""Mean Earth radius (km, IUGG), as in the great-circle distances elsewhere in the project."""
+QUANTILE = 0.99
+"""Share of held-out (validation-block) records that must fall within the dispersal distance."""
+PROBE_CELLS = 4096
+"""Cells per query to the per-species trees (bounds the temporary arrays of a block)."""
+
+
+def unit_vectors(lon, lat) -> np.ndarray:
+    """(n, 3) points on the unit sphere of WGS84 longitudes and latitudes (degrees)."""
+    lon, lat = np.radians(np.asarray(lon, dtype="float64")), np.radians(np.asarray(lat, dtype="float64"))
+    return np.c_[np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)]
+
+
+def chord(distance_km: float) -> float:
+    """Straight-line distance on the unit sphere of a great-circle distance (km)."""
+    return float(2 * np.sin(min(distance_km / EARTH_RADIUS_KM, np.pi) / 2))
+
+
+def great_circle_km(chords: np.ndarray) -> np.ndarray:
+    """Great-circle distances (km) of unit-sphere chords (inverse of :func:`chord`)."""
+    return 2 * np.arcsin(np.clip(np.asarray(chords, dtype="float64") / 2, 0, 1)) * EARTH_RADIUS_KM
+
+
+def held_out_distances_km(lon, lat, species, split, train: int = 0, held_out: int = 1) -> np.ndarray:
+    """Great-circle distance (km) from each record in the ``held_out`` split to the nearest record of the same
+    species in the ``train`` split (species with records in both only); ``species`` and ``split`` are per record."""
+    points, species, split = unit_vectors(lon, lat), np.asarray(species), np.asarray(split)
+    out = []
+    for s in np.unique(species):
+        mine = species == s
+        fitted, held = points[mine & (split == train)], points[mine & (split == held_out)]
+        if len(fitted) and len(held):
+            out.append(great_circle_km(cKDTree(fitted).query(held, k=1)[0]))
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def dispersal_distance_km(lon, lat, species, split, quantile: float = QUANTILE) -> tuple[float | None, int]:
+    """The accessible area's distance (km) chosen on training data: the ``quantile`` of
+    :func:`held_out_distances_km` (validation-block records to the training blocks). Returns (distance, number of
+    held-out records it rests on); the distance is None when no species has records in both splits."""
+    distances = held_out_distances_km(lon, lat, species, split)
+    if not len(distances):
+        return None, 0
+    return float(np.quantile(distances, quantile)), int(len(distances))
+
+
+class AccessibleArea:
+    """Per-species record locations and one dispersal distance: which cells each species can occupy."""
+
+    def __init__(self, lon, lat, species_index, n_species: int, distance_km: float):
+        if not np.isfinite(distance_km) or distance_km <= 0:
+            raise ValueError(f"accessible-area distance must be a positive number of km, got {distance_km}")
+        points, species_index = unit_vectors(lon, lat), np.asarray(species_index, dtype="int64")
+        self.n_species, self.distance_km = int(n_species), float(distance_km)
+        self._radius = chord(self.distance_km)
+        self._trees = [cKDTree(points[species_index == s]) if (species_index == s).any() else None
+                       for s in range(self.n_species)]
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> "AccessibleArea | None":
+        """The checkpoint's accessible area, or None when it has none (off in the config, or trained before)."""
+        stored = checkpoint.get("accessible")
+        if not stored:
+            return None
+        lonlat = np.asarray(stored["lonlat"], dtype="float64").reshape(-1, 2)
+        return cls(lonlat[:, 0], lonlat[:, 1], np.asarray(stored["species_index"]), len(checkpoint["species"]),
+                   float(stored["distance_km"]))
+
+    def contains(self, lon, lat) -> np.ndarray:
+        """Bool (species, cells): the cell centre (WGS84 degrees) lies within the distance of a record of the
+        species. A species without records has no accessible cell."""
+        points = unit_vectors(np.ravel(lon), np.ravel(lat))
+        out = np.zeros((self.n_species, len(points)), dtype=bool)
+        for s, tree in enumerate(self._trees):
+            if tree is None:
+                continue
+            for start in range(0, len(points), PROBE_CELLS):
+                part = points[start:start + PROBE_CELLS]
+                # distance_upper_bound: the tree stops searching beyond the radius (inf = none within it)
+                distance, _ = tree.query(part, k=1, distance_upper_bound=self._radius * (1 + 1e-12))
+                out[s, start:start + len(part)] = np.isfinite(distance)
+        return out
+
+
+def _restrict_block(block: np.ndarray, x: np.ndarray, y: np.ndarray, crs, area: AccessibleArea,
+                    block_info=None) -> np.ndarray:
+    from pyproj import Transformer
+
+    (_, _), (y0, y1), (x0, x1) = block_info[0]["array-location"]
+    xx, yy = np.meshgrid(x[x0:x1], y[y0:y1])
+    present = (block == 1).any(axis=0)  # only cells with a presence need the trees
+    out = block.copy()
+    if not present.any():
+        return out
+    transformer = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    lon, lat = transformer.transform(xx[present], yy[present])
+    inside = area.contains(lon, lat)
+    cells = out[:, present]
+    cells[(cells == 1) & ~inside] = 0
+    out[:, present] = cells
+    return out
+
+
+def restrict_presence(presence: xr.DataArray, area: AccessibleArea | None) -> xr.DataArray:
+    """Presence codes (uint8 ``species``, ``y``, ``x``: 1 present, 0 absent, 255 no data) with every presence
+    outside its species' accessible area set to absent; lazy, chunked like ``presence``. ``area`` None: unchanged."""
+    if area is None:
+        return presence
+    if presence.sizes["species"] != area.n_species:
+        raise ValueError(f"presence has {presence.sizes['species']} species, the accessible area {area.n_species}")
+    from pyproj import CRS
+
+    data = presence.data if isinstance(presence.data, da.Array) else da.from_array(presence.values)
+    data = data.rechunk({0: -1})
+    crs = CRS.from_user_input(presence.rio.crs).to_wkt()
+    restricted = da.map_blocks(_restrict_block, data, dtype="uint8", x=presence["x"].values, y=presence["y"].values,
+                               crs=crs, area=area, meta=np.empty((0, 0, 0), "uint8"))
+    out = presence.copy(data=restricted)
+    out.attrs = dict(presence.attrs)
+    out.attrs["accessible_area_km"] = round(area.distance_km, 1)
+    out.attrs["long_name"] = (presence.attrs.get("long_name", "predicted presence")
+                              + f", within {area.distance_km:.0f} km of the species' records")
+    return out
+
+
+def checkpoint_entry(lon, lat, species_index, distance_km: float, quantile: float, held_out_records: int) -> dict:
+    """What the checkpoint stores (plain numbers and tensors, loadable with ``weights_only``)."""
+    import torch
+
+    return {"distance_km": float(distance_km), "quantile": float(quantile), "held_out_records": int(held_out_records),
+            "lonlat": torch.as_tensor(np.c_[lon, lat], dtype=torch.float64),
+            "species_index": torch.as_tensor(np.asarray(species_index), dtype=torch.int32)}
+
