@@ -6,15 +6,19 @@ and a CRS (rioxarray ``spatial_ref``). On disk it is a Zarr store chunked in spa
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
 import numpy as np
 import rioxarray
 import xarray as xr
+from pyproj import CRS
 from rasterio.enums import Resampling
 
 from sdm.storage import write_zarr
+
+log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".nc", ".nc4", ".vrt")
 
@@ -68,8 +72,66 @@ def _band_names(da: xr.DataArray, path: Path) -> list[str]:
     return [f"{path.stem}_band{i + 1}" for i in range(n)]
 
 
+CATEGORICAL_HINT = re.compile(r"land.?cover|land.?use|soil|class|vegetation|biome|ecoregion|habitat|lithology|geology",
+                              flags=re.IGNORECASE)
+"""Names that, on an integer band, mark a categorical layer even when the config does not list it."""
+COARSER = 1.01
+"""The target grid counts as coarser than a source when its cells are wider by more than this factor."""
+
+
+def cell_size_m(da: xr.DataArray) -> float:
+    """Geometric mean side (metres) of a raster's cells at its centre (degrees converted at the centre latitude)."""
+    transform = da.rio.transform(recalc=True)
+    dx, dy = abs(transform.a), abs(transform.e)
+    crs = CRS.from_user_input(da.rio.crs)
+    if crs.is_geographic:
+        lat = float(np.clip(np.mean(da.rio.bounds()[1::2]), -89.0, 89.0))
+        return float(np.sqrt(dx * 111_320.0 * np.cos(np.radians(lat)) * dy * 110_574.0))
+    unit = crs.axis_info[0].unit_conversion_factor
+    return float(np.sqrt(dx * dy) * unit)
+
+
+def resampling_for(source: xr.DataArray, target: xr.DataArray, categorical: bool) -> Resampling:
+    """How to put ``source`` on ``target``'s grid: categorical layers by the most common class (mode) onto a
+    coarser grid and the nearest cell otherwise, never interpolated; continuous layers by the mean of the covered
+    cells (average) onto a coarser grid and bilinear interpolation onto a finer or equal one."""
+    coarser = cell_size_m(target) > COARSER * cell_size_m(source)
+    if categorical:
+        return Resampling.mode if coarser else Resampling.nearest
+    return Resampling.average if coarser else Resampling.bilinear
+
+
+def categorical_variables(da: xr.DataArray, declared) -> list[str]:
+    """The variables of a raster read by :func:`read_raster` to resample as classes: those ``declared`` (harmonised
+    names, the config's ``climate.categorical``), and integer bands whose name hints at classes
+    (:data:`CATEGORICAL_HINT`), logged so that the user can see it."""
+    declared = {harmonise_name(v) for v in (declared or [])}
+    names = [str(v) for v in da["variable"].values]
+    integer = np.dtype(da.attrs.get("source_dtype", "float32")).kind in "iu"
+    hinted = [n for n in names if integer and n not in declared and CATEGORICAL_HINT.search(n)]
+    if hinted:
+        log.info("treating integer band(s) %s as categorical (name and integer type); list them in "
+                 "climate.categorical to make it explicit", hinted)
+    return [n for n in names if n in declared or n in hinted]
+
+
+def _on_grid(a: xr.DataArray, target: xr.DataArray, categorical: list[str]) -> xr.DataArray:
+    """``a`` put on ``target``'s grid, each variable with :func:`resampling_for` (no-op when aligned)."""
+    if _same_grid(a, target):
+        return a
+    names = [str(v) for v in a["variable"].values]
+    parts = []
+    for is_categorical in (False, True):
+        subset = [n for n in names if (n in categorical) == is_categorical]
+        if subset:
+            method = resampling_for(a, target, is_categorical)
+            parts.append(a.sel(variable=subset).rio.reproject_match(target, resampling=method))
+    return parts[0] if len(parts) == 1 else xr.concat(parts, dim="variable").sel(variable=names)
+
+
 def read_raster(path: Path) -> xr.DataArray:
-    """One raster file as (``variable``, ``y``, ``x``) float32 with harmonised variable names and NaN no-data."""
+    """One raster file as (``variable``, ``y``, ``x``) float32 with harmonised variable names and NaN no-data;
+    ``attrs["source_dtype"]`` keeps the file's data type."""
     if path.suffix.lower() in (".nc", ".nc4"):
         ds = xr.open_dataset(path, decode_coords="all")
         arrays = []
@@ -91,7 +153,9 @@ def read_raster(path: Path) -> xr.DataArray:
     if da.rio.crs is None:
         raise ValueError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path.name})")
     names = [harmonise_name(n) for n in _band_names(da, path)]
+    source_dtype = str(da.encoding.get("rasterio_dtype", da.encoding.get("dtype", da.dtype)))
     da = da.rename(band="variable").assign_coords(variable=names).astype("float32")
+    da.attrs["source_dtype"] = source_dtype
     return da
 
 
@@ -100,11 +164,13 @@ def _same_grid(a: xr.DataArray, b: xr.DataArray) -> bool:
             and np.allclose(a.rio.transform(recalc=True), b.rio.transform(recalc=True)))
 
 
-def read_climate(source, variables: list[str] | None = None, grid: xr.DataArray | None = None) -> xr.DataArray:
+def read_climate(source, variables: list[str] | None = None, grid: xr.DataArray | None = None,
+                 categorical: list[str] | None = None) -> xr.DataArray:
     """All rasters of a source as one (``variable``, ``y``, ``x``) array, on ``grid`` (default: the first file's).
 
-    Each file is put on the grid directly (bilinear), so a 1 km covariate keeps its detail on a 1 km grid even
-    when it is listed after a coarse climate file. ``variables`` (harmonised names) selects and orders the
+    Each file is put on the grid directly, so a 1 km covariate keeps its detail on a 1 km grid even when it is
+    listed after a coarse climate file; each variable with :func:`resampling_for` (``categorical``: names of class
+    layers, see :func:`categorical_variables`). ``variables`` (harmonised names) selects and orders the
     variables; a missing one raises naming the source.
     """
     files = source_files(source)
@@ -117,7 +183,7 @@ def read_climate(source, variables: list[str] | None = None, grid: xr.DataArray 
             if a.sizes["variable"] == 0:
                 continue
         target = grid if grid is not None else (arrays[0] if arrays else a)
-        arrays.append(a if _same_grid(a, target) else a.rio.reproject_match(target, resampling=Resampling.bilinear))
+        arrays.append(_on_grid(a, target, categorical_variables(a, categorical)))
     if not arrays:
         raise ValueError(f"{source}: missing variable(s) {wanted}; none of its files has them")
     cube = _stack(arrays)
@@ -220,13 +286,14 @@ __all__ = [
 
 
 def ingest_climate(source, name: str, grid: xr.DataArray | None = None,
-                   variables: list[str] | None = None) -> xr.DataArray:
-    """Read a scenario's rasters and put them on ``grid`` (the source's own grid when None) as a cube.
+                   variables: list[str] | None = None, categorical: list[str] | None = None) -> xr.DataArray:
+    """Read a scenario's rasters and put them on ``grid`` (the source's own grid when None) as a cube
+    (``categorical``: class layers, resampled by mode or nearest cell, see :func:`read_climate`).
 
     Errors name the scenario: a missing variable, or a raster that does not overlap the grid.
     """
     try:
-        cube = read_climate(source, variables, grid)
+        cube = read_climate(source, variables, grid, categorical)
     except ValueError as error:
         raise ValueError(f"scenario '{name}': {error}") from None
     if grid is None:

@@ -280,3 +280,57 @@ def test_to_grid_leaves_the_callers_array_alone_unless_told():
     assert cube.values[1, 1, 1] == 1  # the caller's array untouched
     in_place = to_grid(cube, grid, copy=False)
     assert np.isnan(cube.values[1, 1, 1]) and np.shares_memory(in_place.values, cube.values)
+
+
+def _classes_and_temperature(tmp_path):
+    """A 1 km land-cover layer (uint8 classes) and a continuous layer on the same 4 x 6 km source grid."""
+    classes = np.array([[1, 1, 2, 2, 3, 3],
+                        [1, 7, 2, 2, 3, 9],
+                        [5, 5, 5, 4, 4, 4],
+                        [5, 5, 6, 4, 4, 4]], dtype="uint8")
+    cover = _geotiff(tmp_path / "landcover.tif", classes, ["landcover"], nodata=0)
+    temperature = _geotiff(tmp_path / "bio1.tif", _layers(1), ["bio1"])
+    return classes, cover, temperature
+
+
+def test_categorical_layer_takes_the_most_common_class_onto_a_coarser_grid(tmp_path):
+    classes, cover, temperature = _classes_and_temperature(tmp_path)
+    grid = make_grid("EPSG:3035", 2000, (ORIGIN[0], ORIGIN[1] - 4000, ORIGIN[0] + 6000, ORIGIN[1]))
+    cube = read_climate([temperature, cover], grid=grid, categorical=["landcover"])
+    # each 2 x 2 km cell: the class of 3 of its 4 source cells (never an average such as 2.75)
+    np.testing.assert_array_equal(cube.sel(variable="landcover").values, [[1, 2, 3], [5, 4, 4]])
+    # the continuous layer is averaged over the 4 source cells
+    source = _layers(1)[0]
+    expected = source.reshape(2, 2, 3, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(cube.sel(variable="bio1").values, expected)
+
+
+def test_categorical_layer_takes_the_nearest_class_onto_a_finer_grid(tmp_path):
+    classes, cover, _ = _classes_and_temperature(tmp_path)
+    grid = make_grid("EPSG:3035", 500, (ORIGIN[0], ORIGIN[1] - 4000, ORIGIN[0] + 6000, ORIGIN[1]))
+    cube = read_climate(cover, grid=grid, categorical=["landcover"])
+    values = cube.sel(variable="landcover").values
+    assert set(np.unique(values)) <= set(np.unique(classes).tolist())  # only classes that exist
+    np.testing.assert_array_equal(values[::2, ::2], classes)
+
+
+def test_an_integer_land_cover_band_is_categorical_without_the_config(tmp_path):
+    _, cover, _ = _classes_and_temperature(tmp_path)
+    grid = make_grid("EPSG:3035", 2000, (ORIGIN[0], ORIGIN[1] - 4000, ORIGIN[0] + 6000, ORIGIN[1]))
+    cube = read_climate(cover, grid=grid)
+    np.testing.assert_array_equal(cube.sel(variable="landcover").values, [[1, 2, 3], [5, 4, 4]])
+
+
+def test_continuous_layer_is_bilinear_onto_a_finer_grid(tmp_path):
+    from rasterio.enums import Resampling
+
+    from sdm.climate import read_raster, resampling_for
+
+    source = read_raster(_geotiff(tmp_path / "bio1.tif", _layers(1), ["bio1"]))
+    fine = make_grid("EPSG:3035", 500, (ORIGIN[0], ORIGIN[1] - 4000, ORIGIN[0] + 6000, ORIGIN[1]))
+    coarse = make_grid("EPSG:3035", 2000, (ORIGIN[0], ORIGIN[1] - 4000, ORIGIN[0] + 6000, ORIGIN[1]))
+    assert resampling_for(source, fine, categorical=False) == Resampling.bilinear
+    assert resampling_for(source, coarse, categorical=False) == Resampling.average
+    assert resampling_for(source, coarse, categorical=True) == Resampling.mode
+    assert resampling_for(source, fine, categorical=True) == Resampling.nearest
+    assert resampling_for(source, source, categorical=False) == Resampling.bilinear

@@ -8,6 +8,7 @@ rule ingest_climate:
     params:
         grid=config["grid"],
         variables=config["climate"]["variables"],
+        categorical=config["climate"]["categorical"],
     log:
         "logs/ingest_climate/{scenario}.log",
     benchmark:

@@ -14,7 +14,8 @@ elif grid_config.get("crs"):
     grid = make_grid(grid_config["crs"], grid_config["resolution"], grid_config["bounds"])
 else:
     grid = None
-cube = ingest_climate(sources if len(sources) > 1 else sources[0], scenario, grid, variables)
+cube = ingest_climate(sources if len(sources) > 1 else sources[0], scenario, grid, variables,
+                      snakemake.params.categorical)
 write_cube(cube, snakemake.output[0], chunk=grid_config["chunk"])
 log.info("cube %s: %s variables %s on %s x %s cells", scenario, cube.sizes["variable"],
          list(cube["variable"].values), cube.sizes["y"], cube.sizes["x"])
