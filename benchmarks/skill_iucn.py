@@ -35,6 +35,13 @@ from sdm.status import StatusClassifier, classification_metrics, genus_of, strat
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ANCHOR_LOGS = DATA / "estopinan_orchid_status" / "classifier_cv_results_from_logs.csv"
 IUCNN_MATRIX = DATA / "iucnn_orchids" / "zizka2021_orchid_features_52.csv"
+MYRCIA = DATA / "walker_myrcia_predictors" / "myrcia_predictors.csv"
+MYRCIA_FEATURES = ("eoo", "human_footprint", "human_population", "forest_loss", "annual_temperature",
+                   "precipitation_driest", "elevation", "conr_aoo", "conr_locs", "conr_obs", "n_specimens",
+                   "centroid_latitude")
+"""Walker et al.'s predictors (their names), plus ``criterion_b_rank`` computed from their ConR EOO, AOO and
+locations; ``conr_eoo`` itself is left out (missing for 159 species with fewer than three points: ``eoo`` holds
+it)."""
 
 FOLDS, SEED = 10, 0
 IUCNN_VIGNETTE_ACCURACY = 0.633
@@ -176,6 +183,10 @@ def variants(features: pd.DataFrame, n_jobs: int = 2) -> list[dict]:
 
     return [
         v("default: extra trees, all features + genus", "default", StatusClassifier(**et)),
+        v("default with argmax decision (most probable class)", "decision",
+          StatusClassifier(**et, decision="argmax")),
+        v("balanced weights + argmax decision", "decision",
+          StatusClassifier(**et, class_weight="balanced", decision="argmax")),
         v("previous default: HGB balanced, first features", "baseline",
           StatusClassifier(**dict(common, method="hist_gradient_boosting", n_jobs=1), taxonomy=False,
                            class_weight="balanced"), occ0 + list(SDM_RANGE) + niche),
@@ -194,6 +205,32 @@ def variants(features: pd.DataFrame, n_jobs: int = 2) -> list[dict]:
         v("extra trees ordinal (cumulative), all + genus", "models", StatusClassifier(**et, ordinal=True)),
         v("extra trees calibrated (sigmoid), all + genus", "models", CalibratedStatusClassifier(**et)),
     ]
+
+
+def myrcia_status(n_jobs: int = 2, path: str | Path = MYRCIA) -> pd.DataFrame:
+    """The status classifier on a second taxon: the *Myrcia* species of Walker et al. with a category LC..CR,
+    from their predictors (:data:`MYRCIA_FEATURES`) and the preliminary criterion B rank, the same 10-fold
+    protocol; the shipped default and its argmax variant. One genus: the genus features carry nothing here."""
+    from sdm.criteria import CRITERION_B_RANK, criterion_b
+
+    table = pd.read_csv(path)
+    table = table[table["category"].isin(CATEGORIES)].set_index("name")
+    features = table[list(MYRCIA_FEATURES)].astype(float)
+    eoo = table["conr_eoo"].fillna(table["conr_aoo"])  # no polygon: the Guidelines set EOO to AOO
+    features["criterion_b_rank"] = criterion_b(np.maximum(eoo, table["conr_aoo"]), table["conr_aoo"],
+                                               table["conr_locs"]).map(CRITERION_B_RANK).astype(float)
+    labels = table["category"].astype(str)
+    rows = []
+    for name, decision in (("Myrcia: default (decision auto)", "auto"), ("Myrcia: argmax decision", "argmax")):
+        clf = StatusClassifier(folds=FOLDS, seed=SEED, n_jobs=n_jobs, decision=decision,
+                               features=list(features.columns))
+        metrics, seconds = evaluate_variant({"classifier": clf}, features, labels)
+        rows.append(_row(name, metrics, seconds))
+    criterion = features["criterion_b_rank"].map({v: k for k, v in CRITERION_B_RANK.items()})
+    rows.append({"variant": "Myrcia: preliminary criterion B alone (threatened = VU/EN/CR)",
+                 "binary_accuracy": float(np.mean(criterion.isin(list(THREATENED)) == labels.isin(list(THREATENED)))),
+                 "n_species": int(len(labels))})
+    return pd.DataFrame(rows).assign(n_species=len(labels))
 
 
 def _row(name: str, metrics: dict, seconds: float | None = None) -> dict:
@@ -409,6 +446,7 @@ def _results(results_dir, n_jobs, seeds, nested, verbose, quick) -> dict:
         "default": default["name"],
         "anchors": anchors_table(),
         "iucnn_matrix": iucnn_matrix_check(n_jobs),
+        "myrcia": myrcia_status(n_jobs),
         "not_evaluated": not_evaluated,
         "seeds": seed_table,
         "nested": nested_table,
@@ -428,6 +466,7 @@ def printable_tables(results: dict) -> dict[str, pd.DataFrame]:
             results["variants"],
         "anchors (published, mean and SD over 10 folds)": results["anchors"],
         "classifier check on IUCNN's 52-feature matrix": results["iucnn_matrix"],
+        "second taxon: Myrcia (Walker et al.'s predictors)": results["myrcia"],
         f"confusion matrix of the default ({results['default']}), rows = Red List, columns = predicted":
             pd.DataFrame(m["confusion_matrix"]["matrix"], index=list(CATEGORIES), columns=list(CATEGORIES)),
         f"not-evaluated species ({results['n_not_evaluated']}), default classifier": results["not_evaluated"],
@@ -488,6 +527,14 @@ def format_tables(tables: dict) -> str:
     lines += ["", "Classifier check on IUCNN's own 52-feature matrix (885 species, same protocol):"]
     for r in tables["iucnn_matrix"].to_dict("records"):
         lines.append(line(r))
+    myrcia = tables["myrcia"]
+    lines += ["", f"Second taxon: Myrcia ({int(myrcia['n_species'].iloc[0])} species with LC..CR, Walker et al.'s "
+              f"predictors + criterion B rank, same protocol):"]
+    for r in myrcia.to_dict("records"):
+        if "recall_LC" in r and not pd.isna(r.get("accuracy")):
+            lines.append(line(r))
+        else:
+            lines.append(f"  {r['variant']}: binary accuracy {r['binary_accuracy']:.3f}")
     m = tables["metrics"][tables["default"]]
     lines += ["", f"Confusion matrix of the default ({tables['default']}), rows = Red List, columns = predicted:",
               "        " + " ".join(f"{c:>5s}" for c in CATEGORIES)]

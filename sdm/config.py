@@ -33,6 +33,11 @@ def _paths(config: dict):
     for name, source in (config["climate"].get("scenarios") or {}).items():
         for p in source if isinstance(source, list) else [source]:
             yield f"climate.scenarios.{name}", p
+    threats = config.get("threats") or {}
+    if threats.get("protected_areas"):
+        yield "threats.protected_areas.path", threats["protected_areas"]["path"]
+    for name, entry in (threats.get("pressures") or {}).items():
+        yield f"threats.pressures.{name}.path", entry["path"]
 
 
 def check_inputs(config: dict, generated: list[str] = ()) -> None:

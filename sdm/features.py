@@ -108,16 +108,27 @@ EARTH_RADIUS_KM = 6371.0088
 
 NICHE_PREFIXES: tuple[str, ...] = ("niche_mean_", "niche_sd_")
 
+THREAT_FEATURES: tuple[str, ...] = ("protected_share_records", "protected_share_range")
+"""Protected share (0..1) of a species' records and of its predicted range, when the config names a protected-area
+layer (:mod:`sdm.threats`)."""
+PRESSURE_SUFFIX = "_at_records"
+"""Suffix of the per-species mean of a pressure layer at the records (``threats.pressures``)."""
+
 
 def feature_columns(features: pd.DataFrame) -> list[str]:
     """The numeric columns of ``features`` used by the classifier, in a stable order.
 
-    :data:`BASE_FEATURE_COLUMNS` that are present, then every ``niche_mean_{v}`` / ``niche_sd_{v}`` column in the
-    frame's order (the niche columns depend on the cube's variables, hence a function rather than a fixed list).
+    :data:`BASE_FEATURE_COLUMNS` that are present, then :data:`THREAT_FEATURES` and every ``{name}_at_records``
+    pressure column that are present (they exist when the config names the layers), then every ``niche_mean_{v}``
+    / ``niche_sd_{v}`` column in the frame's order (the niche columns depend on the cube's variables, hence a
+    function rather than a fixed list).
     """
     base = [c for c in BASE_FEATURE_COLUMNS if c in features.columns]
+    threats = [c for c in THREAT_FEATURES if c in features.columns]
+    pressures = [c for c in features.columns if isinstance(c, str) and c.endswith(PRESSURE_SUFFIX)
+                 and c not in THREAT_FEATURES]
     niche = [c for c in features.columns if isinstance(c, str) and c.startswith(NICHE_PREFIXES)]
-    return base + niche
+    return base + threats + pressures + niche
 
 
 FEATURE_COLUMNS = feature_columns
@@ -325,6 +336,7 @@ def range_features(
     future: xr.Dataset | None,
     dispersal: str,
     cell_area_km2: xr.DataArray,
+    protected: xr.DataArray | None = None,
 ) -> pd.DataFrame:
     """Predicted-range features per species for one scenario and dispersal assumption.
 
@@ -338,6 +350,8 @@ def range_features(
         Ignored (but validated) when ``future`` is None.
     cell_area_km2
         Area of each cell (``y``, ``x``), km2; NaN counts as 0.
+    protected
+        Protected fraction of each cell (``y``, ``x``, 0..1), or None: then ``protected_share_range`` is left out.
 
     Returns
     -------
@@ -350,7 +364,8 @@ def range_features(
     * ``range_loss``: fraction of the current range lost under the scenario, ``clip(1 - range_km2 /
       current_range_km2, 0, 1)``; with no dispersal this is ``1 - overlap / current``; 0 when the current range is
       empty. Input of criterion A3;
-    * ``current_range_km2``: area of the current range, km2.
+    * ``current_range_km2``: area of the current range, km2;
+    * ``protected_share_range`` (with ``protected``): protected share of the range's area, 0..1 (NaN when empty).
     """
     _check_dispersal(dispersal)
     for name, ds in (("current", current), ("future", future)):
@@ -372,13 +387,15 @@ def range_features(
         suit = future["suitability"]
 
     space = ("y", "x")
-    sums = xr.Dataset(
-        {
-            "range_km2": (pres * area).sum(space),
-            "current_range_km2": (pres0 * area).sum(space),
-            "mean_suitability": suit.astype("float64").where(pres).mean(space, skipna=True),
-        }
-    ).compute()
+    variables = {
+        "range_km2": (pres * area).sum(space),
+        "current_range_km2": (pres0 * area).sum(space),
+        "mean_suitability": suit.astype("float64").where(pres).mean(space, skipna=True),
+    }
+    if protected is not None:
+        protected_area = area * _match_coords(protected, pres0, "protected areas").fillna(0.0).astype("float64")
+        variables["protected_range_km2"] = (pres * protected_area).sum(space)
+    sums = xr.Dataset(variables).compute()
 
     species = [str(s) for s in current["species"].to_numpy()]
     out = pd.DataFrame(
@@ -391,7 +408,10 @@ def range_features(
         ratio = np.where(cur > 0, rng / cur, np.where(rng > 0, np.inf, 0.0))
     out["range_change"] = ratio
     out["range_loss"] = np.where(cur > 0, np.clip(1.0 - ratio, 0.0, 1.0), 0.0)
-    return out[list(RANGE_FEATURES)]
+    if protected is None:
+        return out[list(RANGE_FEATURES)]
+    out["protected_share_range"] = out["protected_range_km2"] / out["range_km2"].where(out["range_km2"] > 0)
+    return out[list(RANGE_FEATURES) + ["protected_share_range"]]
 
 
 def species_features(
@@ -402,9 +422,11 @@ def species_features(
     dispersal: str,
     cell_area_km2: xr.DataArray,
     records: pd.DataFrame | None = None,
+    threats: dict[str, xr.DataArray] | None = None,
 ) -> pd.DataFrame:
     """All classifier features per species for one scenario and dispersal (see the two functions above for units;
-    ``records``: every cleaned record, for the IUCN range metrics, see :func:`occurrence_features`).
+    ``records``: every cleaned record, for the IUCN range metrics, see :func:`occurrence_features`; ``threats``:
+    layers of :func:`sdm.threats.threat_layers`, for :data:`THREAT_FEATURES` and the pressures at the records).
 
     One row per species of the predictions (in their order), then species that have occurrences but no prediction
     (sorted), whose range features are NaN. Species predicted but without occurrences get 0 for the counts and
@@ -412,8 +434,13 @@ def species_features(
     ``scenario`` / ``dispersal`` columns if it wants them.
     """
     _check_dispersal(dispersal)
+    from sdm.threats import PROTECTED, record_means
+
+    threats = threats or {}
     occ = occurrence_features(occurrences, cube, records)
-    rng = range_features(current, future, dispersal, cell_area_km2)
+    if threats:
+        occ = occ.join(record_means(occurrences, threats))
+    rng = range_features(current, future, dispersal, cell_area_km2, threats.get(PROTECTED))
     extra = [s for s in occ.index if s not in set(rng.index)]
     index = pd.Index(list(rng.index) + extra, name="species")
     out = occ.reindex(index).join(rng, how="left")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
@@ -36,11 +36,16 @@ CURRENT = "current"
 
 GENUS_COLUMNS: tuple[str, ...] = tuple(f"genus_share_{c}" for c in CATEGORIES) + ("genus_n_assessed",)
 """Taxonomy features the classifier adds when ``taxonomy=True``: the share of each category among the assessed
-species of the genus (shrunk toward the training set's shares) and their number."""
+species of the genus (scikit-learn's ``TargetEncoder``, shrunk toward the training set's shares by its empirical
+Bayes smoothing; one column per category seen in training) and the number of *other* assessed species of the
+genus."""
 
-GENUS_PRIOR_WEIGHT = 2.0
-"""Pseudo-count of the training set's category shares in a genus' shares: a genus with one assessed species is
-pulled a third of the way to the prior, so a single congener is evidence, not a verdict."""
+DECISIONS = ("argmax", "auto")
+"""How :meth:`StatusClassifier.decide` turns class probabilities into one category (see there)."""
+PRIOR_SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Candidate exponents of the prior shift that ``decision="auto"`` chooses among on inner folds."""
+ORDINAL = "ordinal"
+"""The candidate of ``decision="auto"`` that picks the category of least expected ordinal distance."""
 
 _INNER_FOLDS = 5  # out-of-fold genus shares for training species
 _EPS = 1e-9  # fractions such as 1 - 0.7 land at 0.29999999999999993; thresholds are inclusive
@@ -61,21 +66,12 @@ def genus_of(species) -> np.ndarray:
     return np.asarray([str(s).strip().split(" ", 1)[0] for s in species], dtype=object)
 
 
-def _genus_counts(genera: np.ndarray, codes: np.ndarray) -> pd.DataFrame:
-    """Assessed species per genus (rows) and category code (columns 0..4)."""
-    onehot = np.eye(len(CATEGORIES))[np.asarray(codes, dtype=int)]
-    return pd.DataFrame(onehot, index=pd.Index(genera, name="genus")).groupby(level=0).sum()
-
-
-def _genus_encode(counts: pd.DataFrame, prior: np.ndarray, genera: np.ndarray) -> np.ndarray:
-    """(n, 6) array: smoothed category shares of each species' genus, then its number of assessed species."""
-    c = counts.reindex(genera).fillna(0.0).to_numpy(dtype=float)
-    n = c.sum(axis=1, keepdims=True)
-    return np.hstack([(c + GENUS_PRIOR_WEIGHT * prior) / (n + GENUS_PRIOR_WEIGHT), n])
-
-
-def _class_prior(codes: np.ndarray) -> np.ndarray:
-    return np.bincount(np.asarray(codes, dtype=int), minlength=len(CATEGORIES)) / max(len(codes), 1)
+def _other_congeners(genera_train: np.ndarray, genera: np.ndarray, own: bool) -> np.ndarray:
+    """Assessed training species of each species' genus, the species itself left out (``own``: the species are
+    the training species, so each count drops one): the same meaning at fit and at predict time."""
+    counts = pd.Series(genera_train).value_counts()
+    n = counts.reindex(genera).fillna(0).to_numpy(dtype=float)
+    return n - 1 if own else n
 
 
 def stratified_folds(labels, folds: int, seed: int) -> np.ndarray:
@@ -95,6 +91,33 @@ def stratified_folds(labels, folds: int, seed: int) -> np.ndarray:
         for k, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y)):
             fold[test] = k
     return fold
+
+
+def decide(proba: np.ndarray, prior: np.ndarray, rule) -> np.ndarray:
+    """Category codes (0 LC .. 4 CR) from class probabilities ``proba`` (n, 5).
+
+    ``rule``: a number a in [0, 1], the prior shift: argmax of p_c / prior_c ** a (0 = the most probable class, the
+    decision of highest accuracy; 1 = divide out the training frequencies, which favours balanced accuracy and the
+    rare classes); or :data:`ORDINAL`, the category c minimising the expected ordinal distance sum_k p_k |k - c|
+    (the median of the predicted distribution; LC < NT < VU < EN < CR). Classes absent from training (prior 0)
+    are never chosen by the shift."""
+    proba = np.asarray(proba, dtype=float)
+    if rule == ORDINAL:
+        cumulative = np.cumsum(proba, axis=1)
+        return np.argmax(cumulative >= 0.5 * cumulative[:, -1:] - 1e-12, axis=1)
+    prior = np.asarray(prior, dtype=float)
+    with np.errstate(divide="ignore"):
+        shifted = np.where(prior > 0, proba / np.where(prior > 0, prior, 1.0) ** float(rule), -np.inf)
+    return shifted.argmax(axis=1)
+
+
+def decision_score(truth_codes: np.ndarray, predicted_codes: np.ndarray) -> float:
+    """What ``decision="auto"`` maximises on inner folds: the mean of accuracy and balanced accuracy (better
+    weak-class recall without giving up overall accuracy)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
+        balanced = balanced_accuracy_score(truth_codes, predicted_codes)
+    return 0.5 * (accuracy_score(truth_codes, predicted_codes) + balanced)
 
 
 def classification_metrics(truth, predicted, fold=None, p_threatened=None) -> dict:
@@ -174,8 +197,9 @@ class StatusClassifier:
         side, where unlimited OpenMP threads oversubscribe the cores and run many times slower.
     taxonomy
         Add :data:`GENUS_COLUMNS`, computed from the species names (the features' index) and the training labels.
-        A training species sees its genus' shares from the other folds of an inner 5-fold split, never its own
-        label; a species to predict sees those of all training species.
+        A training species sees its genus' shares cross-fitted (``TargetEncoder``'s inner 5-fold split, never its
+        own label) and the number of its assessed congeners without itself; a species to predict sees those of
+        all training species.
     class_weight
         None (default: every species counts once, which maximises accuracy) or ``"balanced"`` (classes weighted
         inversely to their frequency: higher recall of the rare NT / VU / CR, lower accuracy).
@@ -183,6 +207,11 @@ class StatusClassifier:
         Use the order LC < NT < VU < EN < CR: four binary classifiers for "worse than LC", "worse than NT", ...
         whose cumulative probabilities give the five classes (Frank & Hall 2001). Off by default: it did not beat
         the plain multi-class model on the orchids.
+    decision
+        How probabilities become one category (:func:`decide`): ``"argmax"`` (the most probable), or ``"auto"``
+        (default): the rule among the prior shifts :data:`PRIOR_SHIFTS` and the ordinal median that maximises
+        :func:`decision_score` on out-of-fold probabilities of an inner ``folds``-fold split of the training
+        species, so cross-validation of the classifier is nested. Probabilities are not changed.
 
     Counts, areas and distances (:data:`sdm.features.LOG_COLUMNS`) enter as ``log1p``; infinities as missing
     values. A class absent from training gets probability 0. The defaults are those of the best variant under a
@@ -199,6 +228,7 @@ class StatusClassifier:
         taxonomy: bool = True,
         class_weight: str | None = None,
         ordinal: bool = False,
+        decision: str = "auto",
     ):
         self.method = method
         self.folds = folds
@@ -208,12 +238,14 @@ class StatusClassifier:
         self.taxonomy = taxonomy
         self.class_weight = class_weight
         self.ordinal = ordinal
+        self.decision = decision
 
-    _PARAMS = ("method", "folds", "seed", "features", "n_jobs", "taxonomy", "class_weight", "ordinal")
+    _PARAMS = ("method", "folds", "seed", "features", "n_jobs", "taxonomy", "class_weight", "ordinal", "decision")
 
     def __setstate__(self, state: dict) -> None:
         # Classifiers saved before taxonomy / class_weight / ordinal existed were trained like this.
-        self.__dict__.update({"taxonomy": False, "class_weight": "balanced", "ordinal": False, **state})
+        self.__dict__.update({"taxonomy": False, "class_weight": "balanced", "ordinal": False, "decision": "argmax",
+                              "decision_rule_": 0.0, **state})
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self._PARAMS}
@@ -228,6 +260,8 @@ class StatusClassifier:
             raise ValueError(f"folds must be at least 2, got {self.folds!r}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, got {self.decision!r}")
 
     def _design(self, features: pd.DataFrame, columns: list[str]) -> np.ndarray:
         missing = [c for c in columns if c not in features.columns]
@@ -281,11 +315,9 @@ class StatusClassifier:
         X = self._design(features.loc[y.index], self.features_)
         codes = y.map(CATEGORY_CODE).to_numpy(dtype=int)
         if self.taxonomy:
-            genera = genus_of(y.index)
-            self.genus_counts_ = _genus_counts(genera, codes)
-            self.genus_prior_ = _class_prior(codes)
-            X = np.hstack([X, self._inner_genus_encoding(genera, codes)])
+            X = np.hstack([X, self._fit_genus(genus_of(y.index), y.to_numpy())])
         self.classes_ = [c for c in CATEGORIES if c in set(y)]
+        self.prior_ = np.bincount(codes, minlength=len(CATEGORIES)) / len(codes)
         self.n_train_ = len(y)
         with threadpool_limits(limits=self.n_jobs, user_api="openmp"):
             if len(self.classes_) == 1:
@@ -294,24 +326,58 @@ class StatusClassifier:
                 self.estimator_ = [self._fit_one(X, codes >= j) for j in range(1, len(CATEGORIES))]
             else:
                 self.estimator_ = self._fit_one(X, y.to_numpy())
+        self.decision_rule_, self.decision_scores_ = 0.0, {}
+        if self.decision == "auto" and len(self.classes_) > 1:
+            self.decision_rule_, self.decision_scores_ = self._choose_decision(features.loc[y.index], y)
         return self
 
-    def _inner_genus_encoding(self, genera: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """Genus shares of training species, each from the other inner folds (its own label left out)."""
-        enc = np.empty((len(codes), len(GENUS_COLUMNS)))
-        if len(codes) < 2:
-            return _genus_encode(_genus_counts(genera[:0], codes[:0]), _class_prior(codes), genera)
-        inner = KFold(n_splits=min(_INNER_FOLDS, len(codes)), shuffle=True, random_state=self.seed)
-        for train, test in inner.split(enc):
-            enc[test] = _genus_encode(
-                _genus_counts(genera[train], codes[train]), _class_prior(codes[train]), genera[test]
-            )
-        return enc
+    def _choose_decision(self, features: pd.DataFrame, y: pd.Series) -> tuple[float | str, dict]:
+        """The :func:`decide` rule of best :func:`decision_score` on out-of-fold probabilities of an inner split
+        of the training species (argmax-decided models, so that the inner fits do not recurse)."""
+        inner = type(self)(**{**self.get_params(), "decision": "argmax", "folds": min(self.folds, _INNER_FOLDS)})
+        inner.seed = self.seed + 1  # another split than the one that may have produced these training folds
+        inner.cross_validate(features, y)
+        proba = inner.cv_proba_.to_numpy()
+        truth = y.map(CATEGORY_CODE).to_numpy(dtype=int)
+        scores = {rule: decision_score(truth, decide(proba, self.prior_, rule)) for rule in PRIOR_SHIFTS + (ORDINAL,)}
+        best = max(scores, key=lambda rule: (round(scores[rule], 12), -PRIOR_SHIFTS.index(rule)
+                                              if rule in PRIOR_SHIFTS else -len(PRIOR_SHIFTS)))
+        return best, {str(k): round(float(v), 4) for k, v in scores.items()}
+
+    def _fit_genus(self, genera: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Genus features of the training species (cross-fitted shares, congeners without the species itself)."""
+        from sklearn.preprocessing import TargetEncoder
+
+        self.genus_train_ = np.asarray(genera, dtype=object)
+        largest = int(pd.Series(labels).value_counts().max())
+        if len(set(labels.tolist())) == 1 or largest < 2:
+            # TargetEncoder needs two classes and a class with two members: the genus then says nothing
+            self.genus_encoder_ = None
+            shares = np.ones((len(genera), 1))
+        else:
+            # its inner split is stratified: at most as many folds as the largest class has members
+            self.genus_encoder_ = TargetEncoder(target_type="multiclass", cv=min(_INNER_FOLDS, largest), shuffle=True,
+                                                random_state=self.seed)
+            shares = self._in_category_order(self.genus_encoder_.fit_transform(genera.reshape(-1, 1), labels))
+        return np.hstack([shares, _other_congeners(self.genus_train_, genera, own=True)[:, None]])
+
+    def _in_category_order(self, shares: np.ndarray) -> np.ndarray:
+        """TargetEncoder's columns (classes sorted by name) reordered LC .. CR."""
+        order = [list(self.genus_encoder_.classes_).index(c) for c in CATEGORIES if c in self.genus_encoder_.classes_]
+        return shares[:, order]
+
+    def _genus_design(self, genera: np.ndarray) -> np.ndarray:
+        if getattr(self, "genus_train_", None) is None:
+            raise ValueError("this classifier was saved by an older version (genus counts without TargetEncoder); "
+                             "retrain it (delete results/iucn/classifier.joblib and rerun)")
+        shares = (np.ones((len(genera), 1)) if self.genus_encoder_ is None else self._in_category_order(
+            self.genus_encoder_.transform(np.asarray(genera, dtype=object).reshape(-1, 1))))
+        return np.hstack([shares, _other_congeners(self.genus_train_, genera, own=False)[:, None]])
 
     def _full_design(self, features: pd.DataFrame) -> np.ndarray:
         X = self._design(features, self.features_)
         if self.taxonomy:
-            X = np.hstack([X, _genus_encode(self.genus_counts_, self.genus_prior_, genus_of(features.index))])
+            X = np.hstack([X, self._genus_design(genus_of(features.index))])
         return X
 
     def predict_proba(self, features: pd.DataFrame) -> pd.DataFrame:
@@ -347,11 +413,18 @@ class StatusClassifier:
         cum = np.minimum.accumulate(cum, axis=1)
         return np.hstack([cum[:, :-1] - cum[:, 1:], cum[:, -1:]])
 
+    def categories_from(self, proba: pd.DataFrame) -> pd.Series:
+        """Category per row of :meth:`predict_proba`'s output, by the fitted decision rule (:func:`decide` with
+        ``decision_rule_``; ties go to the less threatened category)."""
+        rule = getattr(self, "decision_rule_", 0.0)
+        prior = getattr(self, "prior_", np.ones(len(CATEGORIES)))
+        codes = decide(proba[list(CATEGORIES)].to_numpy(), prior, rule) if len(proba) else np.empty(0, int)
+        return pd.Series(np.asarray(CATEGORIES, dtype=object)[codes], index=proba.index, name="category",
+                         dtype=object)
+
     def predict(self, features: pd.DataFrame) -> pd.Series:
-        """Most probable category per species (ties go to the less threatened one)."""
-        proba = self.predict_proba(features)
-        cats = np.asarray(CATEGORIES, dtype=object)[proba.to_numpy().argmax(axis=1)] if len(proba) else []
-        return pd.Series(cats, index=features.index, name="category", dtype=object)
+        """Category per species by the fitted decision rule (see :meth:`categories_from`)."""
+        return self.categories_from(self.predict_proba(features))
 
     def threatened_probability(self, features: pd.DataFrame) -> pd.Series:
         """P(VU) + P(EN) + P(CR) per species (name ``p_threatened``); above 0.5 the species is predicted
@@ -363,8 +436,9 @@ class StatusClassifier:
         """Stratified k-fold cross-validation on the labelled species (folds from :func:`stratified_folds`).
 
         Everything learnt from labels (the estimator, the genus shares) is fitted on the training folds only.
-        The out-of-fold class probabilities are kept in ``cv_proba_`` (DataFrame, species x CATEGORIES) and the
-        fold of each species in ``cv_folds_``.
+        The out-of-fold class probabilities are kept in ``cv_proba_`` (DataFrame, species x CATEGORIES), the
+        fold of each species in ``cv_folds_`` and the decision rule each fold's model chose (on its training
+        folds only: nested) in ``cv_decisions_``.
 
         Returns
         -------
@@ -378,16 +452,15 @@ class StatusClassifier:
         fold = stratified_folds(y.to_numpy(), self.folds, self.seed)
         X = features.loc[y.index]
         proba = pd.DataFrame(0.0, index=y.index, columns=list(CATEGORIES))
+        oof = pd.Series("", index=y.index, dtype=object, name="category_cv")
+        self.cv_decisions_ = {}
         for k in np.unique(fold):
             test = fold == k
             model = self._clone().fit(X[~test], y[~test])
-            proba.iloc[np.flatnonzero(test)] = model.predict_proba(X[test]).to_numpy()
-        oof = pd.Series(
-            np.asarray(CATEGORIES, dtype=object)[proba.to_numpy().argmax(axis=1)],
-            index=y.index,
-            dtype=object,
-            name="category_cv",
-        )
+            fold_proba = model.predict_proba(X[test])
+            proba.iloc[np.flatnonzero(test)] = fold_proba.to_numpy()
+            oof.iloc[np.flatnonzero(test)] = model.categories_from(fold_proba).to_numpy()
+            self.cv_decisions_[int(k)] = model.decision_rule_
         self.cv_proba_, self.cv_folds_ = proba, pd.Series(fold, index=y.index, name="fold")
         p_threatened = proba[[c for c in CATEGORIES if c in THREATENED]].sum(axis=1)
         return classification_metrics(y.to_numpy(), oof.to_numpy(), fold, p_threatened.to_numpy()), oof
@@ -489,7 +562,7 @@ def status_table(
             raise ValueError(f"features of run ({scenario!r}, {dispersal!r}) lack column(s) {missing}")
         index = feats.index
         proba = classifier.predict_proba(feats)
-        cat_clf = pd.Series(np.asarray(CATEGORIES, dtype=object)[proba.to_numpy().argmax(axis=1)], index=index)
+        cat_clf = classifier.categories_from(proba)
         if scenario == CURRENT:
             cat_a3 = pd.Series(np.nan, index=index, dtype=object)
             category = cat_clf

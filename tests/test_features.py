@@ -313,3 +313,45 @@ def test_float_noise_in_coordinates_is_tolerated():
     noisy = AREA.assign_coords(x=AREA["x"] + 1e-7)
     feats = range_features(_predictions(CUR), _predictions(FUT).assign_coords(y=[1.5 + 1e-7, 0.5]), "full", noisy)
     assert feats.loc["a", "range_km2"] == 9.0
+
+
+def test_threat_features_at_records_and_over_the_range(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from sdm.grid import make_grid
+    from sdm.threats import record_means, threat_layers
+
+    grid = make_grid("EPSG:4326", 1.0, (0.0, 0.0, 4.0, 2.0))  # 2 rows x 4 columns of 1 degree
+    protected = np.array([[[1.0, 0.5, np.nan, 0.0], [0.0, 0.0, 0.25, 0.0]]], dtype="float32")
+    footprint = np.array([[[10.0, 20.0, 30.0, np.nan], [1.0, 2.0, 3.0, 4.0]]], dtype="float32")
+    paths = {}
+    for name, data in (("pa", protected), ("hfp", footprint)):
+        paths[name] = tmp_path / f"{name}.tif"
+        with rasterio.open(paths[name], "w", driver="GTiff", width=4, height=2, count=1, dtype="float32",
+                           crs="EPSG:4326", transform=from_origin(0, 2, 1, 1), nodata=np.nan) as dst:
+            dst.write(data)
+    layers = threat_layers({"protected_areas": {"path": str(paths["pa"])},
+                            "pressures": {"human_footprint": {"path": str(paths["hfp"])}}}, grid)
+    assert float(layers["protected_areas"].values[0, 2]) == 0.0  # no data = unprotected
+    occ = _occ(["a", "a", "b"], [0.5, 1.5, 3.5], [1.5, 1.5, 1.5], [0, 0, 0], [0, 1, 3], n_records=[3, 1, 2])
+    means = record_means(occ, layers)
+    assert means.loc["a", "protected_share_records"] == pytest.approx((3 * 1.0 + 1 * 0.5) / 4)
+    assert means.loc["a", "human_footprint_at_records"] == pytest.approx((3 * 10 + 20) / 4)
+    assert np.isnan(means.loc["b", "human_footprint_at_records"])  # its only cell has no value: left out
+    presence = xr.DataArray(np.zeros((1, 2, 4), dtype=bool), dims=("species", "y", "x"),
+                            coords={"species": ["a"], "y": grid["y"], "x": grid["x"]})
+    presence[0, 0, :2] = True  # range: the two top-left cells, protected 1.0 and 0.5
+    current = xr.Dataset({"presence": presence, "suitability": presence.astype("float32")})
+    area = xr.ones_like(grid, dtype="float64")
+    ranges = range_features(current, None, "none", area, layers["protected_areas"])
+    assert ranges.loc["a", "protected_share_range"] == pytest.approx(0.75)
+    assert "protected_share_range" not in range_features(current, None, "none", area).columns
+    stacked = tmp_path / "two.tif"
+    with rasterio.open(stacked, "w", driver="GTiff", width=4, height=2, count=2, dtype="float32",
+                       crs="EPSG:4326", transform=from_origin(0, 2, 1, 1)) as dst:
+        dst.write(np.concatenate([protected, protected]))
+    with pytest.raises(ValueError, match="name one with 'band'"):
+        threat_layers({"protected_areas": {"path": str(stacked)}}, grid)
+    assert float(threat_layers({"protected_areas": {"path": str(stacked), "band": 2}}, grid)[
+        "protected_areas"].values[0, 1]) == 0.5

@@ -107,11 +107,11 @@ def test_folds_are_stratified_and_deterministic():
 
 def test_cross_validate_uses_these_folds_and_keeps_out_of_fold_probabilities():
     features, labels = _informative(150)
-    clf = StatusClassifier(folds=5, seed=4, n_jobs=1)
+    clf = StatusClassifier(folds=5, seed=4, n_jobs=1, decision="argmax")
     metrics, oof = clf.cross_validate(features, labels)
     assert np.array_equal(clf.cv_folds_.to_numpy(), stratified_folds(labels.to_numpy(), 5, 4))
     np.testing.assert_allclose(clf.cv_proba_.sum(axis=1), 1.0)
-    assert (clf.cv_proba_.idxmax(axis=1) == oof).all()
+    assert (clf.cv_proba_.idxmax(axis=1).astype(object) == oof).all()  # argmax: the most probable category
     assert metrics["accuracy"] > 0.85  # the category is written in eoo_km2
 
 
@@ -191,11 +191,21 @@ def test_tables_format_with_our_numbers_next_to_the_anchors():
     results = {
         "variants": pd.DataFrame([row]), "metrics": {"perfect": metrics}, "default": "perfect",
         "anchors": anchors, "iucnn_matrix": pd.DataFrame([row]), "seeds": pd.DataFrame(), "nested": pd.DataFrame(),
+        "myrcia": pd.DataFrame([{**row, "variant": "Myrcia: perfect", "n_species": 50},
+                                {"variant": "Myrcia: criterion B alone", "binary_accuracy": 0.5, "n_species": 50}]),
         "not_evaluated": pd.DataFrame(columns=["species", "category", *[f"p_{c}" for c in CATEGORIES],
                                                "p_threatened", "threatened", "genus_n_assessed", "n_records"]),
         "n_labelled": 50, "n_not_evaluated": 0, "notes": [], "target": dict(skill.TARGET),
     }
     text = skill.format_tables(results)
+    assert "Myrcia (50 species" in text and "Myrcia: criterion B alone: binary accuracy 0.500" in text
     assert "perfect" in text and "1.000 ± 0.000" in text and "0.608 ± 0.045" in text
     tables = skill.printable_tables(results)
     assert all(isinstance(t, pd.DataFrame) for t in tables.values())
+
+
+def test_myrcia_second_taxon_runs_the_default_on_its_labels():
+    if not skill.MYRCIA.exists():
+        pytest.skip("shared/data/walker_myrcia_predictors not available")
+    table = pd.read_csv(skill.MYRCIA)
+    assert int(table["category"].isin(CATEGORIES).sum()) == 346  # the species with a category LC..CR

@@ -104,16 +104,43 @@ def test_genus_features_from_names_without_own_label():
     names = [("Alpha" if cat == "LC" else "Beta" if cat == "CR" else f"G{i}") + f" sp{i}"
              for i, cat in enumerate(labels)]
     features.index = labels.index = pd.Index(names, name="species")
-    clf = StatusClassifier().fit(features, labels)
-    assert clf.genus_counts_.loc["Alpha"].tolist() == [6, 0, 0, 0, 0]
+    clf = StatusClassifier(decision="argmax").fit(features, labels)
     new = features.iloc[:1].rename(index=lambda s: "Alpha novum")
     enc = clf._full_design(new)[0, -len(GENUS_COLUMNS):]
-    prior = clf.genus_prior_
-    np.testing.assert_allclose(enc[:5], (np.array([6, 0, 0, 0, 0]) + 2 * prior) / 8)
-    assert enc[5] == 6
-    # Inner out-of-fold shares: a training species never counts itself, so Alpha species see at most 5 congeners.
-    inner = clf._inner_genus_encoding(genus_of(labels.index), labels.map(CATEGORIES.index).to_numpy())
-    assert inner[: 6, 5].max() <= 5
+    # a new Alpha species: Alpha's LC share is high (smoothed toward the prior) and it has 6 assessed congeners
+    assert enc[0] > 0.6 and enc[0] == enc[:5].max() and enc[5] == 6
+    # training species: shares cross-fitted, and the congeners without the species itself (5, not 6): the same
+    # meaning as for the new species, whose 6 congeners are all others
+    design = clf._fit_genus(genus_of(labels.index), labels.to_numpy())
+    alpha = np.flatnonzero(labels.to_numpy() == "LC")
+    assert (design[alpha, 5] == 5).all()
+    unknown = clf._full_design(features.iloc[:1].rename(index=lambda s: "Gamma novum"))[0, -len(GENUS_COLUMNS):]
+    assert unknown[5] == 0 and unknown[:5] == pytest.approx(clf.prior_, abs=1e-9)  # unseen genus: the prior
+
+
+def test_decision_rules():
+    from sdm.status import ORDINAL, decide
+
+    proba = np.array([[0.40, 0.05, 0.30, 0.05, 0.20],
+                      [0.45, 0.35, 0.10, 0.05, 0.05]])
+    prior = np.array([0.5, 0.2, 0.15, 0.1, 0.05])
+    assert decide(proba, prior, 0.0).tolist() == [0, 0]  # the most probable
+    assert decide(proba, prior, 1.0).tolist() == [4, 1]  # 0.20 / 0.05 = 4 beats 0.30 / 0.15 = 2
+    assert decide(proba, prior, ORDINAL).tolist() == [2, 1]  # the median class
+    assert decide(proba, np.array([0.5, 0.5, 0, 0, 0]), 1.0).tolist() == [0, 0]  # unseen classes never
+
+
+def test_auto_decision_is_chosen_on_training_folds_only():
+    features, labels = _synthetic(n_per_class=8)
+    clf = StatusClassifier(folds=3, decision="auto")
+    clf.cross_validate(features, labels)
+    assert set(clf.cv_decisions_) == {0, 1, 2}
+    model = StatusClassifier(folds=3).fit(features, labels)
+    assert set(model.decision_scores_) == {"0.0", "0.25", "0.5", "0.75", "1.0", "ordinal"}
+    assert model.decision_rule_ in (0.0, 0.25, 0.5, 0.75, 1.0, "ordinal")
+    assert model.predict(features).isin(CATEGORIES).all()
+    with pytest.raises(ValueError, match="decision"):
+        StatusClassifier(decision="median").fit(features, labels)
 
 
 def test_bad_class_weight():

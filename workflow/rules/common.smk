@@ -40,6 +40,14 @@ def run_scenario(run):
 FUSED = config["prediction"]["fused"]
 
 
+def threat_files(wildcards=None):
+    """The rasters of the config's threats section (inputs of species_features, so that a new layer reruns it)."""
+    threats = config.get("threats") or {}
+    entries = ([threats["protected_areas"]] if threats.get("protected_areas") else []) + list(
+        (threats.get("pressures") or {}).values())
+    return [entry["path"] for entry in entries]
+
+
 def run_predictions(wildcards):
     """What a run's features and indicators read: prediction stores, or in fused mode the cubes and the model."""
     scenario = run_scenario(wildcards.run)

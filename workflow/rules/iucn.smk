@@ -5,9 +5,11 @@ rule species_features:
         occurrences="results/occurrences.parquet",
         rejected="results/rejected_occurrences.parquet",
         cube="results/cubes/current.zarr",
+        threats=threat_files,
     output:
         "results/iucn/features_{run}.parquet",
     params:
+        threats=config["threats"],
         prediction=config["prediction"],
         device=config["sdm"]["device"],
     threads: workflow.cores

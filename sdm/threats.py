@@ -1,0 +1,90 @@
+"""Threat and protection layers: protected-area coverage and human pressure, put on the run's grid, summarised per
+species at its records and over its predicted range.
+
+The config's ``threats`` section names the layers (all optional; an absent layer means its features are left out,
+never filled with a made-up value):
+
+- ``protected_areas``: a raster of the protected fraction of each cell (0..1; for example WDPA coverage), one band
+  (``band``: its name or 1-based number when the file has several). Cells without a value count as unprotected.
+- ``pressures``: ``{name: {path, band}}``, any continuous layers (human footprint, built environment, night
+  lights, forest loss); cells without a value are left out of the means.
+
+Each layer is put on the grid with :func:`sdm.climate.resampling_for` (the mean of the covered cells onto a coarser
+grid, bilinear onto a finer one), so shares stay shares.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+PROTECTED = "protected_areas"
+
+
+def read_layer(path: str | Path, grid: xr.DataArray, band: str | int | None = None,
+               name: str = "layer") -> xr.DataArray:
+    """One band of a raster, float32 (``y``, ``x``) on ``grid`` (NaN no data). ``band``: a band name (as
+    :func:`sdm.climate.read_raster` harmonises it, or as written in the file) or a 1-based number; required when
+    the file has several bands."""
+    from sdm.climate import _on_grid, harmonise_name, read_raster
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"threats.{name}: {path} not found")
+    layer = read_raster(path)
+    names = [str(v) for v in layer["variable"].values]
+    if band is None:
+        if len(names) > 1:
+            raise ValueError(f"threats.{name}: {path} has {len(names)} bands {names}; name one with 'band'")
+        chosen = names[0]
+    elif isinstance(band, int) or str(band).isdigit():
+        if not 1 <= int(band) <= len(names):
+            raise ValueError(f"threats.{name}: band {band} of {path}, which has bands 1..{len(names)} {names}")
+        chosen = names[int(band) - 1]
+    else:
+        wanted = harmonise_name(str(band))
+        if wanted not in names:
+            raise ValueError(f"threats.{name}: {path} has no band '{band}'; it has {names}")
+        chosen = wanted
+    template = grid.isel(variable=0, drop=True) if "variable" in grid.dims else grid
+    out = _on_grid(layer.sel(variable=[chosen]), template, categorical=[]).isel(variable=0, drop=True)
+    out = out.assign_coords(x=template["x"].values, y=template["y"].values)
+    return out.astype("float32").rename(name)
+
+
+def threat_layers(threats: dict | None, grid: xr.DataArray) -> dict[str, xr.DataArray]:
+    """The config's ``threats`` section as layers on ``grid``: ``{"protected_areas": fraction 0..1 with no data as
+    0, pressure name: values}``; empty when the section is absent."""
+    threats = threats or {}
+    layers = {}
+    if threats.get(PROTECTED):
+        entry = threats[PROTECTED]
+        protected = read_layer(entry["path"], grid, entry.get("band"), PROTECTED)
+        high = float(protected.max())
+        if high > 1.0 + 1e-6:
+            raise ValueError(f"threats.{PROTECTED}: {entry['path']} holds values up to {high:g}; expected the "
+                             "protected fraction of each cell (0..1); divide a percentage by 100")
+        layers[PROTECTED] = protected.fillna(0.0).clip(0.0, 1.0)
+    for name, entry in (threats.get("pressures") or {}).items():
+        layers[name] = read_layer(entry["path"], grid, entry.get("band"), f"pressures.{name}")
+    return layers
+
+
+def record_means(occurrences: pd.DataFrame, layers: dict[str, xr.DataArray]) -> pd.DataFrame:
+    """Per species, the mean of each layer over its records (its occupied cells weighted by ``n_records``; cells
+    without a value left out): ``protected_share_records`` for the protected areas, ``{name}_at_records`` for a
+    pressure. Index: species, sorted."""
+    rows, cols = occurrences["row"].to_numpy(), occurrences["col"].to_numpy()
+    weight = occurrences["n_records"].to_numpy(dtype="float64")
+    species = occurrences["species"].astype(str).to_numpy()
+    out = {}
+    for name, layer in layers.items():
+        values = np.asarray(layer.values, dtype="float64")[rows, cols]
+        ok = np.isfinite(values)
+        frame = pd.DataFrame({"species": species, "sum": np.where(ok, values * weight, 0.0),
+                              "weight": np.where(ok, weight, 0.0)}).groupby("species").sum()
+        column = "protected_share_records" if name == PROTECTED else f"{name}_at_records"
+        out[column] = frame["sum"] / frame["weight"].where(frame["weight"] > 0)
+    return pd.DataFrame(out).rename_axis("species").sort_index()
