@@ -43,7 +43,7 @@ def environment(**extra: str) -> dict[str, str]:
 def snakemake(workdir: Path, profile: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     # the profile as an absolute path: its script names are resolved against it before snakemake enters --directory
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--profile", str(profile), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=environment())
 

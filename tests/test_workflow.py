@@ -42,7 +42,7 @@ CONFIG = {
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
 
@@ -207,7 +207,7 @@ def test_adding_a_scenario_reruns_only_what_depends_on_it(run):
     config["climate"]["scenarios"]["extra_2070"] = "results/demo/climate/ssp585_2070.tif"
     extra = run / "config_extra.yaml"
     extra.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(run),
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(run),
            "--configfile", str(extra), "--cores", "2", "--dry-run"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -221,7 +221,7 @@ def test_adding_a_scenario_reruns_only_what_depends_on_it(run):
 def dry_run(workdir: Path, config: dict) -> subprocess.CompletedProcess:
     path = workdir / "config_dry.yaml"
     path.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(path), "--cores", "2", "--dry-run"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
@@ -298,3 +298,23 @@ def test_fused_mode_stores_no_species_cube(tmp_path):
         with rasterio.open(tmp_path / f"results/indicators/warm_full/{name}.tif") as src:
             assert src.crs.to_epsg() == 3035
     assert (tmp_path / "results/maps/index.html").exists() and (tmp_path / "results/maps/mess.html").exists()
+
+
+def test_a_failed_job_prints_its_reason_first_on_the_console(tmp_path):
+    """A GBIF file whose longitude header is misspelt: the console (not only the log) names the file and the column;
+    the default profile (workflow/profiles/default) shows the failed job's log too."""
+    bad = tmp_path / "occurrence.csv"
+    bad.write_text("species\tdecimalLongitud\tdecimalLatitude\nAus aus\t1.0\t2.0\n")
+    config = json.loads(json.dumps(CONFIG))
+    config["demo"].update(rows=60, cols=60, species=5, scenarios={})
+    config["climate"]["scenarios"] = {}
+    config["occurrences"]["path"] = str(bad)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "--until", "ingest_occurrences")
+    assert result.returncode != 0
+    console = result.stdout + result.stderr
+    errors = [line for line in console.splitlines() if line.startswith("ERROR: ")]
+    assert errors, console[-3000:]
+    assert str(bad) in errors[0] and "no longitude column" in errors[0] and "decimalLongitud" in errors[0]
+    assert "Logfile logs/ingest_occurrences.log:" in console  # show-failed-logs, from the default profile
+    assert "Traceback" in (tmp_path / "logs" / "ingest_occurrences.log").read_text()

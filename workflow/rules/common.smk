@@ -4,11 +4,11 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-sys.path.insert(0, str(Path(workflow.basedir)))  # the sdm package, also when it is not pip-installed
+sys.path.insert(0, str(Path(workflow.basedir).parent))  # the sdm package, also when it is not pip-installed
 from sdm.config import check_inputs, demo_outputs, run_names, validate_config  # noqa: E402
 
 # One line naming the key at fault first; then snakemake's validate fills in the schema's defaults.
-validate_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
+validate_config(config, Path(workflow.basedir) / "schemas/config.schema.yaml")
 validate(config, schema="../schemas/config.schema.yaml")
 
 DEMO = "demo" in config

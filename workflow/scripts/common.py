@@ -1,12 +1,35 @@
-"""Shared by the workflow scripts: send stderr (progress bars, warnings) and logging to the rule's log file."""
+"""Shared by the workflow scripts: send stderr (progress bars, warnings) and logging to the rule's log file, and
+put a failed job's reason on the console in one line."""
 
 import logging
 import sys
+import traceback
+
+
+def one_line(error: BaseException) -> str:
+    """The error as the user should read it first: the library's message (its first line), with the exception's
+    type only where the message alone would not say what went wrong."""
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if isinstance(error, (ValueError, FileNotFoundError, KeyError, TypeError)) and message:
+        return message
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def log_to(path):
+    """Send stderr and logging to ``path``; an uncaught error prints its one-line reason on the console (the job's
+    first line there, before Snakemake's own report) and the full traceback in the log."""
+    console = sys.stderr
     handle = open(path, "w", buffering=1)
     sys.stderr = handle
     logging.basicConfig(stream=handle, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         force=True)
+
+    def report(kind, error, trace):
+        console.write(f"ERROR: {one_line(error)}\n")
+        console.flush()
+        handle.write(f"ERROR: {one_line(error)}\n")
+        traceback.print_exception(kind, error, trace, file=handle)
+        handle.flush()
+
+    sys.excepthook = report
     return logging.getLogger("sdm")
