@@ -13,7 +13,6 @@ from __future__ import annotations
 import warnings
 from os import PathLike
 
-import joblib
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
@@ -369,7 +368,7 @@ class StatusClassifier:
     def _genus_design(self, genera: np.ndarray) -> np.ndarray:
         if getattr(self, "genus_train_", None) is None:
             raise ValueError("this classifier was saved by an older version (genus counts without TargetEncoder); "
-                             "retrain it (delete results/iucn/classifier.joblib and rerun)")
+                             "retrain it (rerun the train_iucn rule)")
         shares = (np.ones((len(genera), 1)) if self.genus_encoder_ is None else self._in_category_order(
             self.genus_encoder_.transform(np.asarray(genera, dtype=object).reshape(-1, 1))))
         return np.hstack([shares, _other_congeners(self.genus_train_, genera, own=False)[:, None]])
@@ -473,14 +472,39 @@ def _positive_proba(est, X: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(est.predict_proba(X), columns=list(est.classes_))
 
 
+TRUSTED_TYPES = frozenset({
+    "sdm.status.StatusClassifier",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+})
+"""The types a classifier file may hold beyond those skops trusts by itself (scikit-learn estimators, numpy, ...)."""
+
+
 def save_classifier(clf: StatusClassifier, path: str | PathLike) -> None:
-    """Write a fitted classifier with joblib."""
-    joblib.dump(clf, path)
+    """Write a fitted classifier with ``skops.io`` (a zip of JSON and arrays: loading it runs no code)."""
+    import skops.io as sio
+
+    sio.dump(clf, path)
 
 
 def load_classifier(path: str | PathLike) -> StatusClassifier:
-    """Read a classifier written by :func:`save_classifier`."""
-    clf = joblib.load(path)
+    """Read a classifier written by :func:`save_classifier`, trusting only :data:`TRUSTED_TYPES`; any other type
+    in the file (a tampered or foreign file) or a file that is not a skops archive raises one line naming it."""
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as error:  # zipfile.BadZipFile, json errors, ...: not a classifier file written by us
+        raise ValueError(f"{path}: not a status classifier file (skops archive) written by this pipeline: "
+                         f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+    unexpected = sorted(set(untrusted) - TRUSTED_TYPES)
+    if unexpected:
+        raise ValueError(f"{path}: refused to load, it holds types this pipeline does not write: {unexpected}")
+    try:
+        clf = sio.load(path, trusted=list(untrusted))
+    except Exception as error:
+        raise ValueError(f"{path}: damaged classifier file: {type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''}") from None
     if not isinstance(clf, StatusClassifier):
         raise TypeError(f"{path} holds a {type(clf).__name__}, not a StatusClassifier")
     return clf

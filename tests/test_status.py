@@ -226,10 +226,39 @@ def test_bad_method_and_missing_feature_column():
 def test_save_and_load_roundtrip(tmp_path):
     features, labels = _synthetic(n_per_class=5)
     clf = StatusClassifier(seed=2).fit(features, labels)
-    path = tmp_path / "classifier.joblib"
+    path = tmp_path / "classifier.skops"
     save_classifier(clf, path)
     again = load_classifier(path)
     pd.testing.assert_frame_equal(clf.predict_proba(features), again.predict_proba(features))
+    assert (clf.predict(features) == again.predict(features)).all()
+
+
+def test_a_tampered_or_foreign_classifier_file_gives_one_line(tmp_path):
+    import pickle
+    import zipfile
+
+    features, labels = _synthetic(n_per_class=4)
+    path = tmp_path / "classifier.skops"
+    save_classifier(StatusClassifier(decision="argmax").fit(features, labels), path)
+    truncated = tmp_path / "truncated.skops"
+    truncated.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(ValueError, match="truncated.skops: not a status classifier file") as error:
+        load_classifier(truncated)
+    assert "\n" not in str(error.value)
+    pickled = tmp_path / "pickled.skops"  # a pickle (joblib's format) runs code on load: refused, never unpickled
+    pickled.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="not a status classifier file"):
+        load_classifier(pickled)
+    # an archive naming a type the pipeline never writes
+    tampered = tmp_path / "tampered.skops"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(tampered, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "schema.json":
+                data = data.replace(b'"sdm.status"', b'"os"').replace(b'"StatusClassifier"', b'"system"')
+            target.writestr(item, data)
+    with pytest.raises(ValueError, match=r"refused to load.*os\.system"):
+        load_classifier(tampered)
 
 
 def test_a3_thresholds_at_edges():

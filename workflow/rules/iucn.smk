@@ -29,7 +29,7 @@ if HAS_REDLIST:
             features="results/iucn/features_current_none.parquet",
             redlist="results/redlist.parquet",
         output:
-            classifier="results/iucn/classifier.joblib",
+            classifier="results/iucn/classifier.skops",
             metrics="results/iucn/cv_metrics.json",
             cv_predictions="results/iucn/cv_predictions.csv",
         params:
@@ -44,7 +44,7 @@ if HAS_REDLIST:
     rule predict_status:
         """Predicted Red List status of every species in one run (classifier, cross-checked with criterion A3)."""
         input:
-            classifier="results/iucn/classifier.joblib",
+            classifier="results/iucn/classifier.skops",
             features="results/iucn/features_{run}.parquet",
             redlist="results/redlist.parquet",
             cv_predictions="results/iucn/cv_predictions.csv",
