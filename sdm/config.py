@@ -14,8 +14,8 @@ def run_names(scenarios: list[str], dispersal: list[str]) -> list[str]:
     return ["current_none"] + [f"{s}_{d}" for s in scenarios for d in dispersal]
 
 
-def demo_outputs(config: dict, root: str = "results/demo") -> list[str]:
-    """The input files the demo rule writes."""
+def demo_outputs(config: dict, root: str) -> list[str]:
+    """The input files the demo rule writes under ``root`` (the rule's folder)."""
     scenarios = config.get("demo", {}).get("scenarios", {})
     return [f"{root}/occurrences.csv", f"{root}/redlist.csv", f"{root}/climate/current.tif",
             *[f"{root}/climate/{name}.tif" for name in scenarios]]

@@ -22,12 +22,24 @@ log = logging.getLogger(__name__)
 LAYERS = ("richness", "threatened_count", "threatened_share", "most_threatened")
 """Indicators of one assemblage; their ``*_change`` versions are future minus current."""
 
+CHANGE_LAYERS = ("richness", "threatened_count", "threatened_share")
+"""Indicators whose change (future minus current) is a layer of a future run."""
+
 UNITS = {
     "richness": "number of species",
     "threatened_count": "number of species (VU, EN, CR)",
     "threatened_share": "proportion of the assemblage (0-1)",
     "most_threatened": "category code (0 LC, 1 NT, 2 VU, 3 EN, 4 CR)",
 }
+
+
+def layer_names(future: bool, with_status: bool) -> list[str]:
+    """The GeoTIFF layers :func:`run_indicators` writes for a run (the workflow declares them as outputs):
+    richness, with a Red List the threatened layers, for a future run the ``*_change`` layers, and ``mess``."""
+    names = list(LAYERS) if with_status else ["richness"]
+    if future:
+        names += [f"{name}_change" for name in (CHANGE_LAYERS if with_status else ("richness",))]
+    return names + ["mess"]
 
 
 def scenario_presence(current: xr.DataArray, future: xr.DataArray | None, dispersal: str) -> xr.DataArray:
@@ -73,7 +85,7 @@ def indicator_layers(presence: xr.DataArray, status: pd.Series, valid: xr.DataAr
 def with_change(future: xr.Dataset, current: xr.Dataset) -> xr.Dataset:
     """Add ``*_change`` layers (future minus current) for richness, threatened count and share."""
     out = future.copy()
-    for name in ("richness", "threatened_count", "threatened_share"):
+    for name in CHANGE_LAYERS:
         out[f"{name}_change"] = (future[name] - current[name]).astype("float32")
         out[f"{name}_change"].attrs = {"long_name": f"change in {name.replace('_', ' ')} vs current",
                                        "units": UNITS[name]}

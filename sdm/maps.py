@@ -601,41 +601,50 @@ def _script_json(obj) -> str:
 
 
 def render_maps(
-    runs: list[str],
-    indicators_dir: str | Path,
-    index_html: str | Path,
+    layers: dict[str, dict[str, Path]],
+    out_dir: str | Path,
     metrics: dict,
     species_table: pd.DataFrame | None = None,
     tiles: str | None = None,
 ) -> dict[str, Path]:
-    """All indicator maps of a run set, next to ``index_html``, and the index page linking them.
+    """All indicator maps of a run set in ``out_dir``, and ``out_dir/index.html`` linking them.
 
-    For every indicator of ``INDICATORS``, the layers are ``{indicators_dir}/{run}/{indicator}.tif`` of the
-    ``runs`` (in that order) that exist: ``*_change`` rasters exist for future runs only, threatened-species
-    rasters only with a Red List. Indicators with no raster are left out. An indicator of the climate
-    (``layers: "scenario"``, MESS) gets one layer per scenario, labelled with the scenario (``{scenario}_{dispersal}``
-    runs of one scenario hold the same raster). Maps are written as
-    ``{index_html.parent}/{indicator}.html`` with the assets under ``{index_html.parent}/lib``.
-    Returns indicator name -> map HTML, plus ``"index"`` -> ``index_html``.
+    ``layers``: {indicator: {run: GeoTIFF}}, runs in display order; every file must exist (a missing layer is an
+    error naming it, never a silently absent layer). ``*_change`` layers exist for future runs only,
+    threatened-species layers only with a Red List. An indicator of the climate (``layers: "scenario"``, MESS) gets
+    one layer per scenario, labelled with the scenario (``{scenario}_{dispersal}`` runs of one scenario hold the
+    same raster). Maps are written as ``{out_dir}/{indicator}.html`` with the assets under ``{out_dir}/lib``.
+    Returns indicator name -> map HTML, plus ``"index"`` -> ``index.html``.
     """
-    index_html = Path(index_html)
-    out_dir = index_html.parent
+    unknown = sorted(set(layers) - set(INDICATORS))
+    if unknown:
+        raise ValueError(f"no map style for indicator(s) {unknown}; known: {sorted(INDICATORS)}")
+    missing = [str(path) for runs in layers.values() for path in runs.values() if not Path(path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"indicator layer(s) missing: {missing}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for name in INDICATORS:
-        layers = {run: Path(indicators_dir) / run / f"{name}.tif" for run in runs}
-        layers = {run: path for run, path in layers.items() if path.is_file()}
+        runs = {run: Path(path) for run, path in layers.get(name, {}).items()}
         if INDICATORS[name].get("layers") == "scenario":
             per_scenario: dict[str, Path] = {}
-            for run, path in layers.items():
+            for run, path in runs.items():
                 per_scenario.setdefault(run.rsplit("_", 1)[0], path)
-            layers = per_scenario
-        if layers:
-            written[name] = indicator_map(layers, name, out_dir / f"{name}.html", out_dir / "lib", tiles=tiles)
+            runs = per_scenario
+        if runs:
+            written[name] = indicator_map(runs, name, out_dir / f"{name}.html", out_dir / "lib", tiles=tiles)
     links = {INDICATORS[name]["title"]: path for name, path in written.items()}
-    written["index"] = index_page(links, metrics, index_html, species_table)
+    written["index"] = index_page(links, metrics, out_dir / "index.html", species_table)
     return written
 
 
+def layers_from_paths(paths, runs: list[str]) -> dict[str, dict[str, Path]]:
+    """{indicator: {run: path}} of ``{...}/{run}/{indicator}.tif`` paths, runs in the order of ``runs``."""
+    layers: dict[str, dict[str, Path]] = {}
+    for path in sorted(map(Path, paths), key=lambda p: runs.index(p.parent.name)):
+        layers.setdefault(path.stem, {})[path.parent.name] = path
+    return layers
 
 
 def index_page(

@@ -114,7 +114,7 @@ def test_check_inputs_partial_grid(tmp_path):
 
 def test_demo_outputs_are_exempt(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # config paths are relative: run where results/demo/ does not exist
-    outputs = demo_outputs(config)
+    outputs = demo_outputs(config, "results/demo")
     assert "results/demo/occurrences.csv" in outputs
     assert "results/demo/climate/ssp585_2070.tif" in outputs
     check_inputs(config, generated=outputs)  # nothing exists yet, but the demo rule makes it all

@@ -284,18 +284,27 @@ def test_index_metrics_accept_numpy_and_frames(tmp_path):
     assert "0.9" in html and "0.8" in html
 
 
-def test_render_maps_skips_missing_rasters(tmp_path):
+def test_render_maps_draws_every_given_layer_and_refuses_a_missing_one(tmp_path):
     ind = tmp_path / "results" / "indicators"
     runs = ["current_none", "ssp126_2070_full"]
     for run in runs:
         write_tif(ind / run / "richness.tif", _field(7), "EPSG:3035", 4_200_000, 2_900_000, 1000)
     write_tif(ind / runs[1] / "richness_change.tif", _field(8) - 5, "EPSG:3035", 4_200_000, 2_900_000, 1000)
-    out = maps.render_maps(runs, ind, tmp_path / "results" / "maps" / "index.html", {"SDM": {"auc": 0.9}})
+    layers = maps.layers_from_paths([ind / runs[1] / "richness_change.tif", ind / runs[1] / "richness.tif",
+                                     ind / runs[0] / "richness.tif"], runs)
+    assert list(layers["richness"]) == runs  # in the order of the runs
+    out = maps.render_maps(layers, tmp_path / "results" / "maps", {"SDM": {"auc": 0.9}})
     assert set(out) == {"richness", "richness_change", "index"}
+    assert out["index"] == tmp_path / "results" / "maps" / "index.html"
     assert out["richness"].read_text().count("L.imageOverlay(") == 2
     assert out["richness_change"].read_text().count("L.imageOverlay(") == 1
     assert local_refs(out["index"].read_text()) == ["richness.html", "richness_change.html"]
     assert_offline(out["richness"])
+    layers["threatened_count"] = {runs[0]: ind / runs[0] / "threatened_count.tif"}
+    with pytest.raises(FileNotFoundError, match="threatened_count.tif"):
+        maps.render_maps(layers, tmp_path / "maps2", {})
+    with pytest.raises(ValueError, match="no map style for indicator"):
+        maps.render_maps({"richnes": {}}, tmp_path / "maps3", {})
 
 
 def test_index_pivots_a_long_status_table(tmp_path):
@@ -321,7 +330,8 @@ def test_mess_map_has_a_layer_per_scenario_a_fixed_scale_and_its_legend(tmp_path
     mess["ssp585_2070_none"] = mess["ssp585_2070_full"]  # the indicators stage writes one per run
     for run, values in mess.items():
         write_tif(ind / run / "mess.tif", values, "EPSG:3035", 4_200_000, 2_900_000, 1000)
-    out = maps.render_maps(runs, ind, tmp_path / "results" / "maps" / "index.html", {})
+    paths = [ind / run / f"{name}.tif" for run in runs for name in ("richness", "mess")]
+    out = maps.render_maps(maps.layers_from_paths(paths, runs), tmp_path / "results" / "maps", {})
     html = out["mess"].read_text()
     assert html.count("L.imageOverlay(") == 2  # current and ssp585_2070, not one per dispersal
     spec = json.loads(re.search(r"\}\)\(map_[0-9a-f]+, (\{.*?\})\);\n", html).group(1))

@@ -318,3 +318,28 @@ def test_a_failed_job_prints_its_reason_first_on_the_console(tmp_path):
     assert str(bad) in errors[0] and "no longitude column" in errors[0] and "decimalLongitud" in errors[0]
     assert "Logfile logs/ingest_occurrences.log:" in console  # show-failed-logs, from the default profile
     assert "Traceback" in (tmp_path / "logs" / "ingest_occurrences.log").read_text()
+
+
+def test_lint_is_clean_and_the_conda_env_has_the_package_pins(tmp_path):
+    import tomllib
+
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory",
+           str(tmp_path), "--configfile", str(ROOT / "config" / "config.yaml"), "--lint", "--cores", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Congratulations, your workflow is in a good condition!" in result.stdout, (
+        result.stdout + result.stderr)[-3000:]
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((ROOT / "workflow" / "envs" / "sdm.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert pip == pins
+
+
+def test_every_layer_the_indicators_rule_writes_is_declared(run):
+    from sdm.indicators import layer_names
+
+    for name in RUNS:
+        declared = {f"{layer}.tif" for layer in layer_names(name != "current_none", True)}
+        written = {p.name for p in (run / "results" / "indicators" / name).glob("*.tif")}
+        assert written == declared, name
+    maps = {p.name for p in (run / "results" / "maps").iterdir()}
+    assert {"index.html", "lib", "richness.html", "mess.html", "richness_change.html"} <= maps

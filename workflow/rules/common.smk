@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir).parent))  # the sdm package, also when it is not pip-installed
 from sdm.config import check_inputs, demo_outputs, run_names, validate_config  # noqa: E402
+from sdm.indicators import layer_names  # noqa: E402
 
 # One line naming the key at fault first; then snakemake's validate fills in the schema's defaults.
 validate_config(config, Path(workflow.basedir) / "schemas/config.schema.yaml")
@@ -16,7 +17,8 @@ SCENARIOS = list(config["climate"].get("scenarios") or {})
 HAS_REDLIST = bool(config.get("redlist"))
 RUNS = run_names(SCENARIOS, config["dispersal"])  # "current_none" plus "{scenario}_{dispersal}"
 
-check_inputs(config, generated=demo_outputs(config) if DEMO else [])
+DEMO_DIR = "results/demo"
+check_inputs(config, generated=demo_outputs(config, DEMO_DIR) if DEMO else [])
 
 if not HAS_REDLIST:
     print("No redlist.path in the config: the run stops after predictions and richness maps.", file=sys.stderr)
@@ -63,6 +65,21 @@ def all_outputs():
         outputs += expand("results/predictions/{scenario}.zarr", scenario=["current", *SCENARIOS])
     if HAS_REDLIST:
         outputs += ["results/iucn/status.csv", "results/iucn/cv_metrics.json"]
-    outputs += expand("results/indicators/{run}/richness.tif", run=RUNS)
-    outputs += ["results/maps/index.html"]
+    outputs += ["results/maps"]  # its inputs: every indicator layer of every run
     return outputs
+
+
+def indicator_inputs(wildcards):
+    inputs = run_predictions(wildcards)
+    if HAS_REDLIST:
+        inputs |= {"status": f"results/iucn/status/{wildcards.run}.csv",
+                   "current_status": "results/iucn/status/current_none.csv"}
+    return inputs
+
+
+def indicator_files(run):
+    """Every GeoTIFF the indicators rule writes for a run (all declared)."""
+    return [f"results/indicators/{run}/{name}.tif" for name in layer_names(run != "current_none", HAS_REDLIST)]
+
+
+FUTURE_RUNS = [r for r in RUNS if r != "current_none"]

@@ -10,6 +10,8 @@ if DEMO:
             truth_presence=directory("results/demo/truth/presence.zarr"),
         params:
             demo=config["demo"],
+        conda:
+            "../envs/sdm.yaml"
         log:
             "logs/demo.log",
         benchmark:

@@ -9,6 +9,8 @@ rule ingest_climate:
         grid=config["grid"],
         variables=config["climate"]["variables"],
         categorical=config["climate"]["categorical"],
+    conda:
+        "../envs/sdm.yaml"
     log:
         "logs/ingest_climate/{scenario}.log",
     benchmark:
@@ -31,6 +33,8 @@ rule ingest_occurrences:
         chunksize=config["occurrences"]["chunksize"],
         cleaning=config["occurrences"]["cleaning"],
         min_records=config["sdm"]["min_records"],
+    conda:
+        "../envs/sdm.yaml"
     log:
         "logs/ingest_occurrences.log",
     benchmark:
@@ -49,6 +53,8 @@ if HAS_REDLIST:
         output:
             redlist="results/redlist.parquet",
             report="results/redlist_report.json",
+        conda:
+            "../envs/sdm.yaml"
         log:
             "logs/ingest_redlist.log",
         benchmark:

@@ -13,6 +13,8 @@ rule species_features:
         prediction=config["prediction"],
         device=config["sdm"]["device"],
     threads: workflow.cores
+    conda:
+        "../envs/sdm.yaml"
     log:
         "logs/species_features/{run}.log",
     benchmark:
@@ -34,6 +36,8 @@ if HAS_REDLIST:
             cv_predictions="results/iucn/cv_predictions.csv",
         params:
             iucn=config["iucn"],
+        conda:
+            "../envs/sdm.yaml"
         log:
             "logs/train_iucn.log",
         benchmark:
@@ -50,6 +54,8 @@ if HAS_REDLIST:
             cv_predictions="results/iucn/cv_predictions.csv",
         output:
             "results/iucn/status/{run}.csv",
+        conda:
+            "../envs/sdm.yaml"
         log:
             "logs/predict_status/{run}.log",
         benchmark:
@@ -63,6 +69,8 @@ if HAS_REDLIST:
             expand("results/iucn/status/{run}.csv", run=RUNS),
         output:
             report("results/iucn/status.csv", caption="../report/status.rst", category="Red List status"),
+        conda:
+            "../envs/sdm.yaml"
         log:
             "logs/status_table.log",
         benchmark:

@@ -10,6 +10,8 @@ rule train_sdm:
     params:
         sdm=config["sdm"],
     threads: workflow.cores
+    conda:
+        "../envs/sdm.yaml"
     log:
         "logs/train_sdm.log",
     benchmark:
@@ -29,6 +31,8 @@ rule predict:
         prediction=config["prediction"],
         device=config["sdm"]["device"],
     threads: workflow.cores
+    conda:
+        "../envs/sdm.yaml"
     log:
         "logs/predict/{scenario}.log",
     benchmark:

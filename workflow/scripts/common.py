@@ -4,6 +4,10 @@ put a failed job's reason on the console in one line."""
 import logging
 import sys
 import traceback
+from pathlib import Path
+
+# the sdm package, also in an environment that has only its dependencies (snakemake --use-conda)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def one_line(error: BaseException) -> str:
