@@ -149,7 +149,12 @@ def read_raster(path: Path) -> xr.DataArray:
             da = da.rio.write_crs("EPSG:4326")  # NetCDF climatologies on lat/lon without grid_mapping are WGS84
         return da.transpose("variable", "y", "x")
     # mask_and_scale: integer rasters with a scale/offset (CHELSA: K x 10) come back in physical units
-    da = rioxarray.open_rasterio(path, mask_and_scale=True)
+    try:
+        da = rioxarray.open_rasterio(path, mask_and_scale=True)
+        da.load()  # a truncated file opens, then fails on its data: fail here, naming the file
+    except Exception as error:  # rasterio's RasterioIOError / CPLE_* errors
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: cannot read the raster (corrupt, truncated or not a raster): {first}") from None
     if da.rio.crs is None:
         raise ValueError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path.name})")
     names = [harmonise_name(n) for n in _band_names(da, path)]

@@ -5,6 +5,7 @@ The one source of truth for category order: LC < NT < VU < EN < CR.
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from sdm.names import canonical_names
+
+log = logging.getLogger(__name__)
 
 CATEGORIES: tuple[str, ...] = ("LC", "NT", "VU", "EN", "CR")
 """Assessed categories, least to most threatened. Their index is the ordinal code used in rasters."""
@@ -63,7 +66,8 @@ def read_redlist(path: str | Path) -> tuple[pd.DataFrame, dict]:
     """Read a Red List table (IUCN ``assessments.csv`` or ``species,labels``).
 
     Returns ``(redlist, report)``: redlist has ``species`` and ``category`` (LC..CR, or NA when DD/NE/missing);
-    extinct species (EX/EW) are excluded and counted; unknown values raise naming the file, row and value.
+    extinct species (EX/EW) are excluded and counted; a value that is no Red List category is treated as unassessed,
+    logged and listed (row and value) in the report's ``unknown_categories``.
     """
     path = Path(path)
     if not path.exists():
@@ -81,12 +85,17 @@ def read_redlist(path: str | Path) -> tuple[pd.DataFrame, dict]:
         role = "species" if species_col is None else "category"
         raise ValueError(f"{path}: no {role} column; expected one of "
                          f"{SPECIES_COLUMNS if species_col is None else CATEGORY_COLUMNS}, found {list(table.columns)}")
-    codes = []
+    codes, unknown = [], []
     for i, value in enumerate(table[category_col], start=2):  # line 1 is the header
         code = category_code(value)
         if code is None and not (value is None or pd.isna(value) or str(value).strip() == ""):
-            raise ValueError(f"{path}: row {i}, column '{category_col}': unknown Red List category '{value}'")
+            unknown.append({"row": i, "value": str(value)})
         codes.append(code)
+    if unknown:
+        values = sorted({u["value"] for u in unknown})
+        log.warning("%s: %d row(s) with an unknown Red List category in column '%s' (%s; first at row %d) are "
+                    "treated as unassessed; listed in the Red List report", path, len(unknown), category_col,
+                    ", ".join(repr(v) for v in values[:5]) + (", ..." if len(values) > 5 else ""), unknown[0]["row"])
     names = table[species_col].astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
     # the same canonical 'Genus epithet' as the occurrences, so authors, case and subspecies do not break matching
     redlist = pd.DataFrame({"species": canonical_names(names).fillna(names), "name": names, "raw_category": codes})
@@ -102,6 +111,8 @@ def read_redlist(path: str | Path) -> tuple[pd.DataFrame, dict]:
         "extinct_excluded": int(extinct.sum()),
         "duplicates_dropped": int((duplicated & ~extinct).sum()),
         "counts": {k: int(v) for k, v in redlist["raw_category"].fillna("missing").value_counts().items()},
+        "unknown_categories": {"column": category_col, "rows": unknown,
+                               "note": "not a Red List category: treated as unassessed"},
     }
     redlist = redlist[~extinct & ~duplicated].reset_index(drop=True)
     redlist["category"] = redlist["raw_category"].where(redlist["raw_category"].isin(CATEGORIES)).astype("string")

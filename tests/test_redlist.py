@@ -82,13 +82,18 @@ def test_tab_separated_and_parquet(tmp_path):
     assert redlist["category"].tolist() == ["VU"] and report["extinct_excluded"] == 1
 
 
-def test_unknown_category_names_file_row_and_value(tmp_path):
+def test_unknown_category_is_reported_not_fatal(tmp_path, caplog):
     path = tmp_path / "assessments.csv"
     path.write_text("scientificName,redlistCategory\nAus aus,Least Concern\nBus bus,Near Threatened\n"
                     "Cus cus,Probably fine\n")
+    with caplog.at_level("WARNING"):
+        redlist, report = read_redlist(path)
     # row 4 of the file: line 1 is the header
-    with pytest.raises(ValueError, match=r"assessments\.csv: row 4.*'Probably fine'"):
-        read_redlist(path)
+    assert report["unknown_categories"]["rows"] == [{"row": 4, "value": "Probably fine"}]
+    assert redlist.set_index("species")["category"].isna().to_dict() == {"Aus aus": False, "Bus bus": False,
+                                                                         "Cus cus": True}
+    assert "assessments.csv: 1 row(s) with an unknown Red List category" in caplog.text
+    assert "'Probably fine'" in caplog.text
 
 
 def test_missing_columns_name_the_file(tmp_path):
