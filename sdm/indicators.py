@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 LAYERS = ("richness", "threatened_count", "threatened_share", "most_threatened")
 """Indicators of one assemblage; their ``*_change`` versions are future minus current."""
 
+COG_BLOCK = 256
+"""Tile side (cells) of the indicator GeoTIFFs; GDAL's COG driver adds overviews down to one tile."""
+CATEGORICAL_LAYERS = frozenset({"most_threatened"})
+"""Layers that hold category codes: their overviews take the most common code, never a mean."""
+
 CHANGE_LAYERS = ("richness", "threatened_count", "threatened_share")
 """Indicators whose change (future minus current) is a layer of a future run."""
 
@@ -93,15 +98,20 @@ def with_change(future: xr.Dataset, current: xr.Dataset) -> xr.Dataset:
 
 
 def write_indicators(indicators: xr.Dataset, out_dir: str | Path, crs) -> list[Path]:
-    """One GeoTIFF per layer (float32, NaN no data, CRS set) and ``indicators.zarr`` under ``out_dir``."""
+    """One Cloud-Optimised GeoTIFF per layer (float32, NaN no data, CRS set, tiled with overviews) and
+    ``indicators.zarr`` under ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     indicators = indicators.compute().rio.write_crs(crs)
     paths = []
     for name, layer in indicators.data_vars.items():
         path = out_dir / f"{name}.tif"
-        layer.rio.write_nodata(np.nan, encoded=False).rio.to_raster(path, compress="deflate", tags={
-            "units": layer.attrs.get("units", ""), "categories": ",".join(CATEGORIES)})
+        # Cloud-Optimised GeoTIFF: tiled, with overviews (QGIS and web viewers open large grids fast); the
+        # overviews of a category code take the most common code, the others the mean
+        layer.rio.write_nodata(np.nan, encoded=False).rio.to_raster(
+            path, driver="COG", compress="deflate", blocksize=COG_BLOCK,
+            overview_resampling="mode" if name in CATEGORICAL_LAYERS else "average",
+            tags={"units": layer.attrs.get("units", ""), "categories": ",".join(CATEGORIES)})
         paths.append(path)
     write_zarr(indicators, out_dir / "indicators.zarr")
     return paths

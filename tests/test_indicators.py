@@ -102,6 +102,30 @@ def test_write_indicators_geotiffs_and_zarr(tmp_path):
     assert stored.rio.crs.to_epsg() == 3035
 
 
+def test_indicator_geotiffs_are_cloud_optimised_with_overviews(tmp_path):
+    """GDAL's COG layout (header and overviews first, tiles in order), tiled, with overviews on a large grid; the
+    category layer's overviews keep category codes (mode), the others are means."""
+    rng = np.random.default_rng(0)
+    shape = (700, 600)
+    layers = xr.Dataset({
+        "richness": (("y", "x"), rng.uniform(0, 50, shape).astype("float32")),
+        "most_threatened": (("y", "x"), rng.integers(0, 5, shape).astype("float32")),
+    }, coords={"y": 3_000_000 - 1000 * np.arange(shape[0]) - 500, "x": 4_000_000 + 1000 * np.arange(shape[1]) + 500})
+    paths = write_indicators(layers, tmp_path / "run", "EPSG:3035")
+    for path in paths:
+        with rasterio.open(path) as src:
+            assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG", path.name
+            assert src.profile["tiled"] and src.block_shapes == [(256, 256)]
+            assert src.overviews(1) == [2, 4]  # down to the tile size
+            overview = src.read(1, out_shape=(350, 300))
+            full = src.read(1)
+        if path.stem == "most_threatened":
+            assert set(np.unique(overview)) <= {0.0, 1.0, 2.0, 3.0, 4.0}
+        else:
+            assert float(overview.mean()) == pytest.approx(float(full.mean()), rel=0.01)
+            assert not set(np.unique(overview)) <= set(np.unique(full))  # means, not picked cells
+
+
 # --- run_indicators on prediction stores ------------------------------------------------------------------------
 
 def _store(path, presence: xr.DataArray, nodata: np.ndarray, mess=None):
