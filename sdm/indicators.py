@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sdm.storage import write_zarr
+from sdm.storage import replacing, write_zarr
 from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
 
 log = logging.getLogger(__name__)
@@ -108,10 +108,11 @@ def write_indicators(indicators: xr.Dataset, out_dir: str | Path, crs) -> list[P
         path = out_dir / f"{name}.tif"
         # Cloud-Optimised GeoTIFF: tiled, with overviews (QGIS and web viewers open large grids fast); the
         # overviews of a category code take the most common code, the others the mean
-        layer.rio.write_nodata(np.nan, encoded=False).rio.to_raster(
-            path, driver="COG", compress="deflate", blocksize=COG_BLOCK,
-            overview_resampling="mode" if name in CATEGORICAL_LAYERS else "average",
-            tags={"units": layer.attrs.get("units", ""), "categories": ",".join(CATEGORIES)})
+        with replacing(path) as partial:
+            layer.rio.write_nodata(np.nan, encoded=False).rio.to_raster(
+                partial, driver="COG", compress="deflate", blocksize=COG_BLOCK,
+                overview_resampling="mode" if name in CATEGORICAL_LAYERS else "average",
+                tags={"units": layer.attrs.get("units", ""), "categories": ",".join(CATEGORIES)})
         paths.append(path)
     write_zarr(indicators, out_dir / "indicators.zarr")
     return paths

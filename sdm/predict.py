@@ -502,6 +502,7 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
     from sdm.assemblage import assemble
     from sdm.climate import check_variables
     from sdm.model import load_checkpoint, with_coordinate_layers
+    from sdm.storage import replacing
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got '{precision}'")
@@ -540,23 +541,28 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
             def write(ds, path):
                 write_predictions(ds, path, progress=progress, workers=workers, client=client)
 
-            if assemblage == "average_k":
-                # the threshold needs a pass over all suitabilities first: store them, then derive presence from
-                # the store (assembling from the lazy cube would run the model over the whole grid a second time)
-                suitability = suitability_cube(cube, source, checkpoint, **options)
-                write(xr.Dataset({"suitability": suitability, **novelty}, attrs=attrs), out_path)
-                written = xr.open_zarr(out_path, consolidated=False)
-                stored = written["suitability"]
-                presence = assemble(stored, assemblage, thresholds=checkpoint["thresholds"], k=k)
-                presence = restrict_presence(presence.rio.write_crs(cube.rio.crs),
-                                             AccessibleArea.from_checkpoint(checkpoint))
-                with dask.config.set(scheduler=client if client is not None else "threads"):
-                    _write(presence.to_dataset(), out_path, mode="a")
-                return xr.Dataset({"suitability": stored, "presence": presence,
-                                   **{name: written[name] for name in novelty}}, attrs=attrs)
-            suitability, presence = lazy_codes(cube, source, checkpoint, assemblage=assemblage, k=k, **options)
-            predictions = xr.Dataset({"suitability": suitability, "presence": presence, **novelty}, attrs=attrs)
-            write(predictions.rio.write_crs(cube.rio.crs), out_path)
-            return predictions
+            # the store is built beside out_path and renamed onto it once complete: a killed job leaves no
+            # half-written store that looks finished
+            with replacing(out_path) as partial:
+                if assemblage == "average_k":
+                    # the threshold needs a pass over all suitabilities first: store them, then derive presence
+                    # from the store (assembling from the lazy cube would run the model over the grid twice)
+                    suitability = suitability_cube(cube, source, checkpoint, **options)
+                    write(xr.Dataset({"suitability": suitability, **novelty}, attrs=attrs), partial)
+                    stored = xr.open_zarr(partial, consolidated=False)["suitability"]
+                    presence = assemble(stored, assemblage, thresholds=checkpoint["thresholds"], k=k)
+                    presence = restrict_presence(presence.rio.write_crs(cube.rio.crs),
+                                                 AccessibleArea.from_checkpoint(checkpoint))
+                    with dask.config.set(scheduler=client if client is not None else "threads"):
+                        _write(presence.to_dataset(), partial, mode="a")
+                else:
+                    suitability, presence = lazy_codes(cube, source, checkpoint, assemblage=assemblage, k=k,
+                                                       **options)
+                    predictions = xr.Dataset({"suitability": suitability, "presence": presence, **novelty},
+                                             attrs=attrs)
+                    write(predictions.rio.write_crs(cube.rio.crs), partial)
+            written = xr.open_zarr(out_path, consolidated=False)
+            return xr.Dataset({name: written[name] for name in ("suitability", "presence", *novelty)},
+                              attrs=attrs)
         finally:
             torch.set_num_threads(previous_threads)

@@ -2,13 +2,44 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import xarray as xr
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextmanager
+def replacing(path: str | Path):
+    """Write a file or store in one step: yields a temporary sibling of ``path`` (same folder, so the rename does
+    not copy) to write to; when the block succeeds it replaces ``path``, when it fails (or the process is killed)
+    ``path`` is left as it was and the partial sibling is removed (or, after a kill, overwritten next time).
+
+    A reader never sees a half-written store under ``path``: a killed job leaves its output absent or complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    _remove(partial)
+    try:
+        yield partial
+    except BaseException:
+        _remove(partial)
+        raise
+    _remove(path)  # a directory cannot be renamed over a non-empty one
+    os.replace(partial, path)
+
+
 def write_zarr(ds: xr.Dataset, path: str | Path, mode: str = "w") -> None:
-    """Write ``ds`` as Zarr v3 without consolidated metadata (read back with ``consolidated=False``).
+    """Write ``ds`` as Zarr v3 without consolidated metadata (read back with ``consolidated=False``); a new store
+    (``mode="w"``) appears at ``path`` only once complete (:func:`replacing`).
 
     Text coordinates (``species``, ``variable``) are stored as variable-length strings, which Zarr v3 specifies,
     instead of numpy's fixed-width unicode, which it does not (other readers could not open it).
@@ -19,4 +50,8 @@ def write_zarr(ds: xr.Dataset, path: str | Path, mode: str = "w") -> None:
             ds = ds.assign_coords({name: coord.astype(object)})
     for v in ds.variables.values():
         v.encoding = {}
-    ds.to_zarr(path, mode=mode, consolidated=False)
+    if mode != "w":  # appending to a store being built (inside a :func:`replacing` block)
+        ds.to_zarr(path, mode=mode, consolidated=False)
+        return
+    with replacing(path) as partial:
+        ds.to_zarr(partial, mode="w", consolidated=False)
