@@ -74,3 +74,31 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
         unknown = sorted(set(error.instance) - set(allowed))
         raise ConfigError(f"config key {key}: unknown key(s) {unknown}; allowed: {allowed}")
     raise ConfigError(f"config key {key}: {error.message}")
+
+
+def remove_stale_locks(workdir: str | Path = ".") -> list[Path]:
+    """Remove Snakemake's directory locks left by a run that was killed (SIGKILL, out of memory, lost node), so
+    that the next ``snakemake --cores N`` resumes instead of stopping with "Directory cannot be locked".
+
+    The locks are removed only when no other process whose command line names snakemake runs in ``workdir``
+    (Linux ``/proc``; elsewhere nothing is removed): a run that is alive keeps its lock. Returns the removed files.
+    """
+    import os
+
+    locks = Path(workdir, ".snakemake", "locks")
+    files = sorted(locks.glob("*.lock")) if locks.is_dir() else []
+    proc = Path("/proc")
+    if not files or not proc.is_dir():
+        return []
+    here, me = Path(workdir).resolve(), os.getpid()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if b"snakemake" in (entry / "cmdline").read_bytes() and Path(os.readlink(entry / "cwd")).resolve() == here:
+                return []  # a snakemake process works in this directory: its lock is not stale
+        except OSError:  # gone meanwhile, or not ours to inspect
+            continue
+    for file in files:
+        file.unlink(missing_ok=True)
+    return files

@@ -355,13 +355,21 @@ class StatusClassifier:
             shares = np.ones((len(genera), 1))
         else:
             # its inner split is stratified: at most as many folds as the largest class has members
-            self.genus_encoder_ = TargetEncoder(target_type="multiclass", cv=min(_INNER_FOLDS, largest), shuffle=True,
-                                                random_state=self.seed)
-            shares = self._in_category_order(self.genus_encoder_.fit_transform(genera.reshape(-1, 1), labels))
+            # two classes: scikit-learn's multiclass mode fails on them (one binarised column); binary mode gives
+            # the share of the second, completed to two columns in _in_category_order
+            kind = "binary" if len(set(labels.tolist())) == 2 else "multiclass"
+            folds = StratifiedKFold(n_splits=min(_INNER_FOLDS, largest), shuffle=True, random_state=self.seed)
+            with warnings.catch_warnings():  # "the least populated class has only n members": rare categories
+                warnings.filterwarnings("ignore", message=".*least populated class.*", category=UserWarning)
+                self.genus_encoder_ = TargetEncoder(target_type=kind, cv=folds)
+                shares = self._in_category_order(self.genus_encoder_.fit_transform(genera.reshape(-1, 1), labels))
+            self.genus_encoder_.cv = None  # the split is only used while fitting; not part of the saved model
         return np.hstack([shares, _other_congeners(self.genus_train_, genera, own=True)[:, None]])
 
     def _in_category_order(self, shares: np.ndarray) -> np.ndarray:
         """TargetEncoder's columns (classes sorted by name) reordered LC .. CR."""
+        if shares.shape[1] == 1 and len(self.genus_encoder_.classes_) == 2:  # binary: the second class's share
+            shares = np.hstack([1.0 - shares, shares])
         order = [list(self.genus_encoder_.classes_).index(c) for c in CATEGORIES if c in self.genus_encoder_.classes_]
         return shares[:, order]
 
@@ -482,9 +490,14 @@ TRUSTED_TYPES = frozenset({
 
 def save_classifier(clf: StatusClassifier, path: str | PathLike) -> None:
     """Write a fitted classifier with ``skops.io`` (a zip of JSON and arrays: loading it runs no code)."""
+    import copy
+
     import skops.io as sio
 
-    sio.dump(clf, path)
+    saved = copy.copy(clf)
+    for attribute in ("cv_proba_", "cv_folds_", "cv_decisions_"):  # cross-validation results, not the model
+        saved.__dict__.pop(attribute, None)
+    sio.dump(saved, path)
 
 
 def load_classifier(path: str | PathLike) -> StatusClassifier:

@@ -118,6 +118,17 @@ def test_genus_features_from_names_without_own_label():
     assert unknown[5] == 0 and unknown[:5] == pytest.approx(clf.prior_, abs=1e-9)  # unseen genus: the prior
 
 
+def test_genus_features_with_two_classes():
+    features, labels = _synthetic(n_per_class=6)
+    keep = labels.isin(["LC", "CR"]).to_numpy()
+    features, labels = features[keep], labels[keep]
+    features.index = labels.index = pd.Index([f"G{i % 3} sp{i}" for i in range(len(labels))], name="species")
+    clf = StatusClassifier(decision="argmax").fit(features, labels)
+    genus = clf._full_design(features.iloc[:2])[:, -3:]
+    np.testing.assert_allclose(genus[:, 0] + genus[:, 1], 1.0)  # LC and CR shares
+    assert clf.predict(features).isin(["LC", "CR"]).all()
+
+
 def test_decision_rules():
     from sdm.status import ORDINAL, decide
 
@@ -225,7 +236,9 @@ def test_bad_method_and_missing_feature_column():
 
 def test_save_and_load_roundtrip(tmp_path):
     features, labels = _synthetic(n_per_class=5)
-    clf = StatusClassifier(seed=2).fit(features, labels)
+    clf = StatusClassifier(seed=2)
+    clf.cross_validate(features, labels)  # as the rule does before fitting: its results are not saved
+    clf.fit(features, labels)
     path = tmp_path / "classifier.skops"
     save_classifier(clf, path)
     again = load_classifier(path)

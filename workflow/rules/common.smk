@@ -5,12 +5,16 @@ from pathlib import Path
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir).parent))  # the sdm package, also when it is not pip-installed
-from sdm.config import check_inputs, demo_outputs, run_names, validate_config  # noqa: E402
+from sdm.config import check_inputs, demo_outputs, remove_stale_locks, run_names, validate_config  # noqa: E402
 from sdm.indicators import layer_names  # noqa: E402
 
 # One line naming the key at fault first; then snakemake's validate fills in the schema's defaults.
 validate_config(config, Path(workflow.basedir) / "schemas/config.schema.yaml")
 validate(config, schema="../schemas/config.schema.yaml")
+
+if remove_stale_locks():
+    print("Removed the directory lock that a killed run left (no snakemake process works in this directory); "
+          "incomplete outputs are made again.", file=sys.stderr)
 
 DEMO = "demo" in config
 SCENARIOS = list(config["climate"].get("scenarios") or {})
