@@ -143,3 +143,26 @@ def test_validation_does_not_modify_the_config(config):
 def test_prediction_scheduler_and_auto_sizes_accepted(config, prediction):
     config["prediction"] = prediction
     validate_config(config, SCHEMA)
+
+
+def test_resource_functions_cover_every_measured_job():
+    """Per-rule mem_mb / runtime from the run's size ask for at least the measured peak of each example
+    (demo, orchids, Europe), and the shipped coefficients are the fit in benchmarks/resources.py."""
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    from sdm import resources
+
+    spec = importlib.util.spec_from_file_location("bench_resources", Path(__file__).parents[1] / "benchmarks" /
+                                                  "resources.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for rule, examples in bench.MEASURED.items():
+        for example, (peak_mb, wall_s) in examples.items():
+            size = bench.EXAMPLES[example]
+            assert resources.mem_mb(rule, **size) >= peak_mb, (rule, example)
+            assert resources.runtime(rule, **size) * 60 >= wall_s, (rule, example)
+        fitted = (*bench.fit(rule, 0), *bench.fit(rule, 1))
+        for shipped, value in zip(resources.MODELS[rule], fitted):
+            assert math.isclose(shipped, value, rel_tol=2e-3, abs_tol=0.1), (rule, resources.MODELS[rule], fitted)

@@ -1,3 +1,4 @@
+import math
 import re
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir).parent))  # the sdm package, also when it is not pip-installed
 from sdm.config import check_inputs, demo_outputs, remove_stale_locks, run_names, validate_config  # noqa: E402
 from sdm.indicators import layer_names  # noqa: E402
+from sdm.resources import job_size, mem_mb, runtime  # noqa: E402
 
 # One line naming the key at fault first; then snakemake's validate fills in the schema's defaults.
 validate_config(config, Path(workflow.basedir) / "schemas/config.schema.yaml")
@@ -87,3 +89,38 @@ def indicator_files(run):
 
 
 FUTURE_RUNS = [r for r in RUNS if r != "current_none"]
+
+
+def _grid_size():
+    """Cells and climate variables of the run's grid as the config gives them (before any cube exists): the
+    grid's bounds and resolution, else the first present-climate raster, else the demo's size."""
+    grid = config.get("grid") or {}
+    if grid.get("bounds") and grid.get("resolution"):
+        xmin, ymin, xmax, ymax = grid["bounds"]
+        cells = math.ceil((xmax - xmin) / grid["resolution"]) * math.ceil((ymax - ymin) / grid["resolution"])
+    else:
+        cells = config["demo"]["rows"] * config["demo"]["cols"] if DEMO else 1_000_000
+    variables = len(config["climate"].get("variables") or []) or 19
+    first = climate_source(type("W", (), {"scenario": "current"})())[0]
+    if Path(first).is_file():
+        import rasterio
+
+        with rasterio.open(first) as src:
+            if not (grid.get("bounds") and grid.get("resolution")):
+                cells = src.width * src.height
+            if not config["climate"].get("variables"):
+                variables = src.count
+    return cells, variables
+
+
+GRID_CELLS, GRID_VARIABLES = _grid_size()
+
+
+def resource_mb(rule):
+    """mem_mb of a rule's job from its inputs' size (sdm.resources), doubled on each retry."""
+    return lambda wildcards, input, attempt: attempt * mem_mb(rule, **job_size(input, GRID_CELLS, GRID_VARIABLES))
+
+
+def resource_minutes(rule):
+    """runtime (minutes) of a rule's job from its inputs' size (sdm.resources), doubled on each retry."""
+    return lambda wildcards, input, attempt: attempt * runtime(rule, **job_size(input, GRID_CELLS, GRID_VARIABLES))

@@ -12,6 +12,9 @@ rule indicators_current:
         prediction=config["prediction"],
         device=config["sdm"]["device"],
     threads: workflow.cores
+    resources:
+        mem_mb=resource_mb("indicators"),
+        runtime=resource_minutes("indicators"),
     conda:
         "../envs/sdm.yaml"
     log:
@@ -38,6 +41,9 @@ if FUTURE_RUNS:
             prediction=config["prediction"],
             device=config["sdm"]["device"],
         threads: workflow.cores
+        resources:
+            mem_mb=resource_mb("indicators"),
+            runtime=resource_minutes("indicators"),
         conda:
             "../envs/sdm.yaml"
         log:

@@ -9,6 +9,9 @@ rule ingest_climate:
         grid=config["grid"],
         variables=config["climate"]["variables"],
         categorical=config["climate"]["categorical"],
+    resources:
+        mem_mb=resource_mb("ingest_climate"),
+        runtime=resource_minutes("ingest_climate"),
     conda:
         "../envs/sdm.yaml"
     log:
@@ -33,6 +36,9 @@ rule ingest_occurrences:
         chunksize=config["occurrences"]["chunksize"],
         cleaning=config["occurrences"]["cleaning"],
         min_records=config["sdm"]["min_records"],
+    resources:
+        mem_mb=resource_mb("ingest_occurrences"),
+        runtime=resource_minutes("ingest_occurrences"),
     conda:
         "../envs/sdm.yaml"
     log:

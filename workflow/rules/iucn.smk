@@ -13,6 +13,9 @@ rule species_features:
         prediction=config["prediction"],
         device=config["sdm"]["device"],
     threads: workflow.cores
+    resources:
+        mem_mb=resource_mb("species_features"),
+        runtime=resource_minutes("species_features"),
     conda:
         "../envs/sdm.yaml"
     log:
@@ -36,6 +39,9 @@ if HAS_REDLIST:
             cv_predictions="results/iucn/cv_predictions.csv",
         params:
             iucn=config["iucn"],
+        resources:
+            mem_mb=resource_mb("train_iucn"),
+            runtime=resource_minutes("train_iucn"),
         conda:
             "../envs/sdm.yaml"
         log:

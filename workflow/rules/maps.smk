@@ -11,6 +11,9 @@ rule maps:
     params:
         runs=RUNS,
         tiles=config["maps"]["tiles"],
+    resources:
+        mem_mb=resource_mb("maps"),
+        runtime=resource_minutes("maps"),
     conda:
         "../envs/sdm.yaml"
     log:

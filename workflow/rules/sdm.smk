@@ -10,6 +10,9 @@ rule train_sdm:
     params:
         sdm=config["sdm"],
     threads: workflow.cores
+    resources:
+        mem_mb=resource_mb("train_sdm"),
+        runtime=resource_minutes("train_sdm"),
     conda:
         "../envs/sdm.yaml"
     log:
@@ -31,6 +34,9 @@ rule predict:
         prediction=config["prediction"],
         device=config["sdm"]["device"],
     threads: workflow.cores
+    resources:
+        mem_mb=resource_mb("predict"),
+        runtime=resource_minutes("predict"),
     conda:
         "../envs/sdm.yaml"
     log:
