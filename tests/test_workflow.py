@@ -343,3 +343,32 @@ def test_every_layer_the_indicators_rule_writes_is_declared(run):
         assert written == declared, name
     maps = {p.name for p in (run / "results" / "maps").iterdir()}
     assert {"index.html", "lib", "richness.html", "mess.html", "richness_change.html"} <= maps
+
+
+def test_report_is_self_contained_and_opens_offline(run, tmp_path):
+    """snakemake --report report.zip: the metrics, the status table and every map inside; report.html renders in
+    headless Chromium from file:// with the network refused."""
+    import zipfile
+
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory",
+           str(run), "--configfile", str(run / "config.yaml"), "--cores", "1", "--report", str(tmp_path / "r.zip")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    with zipfile.ZipFile(tmp_path / "r.zip") as archive:
+        names = archive.namelist()
+        archive.extractall(tmp_path / "unzipped")
+    for expected in ("status.csv", "metrics.json", "cv_metrics.json", "index.html", "richness.html", "mess.html",
+                     "leaflet.js", "report.html"):
+        assert any(n.endswith("/" + expected) for n in names), expected
+    html = next((tmp_path / "unzipped").rglob("report.html"))
+    assert not re.search(r'(src|href)="https?://', html.read_text())
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("/usr/bin/chromium not installed")
+    dom = subprocess.run(
+        [str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--host-resolver-rules=MAP * ~NOTFOUND",
+         "--proxy-server=127.0.0.1:9", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000",
+         "--dump-dom", html.resolve().as_uri()], capture_output=True, text=True, timeout=120).stdout
+    for category in ("Maps", "Red List status", "Skill", "status.csv"):
+        assert category in dom, category

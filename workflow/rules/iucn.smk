@@ -35,7 +35,7 @@ if HAS_REDLIST:
             redlist="results/redlist.parquet",
         output:
             classifier="results/iucn/classifier.skops",
-            metrics="results/iucn/cv_metrics.json",
+            metrics=report("results/iucn/cv_metrics.json", caption="../report/cv_metrics.rst", category="Skill"),
             cv_predictions="results/iucn/cv_predictions.csv",
         params:
             iucn=config["iucn"],

@@ -5,7 +5,7 @@ rule train_sdm:
         occurrences="results/occurrences.parquet",
     output:
         model="results/sdm/model.pt",
-        metrics="results/sdm/metrics.json",
+        metrics=report("results/sdm/metrics.json", caption="../report/sdm_metrics.rst", category="Skill"),
         split="results/sdm/split.tif",
     params:
         sdm=config["sdm"],
