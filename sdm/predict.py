@@ -362,7 +362,8 @@ def lazy_codes(cube: xr.DataArray, model: ResidualMLP | str | Path, checkpoint: 
         suitability = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=device,
                                        precision=precision)
         presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k)
-        return suitability, restrict_presence(presence, AccessibleArea.from_checkpoint(checkpoint))
+        return suitability, restrict_presence(presence.rio.write_crs(cube.rio.crs),
+                                              AccessibleArea.from_checkpoint(checkpoint))
     cube, layers = _predict_layers(cube, model, checkpoint, batch_size=batch_size, device=device,
                                    precision=precision,
                                    threshold_codes=threshold_codes(checkpoint["thresholds"]).astype("uint8"))

@@ -101,15 +101,22 @@ def test_run_predictions_reads_cubes_in_fused_mode(world, tmp_path):
 
 
 def test_fused_average_k_equals_its_materialised_threshold(world):
+    from sdm.accessible import AccessibleArea, restrict_presence
     from sdm.assemblage import assemble
+    from sdm.model import load_checkpoint
 
-    stored = xr.open_zarr(world["stores"]["current"], consolidated=False)["suitability"]
-    expected = assemble(stored, "average_k", k=2.0) == 1
+    stored = xr.open_zarr(world["stores"]["current"], consolidated=False, decode_coords="all")["suitability"]
+    area = AccessibleArea.from_checkpoint(load_checkpoint(world["model"])[1])
+    assert area is not None  # the default: presence kept to each species' accessible area
+    expected = restrict_presence(assemble(stored, "average_k", k=2.0).rio.write_crs(
+        world["cubes"]["current"].rio.crs), area) == 1
     fused = lazy_predictions(world["cubes"]["current"], world["model"], scenario="current", chunk=16, device="cpu",
                              assemblage="average_k", k=2.0)
     np.testing.assert_array_equal(expected.values, fused["presence"].values)
-    set_size = fused["presence"].sum("species").where(fused["suitability"].isel(species=0).notnull()).mean()
-    # the closest to K that one code threshold gives: this 3-epoch model's logits all lie within [-1.1, 0.6], 17
+    assert bool((fused["presence"] <= (assemble(stored, "average_k", k=2.0) == 1)).all())  # only removes
+    unrestricted = assemble(stored, "average_k", k=2.0) == 1
+    set_size = unrestricted.sum("species").where(fused["suitability"].isel(species=0).notnull()).mean()
+    # before the accessible area, the set size is the closest to K that one code threshold gives: this 3-epoch model's logits all lie within [-1.1, 0.6], 17
     # codes of 0.1 logit, and the nearest set sizes there are 4.7, 2.7 and 1.2
     codes = stored.values
     valid = codes[0] != 255
