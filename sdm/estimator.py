@@ -86,7 +86,8 @@ class DeepSDM(BaseEstimator):
         parts = []
         for column in self.feature_names_in_:
             if column in self.categories_:
-                values = pd.Categorical(X[column], categories=self.categories_[column]).codes  # unseen -> -1
+                known = pd.Index(self.categories_[column])
+                values = known.get_indexer(X[column].astype(object))  # unseen (and missing) -> -1
                 one_hot = np.zeros((len(X), len(self.categories_[column])), dtype="float32")
                 seen = values >= 0
                 one_hot[np.flatnonzero(seen), values[seen]] = 1

@@ -132,8 +132,8 @@ def points_to_cells(longitude, latitude, grid: xr.DataArray) -> pd.DataFrame:
     transformer = Transformer.from_crs("EPSG:4326", CRS.from_user_input(grid.rio.crs), always_xy=True)
     px, py = transformer.transform(lon, lat)
     inverse = ~grid.rio.transform(recalc=True)
-    colf, rowf = inverse @ (np.asarray(px), np.asarray(py))
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # NaN or infinite coordinates: outside, below
+        colf, rowf = inverse @ (np.asarray(px), np.asarray(py))
         col = np.floor(colf)
         row = np.floor(rowf)
     inside = (
