@@ -28,6 +28,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -423,7 +424,7 @@ def write_predictions(predictions: xr.Dataset, path: str | Path, progress: bool 
     with dask.config.set(scheduler="threads", num_workers=workers):
         if progress:
             # dt is also how long the bar's thread may sleep before the write returns: keep it short
-            with ProgressBar(minimum=2, dt=0.5):
+            with ProgressBar(minimum=2, dt=0.5, out=sys.stderr):  # the console and the rule's log
                 _write(predictions, path)
         else:
             _write(predictions, path)

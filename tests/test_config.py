@@ -166,3 +166,33 @@ def test_resource_functions_cover_every_measured_job():
         fitted = (*bench.fit(rule, 0), *bench.fit(rule, 1))
         for shipped, value in zip(resources.MODELS[rule], fitted):
             assert math.isclose(shipped, value, rel_tol=2e-3, abs_tol=0.1), (rule, resources.MODELS[rule], fitted)
+
+
+def test_script_progress_and_warnings_reach_the_console_and_the_log(tmp_path, capfd):
+    """workflow/scripts/common.log_to: stderr (tqdm and Dask progress bars, warnings) goes to the rule's log and to
+    the console; logging to the log only."""
+    import importlib.util
+    import logging
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("wf_common", Path(__file__).parents[1] / "workflow" / "scripts" /
+                                                  "common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    saved_stderr, saved_hook = sys.stderr, sys.excepthook
+    try:
+        log = common.log_to(tmp_path / "rule.log")
+        from tqdm import tqdm
+
+        for _ in tqdm(range(3), desc="epochs", file=sys.stderr):
+            pass
+        log.info("a line for the log only")
+        sys.stderr.flush()
+    finally:
+        sys.stderr, sys.excepthook = saved_stderr, saved_hook
+        logging.basicConfig(force=True)
+    console = capfd.readouterr().err
+    text = (tmp_path / "rule.log").read_text()
+    assert "epochs: 100%" in console and "epochs: 100%" in text
+    assert "a line for the log only" in text and "a line for the log only" not in console

@@ -19,12 +19,39 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
+class _Both:
+    """A text stream that writes to the rule's log and to the console: progress bars (tqdm, Dask) and warnings
+    are seen where the command was typed and kept in the log."""
+
+    def __init__(self, log, console):
+        self.log, self.console = log, console
+
+    def write(self, text):
+        self.log.write(text)
+        try:
+            self.console.write(text)
+        except (OSError, ValueError):  # the console went away (closed terminal): the log still gets it
+            pass
+        return len(text)
+
+    def flush(self):
+        self.log.flush()
+        try:
+            self.console.flush()
+        except (OSError, ValueError):
+            pass
+
+    def isatty(self):
+        return False
+
+
 def log_to(path):
-    """Send stderr and logging to ``path``; an uncaught error prints its one-line reason on the console (the job's
-    first line there, before Snakemake's own report) and the full traceback in the log."""
+    """Send stderr (progress bars, warnings) to ``path`` and to the console, and logging to ``path``; an uncaught
+    error prints its one-line reason on the console (the job's first line there, before Snakemake's own report)
+    and the full traceback in the log."""
     console = sys.stderr
     handle = open(path, "w", buffering=1)
-    sys.stderr = handle
+    sys.stderr = _Both(handle, console)
     logging.basicConfig(stream=handle, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         force=True)
 
