@@ -32,7 +32,7 @@ CONFIG = {
     "dispersal": ["none"],
 }
 RULES = {"demo", "ingest_climate", "ingest_occurrences", "ingest_redlist", "train_sdm", "predict", "species_features",
-         "train_iucn", "predict_status", "status_table", "indicators", "maps"}
+         "train_iucn", "predict_status", "status_table", "indicators_current", "indicators_future", "maps"}
 
 
 def environment(**extra: str) -> dict[str, str]:
