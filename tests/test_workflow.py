@@ -215,7 +215,7 @@ def test_adding_a_scenario_reruns_only_what_depends_on_it(run):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.MULTILINE))
     jobs.pop("total", None)
     assert jobs == {"ingest_climate": "1", "predict": "1", "species_features": "2", "predict_status": "2",
-                    "indicators": "2", "status_table": "1", "maps": "1", "all": "1"}, out[-3000:]
+                    "indicators_future": "2", "status_table": "1", "maps": "1", "all": "1"}, out[-3000:]
 
 
 def dry_run(workdir: Path, config: dict) -> subprocess.CompletedProcess:
@@ -256,7 +256,8 @@ def test_user_config_runs_on_its_inputs_only(run, tmp_path):
     out = result.stdout + result.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.MULTILINE))
     assert "demo" not in jobs
-    assert jobs["ingest_climate"] == "2" and jobs["predict"] == "2" and jobs["indicators"] == "3"
+    assert jobs["ingest_climate"] == "2" and jobs["predict"] == "2"
+    assert jobs["indicators_current"] == "1" and jobs["indicators_future"] == "2"
     assert "ssp126" not in out and "results/demo" not in out
 
 
@@ -326,8 +327,9 @@ def test_lint_is_clean_and_the_conda_env_has_the_package_pins(tmp_path):
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory",
            str(tmp_path), "--configfile", str(ROOT / "config" / "config.yaml"), "--lint", "--cores", "1"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0 and "Congratulations, your workflow is in a good condition!" in result.stdout, (
-        result.stdout + result.stderr)[-3000:]
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and "Congratulations, your workflow is in a good condition!" in out, out[-3000:]
+    assert "Lints for" not in out
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     env = yaml.safe_load((ROOT / "workflow" / "envs" / "sdm.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
