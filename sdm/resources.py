@@ -71,6 +71,20 @@ def runtime(rule: str, **size) -> int:
     return max(MIN_RUNTIME, int(math.ceil(seconds / 60)))
 
 
+LIGHT_SPECIES_CELLS = 5e7
+"""A per-run job (predict, species features, indicators) over fewer species x cells than this is light: it gets
+half the cores, so that two of them run side by side (the demo: 1.6e6; the orchids: 1.2e8)."""
+PER_RUN_RULES = ("predict", "species_features", "indicators")
+
+
+def threads(rule: str, cores: int, cells: float, trained: float, **_) -> int:
+    """Threads of a job: every core for a heavy job, half of them for a light per-run job (:data:`PER_RUN_RULES`
+    under :data:`LIGHT_SPECIES_CELLS`), so that light jobs run side by side."""
+    if rule in PER_RUN_RULES and trained * cells < LIGHT_SPECIES_CELLS:
+        return max(1, int(cores) // 2)
+    return max(1, int(cores))
+
+
 def _zarr_shape(store: Path, variable: str) -> list[int] | None:
     meta = Path(store) / variable / "zarr.json"
     return json.loads(meta.read_text())["shape"] if meta.is_file() else None

@@ -196,3 +196,12 @@ def test_script_progress_and_warnings_reach_the_console_and_the_log(tmp_path, ca
     text = (tmp_path / "rule.log").read_text()
     assert "epochs: 100%" in console and "epochs: 100%" in text
     assert "a line for the log only" in text and "a line for the log only" not in console
+
+
+def test_light_per_run_jobs_get_half_the_cores():
+    from sdm.resources import threads
+
+    demo = {"cells": 200 * 200, "trained": 40}
+    orchids = {"cells": 720 * 360, "trained": 464}
+    assert threads("species_features", 2, **demo) == 1 and threads("indicators", 8, **demo) == 4
+    assert threads("predict", 8, **orchids) == 8 and threads("train_sdm", 8, **demo) == 8

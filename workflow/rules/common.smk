@@ -8,7 +8,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir).parent))  # the sdm package, also when it is not pip-installed
 from sdm.config import check_inputs, demo_outputs, remove_stale_locks, run_names, validate_config  # noqa: E402
 from sdm.indicators import layer_names  # noqa: E402
-from sdm.resources import job_size, mem_mb, runtime  # noqa: E402
+from sdm.resources import job_size, mem_mb, runtime, threads  # noqa: E402
 
 # One line naming the key at fault first; then snakemake's validate fills in the schema's defaults.
 validate_config(config, Path(workflow.basedir) / "schemas/config.schema.yaml")
@@ -124,3 +124,8 @@ def resource_mb(rule):
 def resource_minutes(rule):
     """runtime (minutes) of a rule's job from its inputs' size (sdm.resources), doubled on each retry."""
     return lambda wildcards, input, attempt: attempt * runtime(rule, **job_size(input, GRID_CELLS, GRID_VARIABLES))
+
+
+def resource_threads(rule):
+    """Threads of a rule's job: all cores for a heavy job, half for a light per-run job (sdm.resources.threads)."""
+    return lambda wildcards, input: threads(rule, workflow.cores, **job_size(input, GRID_CELLS, GRID_VARIABLES))

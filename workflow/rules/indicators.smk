@@ -11,7 +11,7 @@ rule indicators_current:
     params:
         prediction=config["prediction"],
         device=config["sdm"]["device"],
-    threads: workflow.cores
+    threads: resource_threads("indicators")
     resources:
         mem_mb=resource_mb("indicators"),
         runtime=resource_minutes("indicators"),
@@ -40,7 +40,7 @@ if FUTURE_RUNS:
         params:
             prediction=config["prediction"],
             device=config["sdm"]["device"],
-        threads: workflow.cores
+        threads: resource_threads("indicators")
         resources:
             mem_mb=resource_mb("indicators"),
             runtime=resource_minutes("indicators"),

@@ -12,7 +12,7 @@ rule species_features:
         threats=config["threats"],
         prediction=config["prediction"],
         device=config["sdm"]["device"],
-    threads: workflow.cores
+    threads: resource_threads("species_features")
     resources:
         mem_mb=resource_mb("species_features"),
         runtime=resource_minutes("species_features"),

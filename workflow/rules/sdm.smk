@@ -33,7 +33,7 @@ rule predict:
     params:
         prediction=config["prediction"],
         device=config["sdm"]["device"],
-    threads: workflow.cores
+    threads: resource_threads("predict")
     resources:
         mem_mb=resource_mb("predict"),
         runtime=resource_minutes("predict"),
