@@ -24,11 +24,11 @@ import numpy as np
 import xarray as xr
 from scipy.spatial import cKDTree
 
+from sdm.grid import EARTH_RADIUS_KM
+
 
 log = logging.getLogger(__name__)
 
-EARTH_RADIUS_KM = 6371.0088
-"""Mean Earth radius (km, IUGG), as in the great-circle distances elsewhere in the project."""
 QUANTILE = 0.99
 """Share of held-out (validation-block) records that must fall within the dispersal distance."""
 PROBE_CELLS = 4096

@@ -72,8 +72,9 @@ def n_locations(lon, lat, species) -> pd.Series:
 
 def _centre(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float]:
     """Longitude and latitude of the normalised mean of the points' unit vectors (degrees)."""
-    lo, la = np.radians(lon), np.radians(lat)
-    v = np.c_[np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)].mean(axis=0)
+    from sdm.accessible import unit_vectors
+
+    v = unit_vectors(lon, lat).mean(axis=0)
     if np.linalg.norm(v) < 1e-9:  # points spread evenly round the globe: any centre
         return 0.0, 0.0
     return float(np.degrees(np.arctan2(v[1], v[0]))), float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1]))))
