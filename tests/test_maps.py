@@ -14,6 +14,7 @@ import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 from sdm import maps
+from sdm.maps import assets, display, styles
 from sdm.redlist import CATEGORIES
 
 H, W = 30, 40
@@ -138,7 +139,7 @@ def test_geographic_input_and_bounds(tmp_path):
 
 
 def test_popup_values_are_embedded_and_downsampled(tmp_path, monkeypatch):
-    monkeypatch.setattr(maps, "POPUP_MAX_VALUES", 100)
+    monkeypatch.setattr(display, "POPUP_MAX_VALUES", 100)
     data = _field(4)
     lay = layers_3035(tmp_path, "threatened_share", {"a": np.clip(data / 30, 0, 1), "b": np.clip(data / 40, 0, 1)})
     html = maps.indicator_map(lay, "threatened_share", tmp_path / "s.html", tmp_path / "lib").read_text()
@@ -154,27 +155,27 @@ def test_popup_grid_block_centres(monkeypatch):
     values = np.arange(100 * 60, dtype="float32").reshape(100, 60)
     values[0, 0] = np.nan
     grid = {"values": values, "x0": 0.0, "y0": 0.0, "dx": 10.0, "dy": 10.0}
-    assert len(maps._popup_grid(grid)["values"]) == values.size  # small enough: every cell
-    monkeypatch.setattr(maps, "POPUP_MAX_VALUES", 1500)
-    p = maps._popup_grid(grid)
+    assert len(display.popup_grid(grid)["values"]) == values.size  # small enough: every cell
+    monkeypatch.setattr(display, "POPUP_MAX_VALUES", 1500)
+    p = display.popup_grid(grid)
     # k = ceil(sqrt(6000 / 1500)) = 2: block (r, c) holds the cell (2r + 1, 2c + 1)
     assert (p["nx"], p["ny"], p["dx"], p["dy"]) == (30, 50, 20.0, 20.0)
     assert p["values"][3 * 30 + 4] == (2 * 3 + 1) * 60 + (2 * 4 + 1)
-    assert maps._popup_grid({**grid, "values": values[:2, :2]})["values"][0] is None
+    assert display.popup_grid({**grid, "values": values[:2, :2]})["values"][0] is None
 
 
 def test_colour_scales():
-    vmin, vmax, ticks = maps._scale_range("richness_change", [np.array([-3.0, 1.0, np.nan, 7.0])])
+    vmin, vmax, ticks = styles.scale_range("richness_change", [np.array([-3.0, 1.0, np.nan, 7.0])])
     assert vmin == -vmax and vmax >= 3 and 0.0 in ticks
-    vmin, vmax, ticks = maps._scale_range("threatened_share", [np.array([0.0, 0.93])])
+    vmin, vmax, ticks = styles.scale_range("threatened_share", [np.array([0.0, 0.93])])
     assert (vmin, vmax) == (0.0, 1.0) and ticks[0] == 0.0 and ticks[-1] == 1.0
-    vmin, vmax, _ = maps._scale_range("richness", [np.full(4, np.nan)])  # no data at all
+    vmin, vmax, _ = styles.scale_range("richness", [np.full(4, np.nan)])  # no data at all
     assert vmax > vmin
-    rgba = maps._colourise(np.array([[np.nan, 0.0, 5.0]]), "richness", 0.0, 5.0)
+    rgba = styles.colourise(np.array([[np.nan, 0.0, 5.0]]), "richness", 0.0, 5.0)
     assert rgba[0, 0, 3] == 0 and rgba[0, 1, 3] == 255 and rgba[0, 2, 3] == 255
-    cats = maps._colourise(np.array([[0.0, 4.0, np.nan]]), "most_threatened", 0.0, 4.0)
-    assert tuple(cats[0, 0, :3]) == maps._hex_rgb(maps.IUCN_COLOURS["LC"])
-    assert tuple(cats[0, 1, :3]) == maps._hex_rgb(maps.IUCN_COLOURS["CR"])
+    cats = styles.colourise(np.array([[0.0, 4.0, np.nan]]), "most_threatened", 0.0, 4.0)
+    assert tuple(cats[0, 0, :3]) == styles.hex_rgb(maps.IUCN_COLOURS["LC"])
+    assert tuple(cats[0, 1, :3]) == styles.hex_rgb(maps.IUCN_COLOURS["CR"])
     assert cats[0, 2, 3] == 0
 
 
@@ -211,8 +212,8 @@ def test_user_tiles_are_the_only_url_allowed(tmp_path, richness_layers):
 
 def test_network_url_in_page_raises():
     with pytest.raises(RuntimeError, match="cdn.example.com"):
-        maps._check_offline('<script src="https://cdn.example.com/x.js"></script>', set(), Path("m.html"))
-    maps._check_offline('<svg xmlns="http://www.w3.org/2000/svg"></svg>', set(), Path("m.html"))
+        assets.check_offline('<script src="https://cdn.example.com/x.js"></script>', set(), Path("m.html"))
+    assets.check_offline('<svg xmlns="http://www.w3.org/2000/svg"></svg>', set(), Path("m.html"))
 
 
 def test_copy_assets_is_idempotent(tmp_path):
@@ -270,7 +271,7 @@ def test_odd_layer_labels_cannot_break_the_page(tmp_path):
     spec = json.loads(re.search(r"\}\)\(map_[0-9a-f]+, (\{.*?\})\);\n", html).group(1))
     assert spec["layers"][0]["label"] == label
     assert json.dumps(label).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") in html
-    assert json.loads(maps._script_json({"a": "{%x%}{#y#}<>&"})) == {"a": "{%x%}{#y#}<>&"}
+    assert json.loads(assets.script_json({"a": "{%x%}{#y#}<>&"})) == {"a": "{%x%}{#y#}<>&"}
 
 
 def test_index_metrics_accept_numpy_and_frames(tmp_path):
@@ -340,7 +341,7 @@ def test_mess_map_has_a_layer_per_scenario_a_fixed_scale_and_its_legend(tmp_path
     assert '.text("MESS: \\u003c 0 = climate outside the training range")' in html  # the legend (JS-escaped "<")
     assert "mess.html" in local_refs(out["index"].read_text())
     assert_offline(out["mess"])
-    vmin, vmax, ticks = maps._scale_range("mess", [mess["ssp585_2070_full"]])
+    vmin, vmax, ticks = styles.scale_range("mess", [mess["ssp585_2070_full"]])
     assert (vmin, vmax) == (-100.0, 100.0) and ticks == [-100.0, -50.0, 0.0, 50.0, 100.0]
-    rgba = maps._colourise(np.array([[-500.0, 0.0, 100.0]]), "mess", vmin, vmax)
-    assert tuple(rgba[0, 0, :3]) == maps._hex_rgb(maps._PALETTES["mess"][0])  # beyond the scale: its end colour
+    rgba = styles.colourise(np.array([[-500.0, 0.0, 100.0]]), "mess", vmin, vmax)
+    assert tuple(rgba[0, 0, :3]) == styles.hex_rgb(styles.PALETTES["mess"][0])  # beyond the scale: its end colour

@@ -1,0 +1,88 @@
+"""Rasters put on the display grid: Web Mercator (EPSG:3857), the CRS Leaflet draws in, so that an
+``L.imageOverlay`` stretched between its latitude/longitude corners lands exactly on its cells; and the subsampled
+values behind the click popups."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import rioxarray
+from rasterio.enums import Resampling
+from rasterio.warp import calculate_default_transform, transform
+
+DISPLAY_MAX_PX = 2048
+"""Longest side, in pixels, of a layer's PNG; larger rasters are shown at a coarser resolution."""
+POPUP_MAX_VALUES = 250_000
+"""Most values per layer embedded for the click popup; the display grid is subsampled above that."""
+
+
+def read_display_grid(path: Path) -> dict:
+    """A single-band GeoTIFF reprojected to EPSG:3857 (nearest neighbour, NaN outside data).
+
+    Returns ``values`` (float32 ``(y, x)``), ``x0``/``y0`` (top-left corner, metres), ``dx``/``dy`` (cell size,
+    metres, both positive) and ``bounds`` (``[[south, west], [north, east]]``, degrees).
+    """
+    with rioxarray.open_rasterio(path, masked=True) as src:
+        da = src.load()
+    if "band" in da.dims:
+        if da.sizes["band"] != 1:
+            raise ValueError(f"{path}: expected a single-band GeoTIFF, found {da.sizes['band']} bands")
+        da = da.squeeze("band", drop=True)
+    if da.rio.crs is None:
+        raise ValueError(f"{path}: GeoTIFF has no CRS")
+    da = da.astype("float32")
+
+    if da.rio.crs.is_geographic:  # Web Mercator is undefined at the poles
+        left, bottom, right, top = da.rio.bounds()
+        if bottom < -85.0 or top > 85.0:
+            da = da.rio.clip_box(left, max(bottom, -85.0), right, min(top, 85.0))
+
+    height, width = da.rio.height, da.rio.width
+    _, dst_w, dst_h = calculate_default_transform(da.rio.crs, "EPSG:3857", width, height, *da.rio.bounds())
+    scale = min(1.0, DISPLAY_MAX_PX / max(dst_w, dst_h))
+    shape = (max(1, round(dst_h * scale)), max(1, round(dst_w * scale)))
+    merc = da.rio.reproject("EPSG:3857", shape=shape, resampling=Resampling.nearest, nodata=np.nan)
+
+    t = merc.rio.transform()
+    x0, y0, dx, dy = t.c, t.f, t.a, -t.e
+    x1, y1 = x0 + dx * merc.rio.width, y0 - dy * merc.rio.height
+    lons, lats = transform("EPSG:3857", "EPSG:4326", [x0, x1], [y1, y0])
+    return {
+        "values": np.asarray(merc.values, dtype="float32"),
+        "x0": float(x0),
+        "y0": float(y0),
+        "dx": float(dx),
+        "dy": float(dy),
+        "bounds": [[float(lats[0]), float(lons[0])], [float(lats[1]), float(lons[1])]],
+    }
+
+
+def popup_grid(grid: dict) -> dict:
+    """The display grid subsampled (block centres) to at most ``POPUP_MAX_VALUES`` values, as JSON-ready dict."""
+    values = grid["values"]
+    h, w = values.shape
+    k = max(1, math.ceil(math.sqrt(h * w / POPUP_MAX_VALUES)))
+    while math.ceil(h / k) * math.ceil(w / k) > POPUP_MAX_VALUES:
+        k += 1
+    rows = np.minimum(np.arange(0, h, k) + k // 2, h - 1)
+    cols = np.minimum(np.arange(0, w, k) + k // 2, w - 1)
+    sub = values[np.ix_(rows, cols)]
+    flat = []
+    for v in sub.ravel().tolist():
+        if v != v or v in (math.inf, -math.inf):
+            flat.append(None)
+        else:
+            r = round(v, 4)
+            flat.append(int(r) if r == int(r) else r)
+    return {
+        "x0": grid["x0"],
+        "y0": grid["y0"],
+        "dx": grid["dx"] * k,
+        "dy": grid["dy"] * k,
+        "nx": int(len(cols)),
+        "ny": int(len(rows)),
+        "values": flat,
+    }
+
