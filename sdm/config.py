@@ -38,6 +38,10 @@ def _paths(config: dict):
         yield "threats.protected_areas.path", threats["protected_areas"]["path"]
     for name, entry in (threats.get("pressures") or {}).items():
         yield f"threats.pressures.{name}.path", entry["path"]
+    maps = config.get("maps") or {}
+    for name in ("regions", "protected_areas"):
+        if maps.get(name):
+            yield f"maps.{name}.path", maps[name]["path"]
 
 
 def check_inputs(config: dict, generated: list[str] = ()) -> None:
@@ -67,6 +71,12 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is None:
+        from sdm.ensembles import check_ensembles
+
+        try:
+            check_ensembles(config["climate"].get("ensembles"), list(config["climate"].get("scenarios") or {}))
+        except ValueError as problem:
+            raise ConfigError(f"config key {problem}") from None
         return
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":

@@ -103,19 +103,22 @@ def write_indicators(indicators: xr.Dataset, out_dir: str | Path, crs) -> list[P
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     indicators = indicators.compute().rio.write_crs(crs)
-    paths = []
-    for name, layer in indicators.data_vars.items():
-        path = out_dir / f"{name}.tif"
-        # Cloud-Optimised GeoTIFF: tiled, with overviews (QGIS and web viewers open large grids fast); the
-        # overviews of a category code take the most common code, the others the mean
-        with replacing(path) as partial:
-            layer.rio.write_nodata(np.nan, encoded=False).rio.to_raster(
-                partial, driver="COG", compress="deflate", blocksize=COG_BLOCK,
-                overview_resampling="mode" if name in CATEGORICAL_LAYERS else "average",
-                tags={"units": layer.attrs.get("units", ""), "categories": ",".join(CATEGORIES)})
-        paths.append(path)
+    paths = [write_layer(layer, out_dir / f"{name}.tif", str(name)) for name, layer in indicators.data_vars.items()]
     write_zarr(indicators, out_dir / "indicators.zarr")
     return paths
+
+
+def write_layer(layer: xr.DataArray, path: str | Path, name: str) -> Path:
+    """One layer (``y``, ``x``, CRS set) as a Cloud-Optimised GeoTIFF: float32, NaN no data, tiled, with
+    overviews (QGIS and web viewers open large grids fast); the overviews of a category code take the most common
+    code, the others the mean. Written under a partial name and renamed (a killed job leaves no half file)."""
+    path = Path(path)
+    with replacing(path) as partial:
+        layer.astype("float32").rio.write_nodata(np.nan, encoded=False).rio.to_raster(
+            partial, driver="COG", compress="deflate", blocksize=COG_BLOCK,
+            overview_resampling="mode" if name in CATEGORICAL_LAYERS else "average",
+            tags={"units": layer.attrs.get("units", ""), "categories": ",".join(CATEGORIES)})
+    return path
 
 
 def read_status(path) -> pd.Series:

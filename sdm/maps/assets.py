@@ -14,6 +14,9 @@ from pathlib import Path
 from branca.element import MacroElement
 from folium.template import Template
 
+OUTLINE_STYLE = {"color": "#333", "weight": 0.6, "opacity": 0.7, "fill": False, "interactive": False}
+"""Region outlines on every map: thin, above the rasters, never catching clicks (the click popups stay usable)."""
+
 _ASSET_FILES = {
     # name: (xstatic module, file inside its BASE_DIR, destination under assets_dir)
     "leaflet": ("xstatic.pkg.leaflet", "leaflet.js", "leaflet/leaflet.js"),
@@ -173,3 +176,85 @@ def check_offline_attributes(page: str, where: Path) -> None:
     bad = re.findall(r"""(?:src|href)\s*=\s*["']?(https?://[^"'\s>]+)""", page, flags=re.IGNORECASE)
     if bad:
         raise RuntimeError(f"{where}: the page would load from the network: {', '.join(bad[:10])}")
+
+
+# The view of a map kept in the URL hash (#layer=...&z=...&lat=...&lon=..., plus an optional page key such as the
+# species), so that a view can be shared or cited: sdmView(map, keyName, keyFn, baseLayers) saves on every move and
+# base-layer change and returns {save, restore}; restore() applies the hash's zoom, centre and base layer (a name
+# in baseLayers) and returns what it read.
+VIEW_HASH_JS = """<script>
+function sdmView(map, keyName, keyFn, baseLayers) {
+  var layerName = null;
+  function read() {
+    var out = {}, text = window.location.hash.replace(/^#/, "");
+    text.split("&").forEach(function (pair) {
+      if (!pair) { return; }
+      var i = pair.indexOf("="), k = decodeURIComponent(i < 0 ? pair : pair.slice(0, i));
+      out[k] = i < 0 ? "" : decodeURIComponent(pair.slice(i + 1).replace(/\\+/g, " "));
+    });
+    return out;
+  }
+  function save() {
+    var c = map.getCenter(), parts = [], key = keyFn ? keyFn() : null;
+    if (keyName && key) { parts.push(keyName + "=" + encodeURIComponent(key)); }
+    if (layerName) { parts.push("layer=" + encodeURIComponent(layerName)); }
+    parts.push("z=" + map.getZoom(), "lat=" + c.lat.toFixed(4), "lon=" + c.lng.toFixed(4));
+    var hash = "#" + parts.join("&");
+    try { window.history.replaceState(null, "", hash); } catch (e) { window.location.hash = hash; }
+  }
+  function selectBase(name) {
+    if (!baseLayers || !baseLayers[name]) { return false; }
+    Object.keys(baseLayers).forEach(function (n) {
+      if (n !== name && map.hasLayer(baseLayers[n])) { map.removeLayer(baseLayers[n]); }
+    });
+    if (!map.hasLayer(baseLayers[name])) { map.addLayer(baseLayers[name]); }
+    layerName = name;
+    return true;
+  }
+  map.on("baselayerchange", function (e) { layerName = e.name; save(); });
+  map.on("moveend", save);
+  return {
+    save: save,
+    selectBase: selectBase,
+    setLayer: function (name) { layerName = name; },
+    restore: function () {
+      var h = read(), z = parseFloat(h.z), lat = parseFloat(h.lat), lon = parseFloat(h.lon);
+      var state = {key: keyName ? h[keyName] : null, layer: h.layer || null, view: false};
+      if (isFinite(z) && isFinite(lat) && isFinite(lon)) { map.setView([lat, lon], z); state.view = true; }
+      if (state.layer) { selectBase(state.layer); }
+      return state;
+    }
+  };
+}
+</script>"""
+
+
+# Click a column header of a table.sortable to sort its rows (numbers as numbers, blanks last); click again to
+# reverse. The header shows the order with an arrow and aria-sort.
+SORTABLE_JS = """<script>
+function sdmSortable(table) {
+  var heads = table.querySelectorAll("thead th");
+  heads.forEach(function (th, col) {
+    th.style.cursor = "pointer";
+    th.addEventListener("click", function () {
+      var ascending = th.getAttribute("aria-sort") !== "ascending";
+      heads.forEach(function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+      var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+      function key(row) {
+        var cell = row.cells[col], text = cell ? (cell.getAttribute("data-value") || cell.textContent).trim() : "";
+        var number = parseFloat(text.replace(/,/g, ""));
+        return text === "" || text === "–" ? null : (isFinite(number) && /^[-+0-9.,e%\\s]+$/i.test(text) ? number : text);
+      }
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x === null || y === null) { return x === y ? 0 : (x === null ? 1 : -1); }
+        var c = (typeof x === "number" && typeof y === "number") ? x - y : String(x).localeCompare(String(y));
+        return ascending ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+}
+document.querySelectorAll("table.sortable").forEach(sdmSortable);
+</script>"""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from sdm.maps.assets import ERROR_PROBE, check_offline_attributes, relative_url, write_atomic
 from sdm.maps.styles import IUCN_COLOURS
@@ -17,8 +18,11 @@ def index_page(
     metrics: dict,
     out_html: str | Path,
     species_table: pd.DataFrame | None = None,
+    pages: dict[str, str | Path] | None = None,
+    config: dict | None = None,
 ) -> Path:
-    """Write ``maps/index.html``: links to every map, the run's metrics and an optional species table.
+    """Write ``maps/index.html``: links to every page and map, the run's metrics, an optional species table and
+    the run's config (collapsed).
 
     Parameters
     ----------
@@ -29,6 +33,8 @@ def index_page(
         sub-sections; lists of dicts become tables; other lists are comma-joined. Floats are shown to 4
         significant digits.
     out_html : the file to write.
+    pages : link text -> HTML file of the pages that are not indicator maps (species explorer, regions, ...).
+    config : the run's configuration, shown as YAML in a collapsed block.
     species_table : optional table of statuses; cells holding a category code of ``redlist.CATEGORIES`` are
         coloured with the IUCN colours and a text box filters the rows. A long table with one row per species x
         run (``sdm.status.status_table``: ``species``, ``scenario``, [``dispersal``], ``status`` or ``category``,
@@ -39,10 +45,7 @@ def index_page(
     out_html.parent.mkdir(parents=True, exist_ok=True)
     esc = _html.escape
 
-    links = "\n".join(
-        f'<li><a href="{esc(relative_url(Path(p), out_html.parent))}">{esc(str(label))}</a></li>'
-        for label, p in maps.items()
-    )
+    links = _links(maps, out_html)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -52,6 +55,8 @@ def index_page(
         _INDEX_CSS,
         "</head><body><main>",
         "<h1>Extinction-risk indicator maps</h1>",
+        *([f'<section id="pages"><h2>Explore</h2><ul class="maps">{_links(pages, out_html)}</ul></section>']
+          if pages else []),
         '<section id="maps"><h2>Maps</h2>',
         "<p>Each map holds every scenario as a layer; click a cell for its values. The maps work offline.</p>",
         f'<ul class="maps">{links}</ul>' if maps else "<p>No maps.</p>",
@@ -62,11 +67,20 @@ def index_page(
     ]
     if species_table is not None:
         parts += ['<section id="species"><h2>Species</h2>', _species_section(species_table), "</section>"]
+    if config is not None:
+        text = yaml.safe_dump(_plain(config), sort_keys=False, allow_unicode=True)
+        parts += ['<section id="config"><h2>Configuration</h2><details><summary>The run\'s configuration '
+                  "(YAML, with the schema's defaults filled in)</summary>", f"<pre>{esc(text)}</pre></details></section>"]
     parts += ["</main>", _INDEX_JS, "</body></html>"]
     page = "\n".join(parts)
     check_offline_attributes(page, out_html)
     write_atomic(out_html, page)
     return out_html
+
+
+def _links(pages: dict, out_html: Path) -> str:
+    return "\n".join(f'<li><a href="{_html.escape(relative_url(Path(p), out_html.parent))}">{_html.escape(str(label))}'
+                     "</a></li>" for label, p in pages.items())
 
 
 _INDEX_CSS = """<style>
@@ -85,6 +99,7 @@ _INDEX_CSS = """<style>
   input.filter { margin: 4px 0; padding: 3px 6px; width: 280px; }
   .species-wrap { max-height: 70vh; overflow: auto; }
   .species-wrap th { position: sticky; top: 0; }
+  pre { background: #fff; border: 1px solid #d5d8de; padding: 8px; overflow: auto; font-size: 12px; }
   details { margin-top: 8px; } summary { cursor: pointer; color: #1f5fa8; }
 </style>"""
 

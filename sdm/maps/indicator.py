@@ -14,7 +14,7 @@ from branca.colormap import LinearColormap
 from branca.element import Element, JavascriptLink, MacroElement
 from folium.template import Template
 
-from sdm.maps.assets import ERROR_PROBE, MAP_CSS, URL, HtmlControl, check_offline, copy_assets, relative_url, \
+from sdm.maps.assets import ERROR_PROBE, MAP_CSS, OUTLINE_STYLE, URL, VIEW_HASH_JS, HtmlControl, check_offline, copy_assets, relative_url, \
     script_json, write_atomic
 from sdm.maps.display import popup_grid, read_display_grid
 from sdm.maps.styles import CATEGORY_NAMES, DECIMALS, INDICATORS, IUCN_COLOURS, OPACITY, PALETTES, colourise, \
@@ -28,6 +28,7 @@ def indicator_map(
     out_html: str | Path,
     assets_dir: str | Path,
     tiles: str | None = None,
+    outlines: str | Path | None = None,
 ) -> Path:
     """Write one interactive map of ``indicator`` with one switchable layer per scenario.
 
@@ -39,6 +40,8 @@ def indicator_map(
         shared by all layers so that they are comparable.
     out_html : the HTML file to write.
     assets_dir : where the Leaflet / jQuery / d3 files are copied (``copy_assets``); referenced relatively.
+    outlines : optional ``lib/regions.js`` (:func:`sdm.maps.regions.write_outlines`): region outlines drawn as a
+        thin layer that can be switched off, an offline stand-in for a basemap.
     tiles : optional basemap, a Leaflet tile URL template or an xyzservices provider name; the only network
         resource the page may use. ``None`` draws the data on a plain background.
 
@@ -102,7 +105,8 @@ def indicator_map(
         )
         overlay.add_to(m)
         overlays[label] = overlay
-    folium.LayerControl(position="topright", collapsed=False).add_to(m)
+    layer_control = folium.LayerControl(position="topright", collapsed=False)
+    layer_control.add_to(m)
 
     if kind == "categorical":
         _category_legend(meta["title"]).add_to(m)
@@ -135,6 +139,11 @@ def indicator_map(
     north = max(g["bounds"][1][0] for g in grids.values())
     east = max(g["bounds"][1][1] for g in grids.values())
     m.fit_bounds([[south, west], [north, east]])
+    root.header.add_child(Element(VIEW_HASH_JS), name="sdm_view_hash")
+    if outlines:
+        root.header.add_child(JavascriptLink(relative_url(Path(outlines), out_html.parent)), name="sdm_outlines")
+        _Outlines(layer_control).add_to(m)
+    _ViewHash(layer_control, next(iter(grids))).add_to(m)
 
     page = root.render()
     check_offline(page, allowed, out_html)
@@ -215,3 +224,49 @@ class _ValuePopup(MacroElement):
         super().__init__()
         self._name = "ValuePopup"
         self.spec_json = script_json(spec)
+
+
+class _Outlines(MacroElement):
+    """The region outlines (``window.SDM_REGIONS``) as a thin overlay, listed in the layer control."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        if (window.SDM_REGIONS) {
+            {{ this._parent.get_name() }}.createPane("outlines");
+            {{ this._parent.get_name() }}.getPane("outlines").style.zIndex = 450;
+            {{ this._parent.get_name() }}.getPane("outlines").style.pointerEvents = "none";
+            var outlines = L.geoJSON(window.SDM_REGIONS, {{ this.style|tojson }}).addTo({{ this._parent.get_name() }});
+            {{ this.control.get_name() }}.addOverlay(outlines, "Region outlines");
+        }
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, control: folium.LayerControl):
+        super().__init__()
+        self._name = "Outlines"
+        self.control = control
+        self.style = {"style": OUTLINE_STYLE, "interactive": False, "pane": "outlines"}
+
+
+class _ViewHash(MacroElement):
+    """Keeps the map's base layer, zoom and centre in the URL hash, and opens the view a hash names."""
+
+    _template = Template(
+        """
+        {% macro script(this, kwargs) %}
+        (function (map) {
+            var view = sdmView(map, null, null, {{ this.control.get_name() }}_layers.base_layers);
+            view.setLayer({{ this.first|tojson }});
+            view.restore();
+        })({{ this._parent.get_name() }});
+        {% endmacro %}
+        """
+    )
+
+    def __init__(self, control: folium.LayerControl, first: str):
+        super().__init__()
+        self._name = "ViewHash"
+        self.control = control
+        self.first = first

@@ -47,6 +47,25 @@ INDICATORS: dict[str, dict] = {
         "units": "proportion of the assemblage, future minus current",
         "kind": "diverging",
     },
+    "threatened_rise_agreement": {
+        "title": f"Climate-model agreement: threatened species ({_THREATENED_TEXT}) rise",
+        "units": "share of the ensemble's climate models (0-1) in which the cell's number of threatened species rises",
+        "kind": "sequential",
+        "caption": "Share of climate models in which threatened species rise",
+        "range": (0.0, 1.0),
+    },
+    "richness_loss_agreement": {
+        "title": "Climate-model agreement: species richness falls",
+        "units": "share of the ensemble's climate models (0-1) in which the cell's species richness falls",
+        "kind": "sequential",
+        "caption": "Share of climate models in which richness falls",
+        "range": (0.0, 1.0),
+    },
+    "threatened_unprotected": {
+        "title": f"Protection gap: unprotected threatened species ({_THREATENED_TEXT})",
+        "units": "number of threatened species x unprotected share of the cell",
+        "kind": "sequential",
+    },
     "mess": {
         "title": "Extrapolation: similarity to the training climate (MESS)",
         "units": "percent (MESS, Elith et al. 2010): 100 = typical training climate, 0 = at the edge of its range, "
@@ -88,6 +107,9 @@ PALETTES = {
     "richness_change": _RDBU,
     "threatened_count_change": _RDBU[::-1],
     "threatened_share_change": _RDBU[::-1],
+    "threatened_rise_agreement": _YLORRD,
+    "richness_loss_agreement": _YLORRD,
+    "threatened_unprotected": _YLORRD,
     "mess": _RDBU,  # red: outside the training climate, blue: well inside it
 }
 DECIMALS = {"threatened_share": 3, "threatened_share_change": 3, "mess": 1}  # popup rounding; counts get 2

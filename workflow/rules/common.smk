@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir).parent))  # the sdm package, also when it is not pip-installed
 from sdm.config import check_inputs, demo_outputs, remove_stale_locks, run_names, validate_config  # noqa: E402
+from sdm.ensembles import ensemble_layer_names, ensemble_runs, member_runs  # noqa: E402
 from sdm.indicators import layer_names  # noqa: E402
 from sdm.resources import job_size, mem_mb, runtime, threads  # noqa: E402
 
@@ -23,6 +24,16 @@ SCENARIOS = list(config["climate"].get("scenarios") or {})
 HAS_REDLIST = bool(config.get("redlist"))
 RUNS = run_names(SCENARIOS, config["dispersal"])  # "current_none" plus "{scenario}_{dispersal}"
 
+ENSEMBLES = config["climate"].get("ensembles") or {}
+ENSEMBLE_RUNS = ensemble_runs(ENSEMBLES, config["dispersal"])  # "{ensemble}_{dispersal}": medians of member runs
+MAP_RUNS = RUNS + ENSEMBLE_RUNS
+REGIONS = config["maps"].get("regions")
+# One protected-area raster for the features, the gap map and the protection table
+PROTECTED = config["maps"].get("protected_areas") or (config.get("threats") or {}).get("protected_areas")
+if PROTECTED and not (config.get("threats") or {}).get("protected_areas"):
+    config.setdefault("threats", {})["protected_areas"] = PROTECTED
+HAS_GAP = bool(PROTECTED) and HAS_REDLIST
+
 DEMO_DIR = "results/demo"
 check_inputs(config, generated=demo_outputs(config, DEMO_DIR) if DEMO else [])
 
@@ -32,7 +43,7 @@ if not HAS_REDLIST:
 wildcard_constraints:
     scenario="|".join(re.escape(s) for s in ["current", *SCENARIOS]),
     dispersal="full|none",
-    run="|".join(re.escape(r) for r in RUNS),
+    run="|".join(re.escape(r) for r in MAP_RUNS),
 
 
 def climate_source(wildcards):
@@ -84,8 +95,24 @@ def indicator_inputs(wildcards):
 
 
 def indicator_files(run):
-    """Every GeoTIFF the indicators rule writes for a run (all declared)."""
-    return [f"results/indicators/{run}/{name}.tif" for name in layer_names(run != "current_none", HAS_REDLIST)]
+    """Every indicator GeoTIFF of a run (each declared by the rule that writes it): the indicators rules' layers,
+    for an ensemble run its medians and agreement layers, and the protection gap when protected areas are set."""
+    names = ensemble_layer_names(HAS_REDLIST) if run in ENSEMBLE_RUNS else layer_names(run != "current_none",
+                                                                                       HAS_REDLIST)
+    return [f"results/indicators/{run}/{name}.tif" for name in names + (["threatened_unprotected"] if HAS_GAP else [])]
+
+
+def explorer_inputs(wildcards=None):
+    """What the species explorer reads: every scenario's predictions (in fused mode the model and the cubes), the
+    cleaned records and the statuses."""
+    if not config["maps"]["explorer"]:
+        return {}
+    scenarios = ["current", *SCENARIOS]
+    if FUSED:
+        inputs = {"model": "results/sdm/model.pt", **{f"scenario_{s}": f"results/cubes/{s}.zarr" for s in scenarios}}
+    else:
+        inputs = {f"scenario_{s}": f"results/predictions/{s}.zarr" for s in scenarios}
+    return inputs | {"occurrences": "results/occurrences.parquet", "rejected": "results/rejected_occurrences.parquet"}
 
 
 FUTURE_RUNS = [r for r in RUNS if r != "current_none"]

@@ -52,3 +52,95 @@ if FUTURE_RUNS:
             "logs/benchmarks/indicators/{run}.tsv",
         script:
             "../scripts/indicators.py"
+
+
+if ENSEMBLE_RUNS:
+
+    rule ensemble_indicators:
+        """Median of an ensemble's member runs for every indicator layer, and the climate-model agreement layers
+        (share of members in which threatened species rise / richness falls)."""
+        input:
+            lambda wildcards: [f"results/indicators/{member}/{name}.tif"
+                               for member in member_runs(wildcards.run, ENSEMBLES)
+                               for name in layer_names(True, HAS_REDLIST)],
+        output:
+            expand("results/indicators/{{run}}/{name}.tif", name=ensemble_layer_names(HAS_REDLIST)),
+            zarr=directory("results/indicators/{run}/indicators.zarr"),
+        wildcard_constraints:
+            run="|".join(re.escape(r) for r in ENSEMBLE_RUNS),
+        params:
+            members=lambda wildcards: {m: f"results/indicators/{m}" for m in member_runs(wildcards.run, ENSEMBLES)},
+            with_status=HAS_REDLIST,
+        resources:
+            mem_mb=resource_mb("indicators"),
+            runtime=resource_minutes("indicators"),
+        conda:
+            "../envs/sdm.yaml"
+        log:
+            "logs/ensemble_indicators/{run}.log",
+        benchmark:
+            "logs/benchmarks/ensemble_indicators/{run}.tsv",
+        script:
+            "../scripts/ensemble_indicators.py"
+
+
+if HAS_GAP:
+
+    rule protection_gap:
+        """Threatened species richness weighted by the unprotected share of each cell (the gap map's layer)."""
+        input:
+            threatened="results/indicators/{run}/threatened_count.tif",
+            protected=PROTECTED["path"],
+        output:
+            "results/indicators/{run}/threatened_unprotected.tif",
+        params:
+            band=PROTECTED.get("band"),
+        conda:
+            "../envs/sdm.yaml"
+        log:
+            "logs/protection_gap/{run}.log",
+        benchmark:
+            "logs/benchmarks/protection_gap/{run}.tsv",
+        script:
+            "../scripts/protection_gap.py"
+
+    rule protection_table:
+        """Threatened species ranked by the protected share of their predicted range, now and in each run."""
+        input:
+            features=expand("results/iucn/features_{run}.parquet", run=RUNS),
+            status="results/iucn/status.csv",
+        output:
+            "results/indicators/protection.csv",
+        params:
+            runs=RUNS,
+        conda:
+            "../envs/sdm.yaml"
+        log:
+            "logs/protection_table.log",
+        script:
+            "../scripts/protection_table.py"
+
+
+if REGIONS:
+
+    rule region_summary:
+        """Area-weighted zonal statistics of every indicator layer and run over the config's regions."""
+        input:
+            layers=[f for run in MAP_RUNS for f in indicator_files(run)],
+            regions=REGIONS["path"],
+        output:
+            "results/indicators/regions.csv",
+        params:
+            runs=MAP_RUNS,
+            name_column=REGIONS["name_column"],
+        resources:
+            mem_mb=resource_mb("maps"),
+            runtime=resource_minutes("maps"),
+        conda:
+            "../envs/sdm.yaml"
+        log:
+            "logs/region_summary.log",
+        benchmark:
+            "logs/benchmarks/region_summary.tsv",
+        script:
+            "../scripts/region_summary.py"

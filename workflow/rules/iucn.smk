@@ -75,6 +75,8 @@ if HAS_REDLIST:
             expand("results/iucn/status/{run}.csv", run=RUNS),
         output:
             report("results/iucn/status.csv", caption="../report/status.rst", category="Red List status"),
+        params:
+            ensembles=ENSEMBLES,
         conda:
             "../envs/sdm.yaml"
         log:

@@ -1,5 +1,5 @@
 from common import log_to
-from sdm.climate import ingest_climate, open_cube, write_cube
+from sdm.climate import open_cube, write_climate_cube
 from sdm.grid import make_grid
 
 log = log_to(snakemake.log[0])
@@ -14,8 +14,8 @@ elif grid_config.get("crs"):
     grid = make_grid(grid_config["crs"], grid_config["resolution"], grid_config["bounds"])
 else:
     grid = None
-cube = ingest_climate(sources if len(sources) > 1 else sources[0], scenario, grid, variables,
-                      snakemake.params.categorical)
-write_cube(cube, snakemake.output[0], chunk=grid_config["chunk"])
+# window by window: memory stays a few chunks whatever the grid
+cube = write_climate_cube(sources if len(sources) > 1 else sources[0], scenario, snakemake.output[0], grid,
+                          variables, snakemake.params.categorical, chunk=grid_config["chunk"])
 log.info("cube %s: %s variables %s on %s x %s cells", scenario, cube.sizes["variable"],
          list(cube["variable"].values), cube.sizes["y"], cube.sizes["x"])

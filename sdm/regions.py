@@ -1,0 +1,98 @@
+"""Per-region summaries of the indicator layers (``maps.regions``: any vector file of polygons and a name column,
+for example the TDWG botanical countries).
+
+Zonal statistics with exactextract: each cell counts with the fraction of it that the polygon covers times its
+area on the ellipsoid (:func:`sdm.grid.cell_area_km2`, the cell areas of the species features), so a region's
+mean is area-weighted and a cell split between two regions counts in both for its share. Cells without data
+(NaN: sea, outside the grid's data) are left out of the means.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rioxarray
+import shapely
+import xarray as xr
+
+from sdm.grid import cell_area_km2
+
+log = logging.getLogger(__name__)
+
+
+def read_regions(path: str | Path, name_column: str, crs) -> gpd.GeoDataFrame:
+    """The polygons of ``path`` in ``crs``, one row per region name (parts of a name dissolved), invalid geometries
+    repaired (``make_valid``; the count is logged), rows without a name or geometry dropped and counted."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"maps.regions.path: {path} not found")
+    regions = gpd.read_file(path)
+    if name_column not in regions.columns:
+        raise ValueError(f"maps.regions.name_column: {path} has no column '{name_column}'; its columns are "
+                         f"{[c for c in regions.columns if c != 'geometry']}")
+    if regions.crs is None:
+        raise ValueError(f"maps.regions.path: {path} has no CRS")
+    invalid = int((~regions.geometry.is_valid).sum())
+    if invalid:
+        log.info("%s: %d invalid geometries repaired (make_valid)", path, invalid)
+        regions["geometry"] = regions.geometry.make_valid()
+    usable = regions[name_column].notna() & regions.geometry.notna() & ~regions.geometry.is_empty
+    if (~usable).any():
+        log.warning("%s: %d rows without a name or a geometry left out", path, int((~usable).sum()))
+    regions = regions.loc[usable, [name_column, "geometry"]].rename(columns={name_column: "region"})
+    regions["region"] = regions["region"].astype(str)
+    regions = regions.dissolve("region", as_index=False)
+    regions = regions[regions.geometry.geom_type.isin(["Polygon", "MultiPolygon"])
+                      | regions.geometry.geom_type.eq("GeometryCollection")]
+    return regions.to_crs(crs)
+
+
+def _layer(path: Path) -> xr.DataArray:
+    with rioxarray.open_rasterio(path, masked=True) as src:
+        return src.squeeze("band", drop=True).load()
+
+
+def region_summary(layers: dict[str, dict[str, Path]], regions: gpd.GeoDataFrame) -> pd.DataFrame:
+    """Area-weighted zonal statistics of every indicator and run.
+
+    ``layers``: {indicator: {run: GeoTIFF}} on one grid. Returns one row per region x run x indicator:
+    ``region``, ``run``, ``indicator``, ``mean`` (area-weighted, over cells with data), ``min``, ``max``,
+    ``area_km2`` (area of the region's cells with data, weighted by coverage).
+    """
+    from exactextract import exact_extract
+
+    first = next(iter(next(iter(layers.values())).values()))
+    template = _layer(first)
+    area = template.copy(data=cell_area_km2(template).values.astype("float32")).rio.write_nodata(np.nan)
+    frames = []
+    for indicator, runs in layers.items():
+        for run, path in runs.items():
+            values = _layer(path)
+            if values.shape != template.shape:
+                raise ValueError(f"{path}: not on the grid of {first}")
+            stats = exact_extract(values, regions, ["weighted_mean", "min", "max"], weights=area,
+                                  include_cols=["region"], output="pandas")
+            covered = exact_extract(area.where(values.notnull()), regions, ["sum"], include_cols=["region"],
+                                    output="pandas")
+            frames.append(pd.DataFrame({
+                "region": stats["region"], "run": run, "indicator": indicator,
+                "mean": stats["weighted_mean"], "min": stats["min"], "max": stats["max"],
+                "area_km2": covered["sum"].to_numpy(),
+            }))
+    table = pd.concat(frames, ignore_index=True)
+    table.loc[table["area_km2"] <= 0, ["mean", "min", "max"]] = np.nan
+    return table
+
+
+def regions_geojson(regions: gpd.GeoDataFrame, tolerance_deg: float = 0.05) -> dict:
+    """The regions as GeoJSON in longitude / latitude for the maps, simplified by ``tolerance_deg`` degrees
+    (topology kept) so that the outline layer stays small."""
+    geographic = regions.to_crs("EPSG:4326")
+    simplified = geographic.geometry.simplify(tolerance_deg, preserve_topology=True)
+    geographic["geometry"] = shapely.set_precision(simplified.values, 0.001)  # about 100 m: far below a cell
+    geographic = geographic[~geographic.geometry.is_empty]
+    return geographic.__geo_interface__
