@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
@@ -41,22 +42,23 @@ def write_tif(path: Path, data: np.ndarray, crs: str, x0: float, y0: float, res:
     return path
 
 
-def chromium(tmp_path: Path, page: Path, *args: str) -> str:
-    """Run headless Chromium on ``page`` with all network access refused; returns stdout."""
+def chromium(tmp_path: Path, page: Path, *args: str, fragment: str = "") -> str:
+    """Run headless Chromium on ``page`` (``#fragment`` appended) with all network access refused; returns
+    stdout."""
     cmd = [
         str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
         "--host-resolver-rules=MAP * ~NOTFOUND", "--proxy-server=127.0.0.1:9",  # no DNS, a dead proxy
         f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=5000", *args,
-        page.resolve().as_uri(),
+        page.resolve().as_uri() + (f"#{fragment}" if fragment else ""),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
 
-def dump_dom(tmp_path: Path, page: Path) -> str:
-    dom = chromium(tmp_path, page, "--dump-dom")
+def dump_dom(tmp_path: Path, page: Path, fragment: str = "") -> str:
+    dom = chromium(tmp_path, page, "--dump-dom", fragment=fragment)
     assert "<html" in dom, "Chromium returned no DOM"
     return dom
 
@@ -66,9 +68,9 @@ def js_errors(dom: str) -> str:
     return m.group(1) if m else ""
 
 
-def screenshot(tmp_path: Path, page: Path, name: str) -> Path:
+def screenshot(tmp_path: Path, page: Path, name: str, fragment: str = "") -> Path:
     png = tmp_path / f"{name}.png"
-    chromium(tmp_path, page, f"--screenshot={png}", "--window-size=1280,800", "--hide-scrollbars")
+    chromium(tmp_path, page, f"--screenshot={png}", "--window-size=1280,800", "--hide-scrollbars", fragment=fragment)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("SDM_SCREENSHOT_DIR"):
         Path(os.environ["SDM_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
@@ -171,3 +173,169 @@ def test_error_probe_reports_a_missing_asset(site, tmp_path):
     broken.write_text(page.read_text().replace("lib/leaflet/leaflet.js", "lib/leaflet/missing.js"))
     errors = js_errors(dump_dom(tmp_path, broken))
     assert "missing.js" in errors and "L is not defined" in errors
+
+
+def test_indicator_map_opens_the_view_its_url_names(site, tmp_path):
+    probe = with_script(site["richness"], "document.documentElement.setAttribute('data-view', "
+                                          "MAP.getZoom() + '|' + location.hash);")
+    dom = dump_dom(tmp_path, probe, fragment="layer=ssp126_2070_full&z=9&lat=46.6&lon=6.9")
+    assert js_errors(dom) == ""
+    view = re.search(r'data-view="([^"]*)"', dom).group(1)
+    assert view.startswith("9|#layer=ssp126_2070_full&amp;z=9&amp;lat=46.6")
+    assert 'alt=""' in dom or "leaflet-image-layer" in dom
+
+
+# ------------------------------------------------------------------------------------ the planner's pages
+
+
+def planner_site(root: Path) -> dict:
+    """A species explorer (two modelled species and one with records only), a regions page and a protection
+    table, written by sdm.maps from small known inputs."""
+    from sdm.maps.explorer import species_explorer
+    from sdm.maps.protection import protection_page
+    from sdm.maps.regions import regions_page, write_outlines
+
+    species = ["Ophrys apifera", "Orchis mascula"]
+    y = 48.0 - 0.1 * (np.arange(H) + 0.5)
+    x = 5.0 + 0.1 * (np.arange(W) + 0.5)
+    yy, xx = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    suitability = np.stack([np.clip(1 - xx / W, 0, 1), np.clip(yy / H, 0, 1)]).astype("float32")
+    present = suitability > 0.5
+    warm = np.stack([xx > W / 2, yy > H / 2])  # Ophrys moves east
+
+    def dataset(presence):
+        return xr.Dataset({"suitability": (("species", "y", "x"), suitability),
+                           "presence": (("species", "y", "x"), presence)},
+                          coords={"species": species, "y": y, "x": x}).rio.write_crs("EPSG:4326")
+
+    records = pd.DataFrame({"species": ["Ophrys apifera"] * 3 + ["Rara avis"] * 2,
+                            "longitude": [5.5, 5.6, 5.7, 7.0, 7.1], "latitude": [47.5, 47.4, 47.3, 46.5, 46.4]})
+    rows = []
+    for name, redlist, predicted in (("Ophrys apifera", "VU", "EN"), ("Orchis mascula", "LC", "LC"),
+                                     ("Rara avis", None, "CR")):
+        for scenario, dispersal in (("current", "none"), ("warm", "full")):
+            rows.append({"species": name, "scenario": scenario, "dispersal": dispersal, "status": predicted,
+                         "category_classifier": predicted, "redlist_category": redlist, "category_b": "EN",
+                         "p_LC": 0.1, "p_NT": 0.1, "p_VU": 0.2, "p_EN": 0.5, "p_CR": 0.1,
+                         "range_km2": 1000.0 if scenario == "current" else 400.0,
+                         "range_loss": 0.0 if scenario == "current" else 0.6,
+                         "category_a3": None if scenario == "current" else "EN"})
+    maps_dir = root / "maps"
+    regions = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"region": name},
+         "geometry": {"type": "Polygon", "coordinates": [[[x0, 45.0], [x0 + 2, 45.0], [x0 + 2, 48.0], [x0, 48.0],
+                                                          [x0, 45.0]]]}}
+        for name, x0 in (("Alpha", 5.0), ("Beta", 7.0))]}
+    outlines = write_outlines(regions, maps_dir / "lib")
+    explorer = species_explorer({"current": dataset(present), "warm": dataset(warm)}, ["current_none", "warm_full"],
+                                records, pd.DataFrame(rows), maps_dir, min_records=5, outlines=outlines)
+    summary = pd.DataFrame({"region": ["Alpha", "Beta", "Alpha", "Beta"], "run": ["current_none"] * 2 + ["warm_full"] * 2,
+                            "indicator": ["richness"] * 4, "mean": [1.5, 12.0, 3.0, 0.5], "min": 0.0, "max": 20.0,
+                            "area_km2": [5000.0, 6000.0, 5000.0, 6000.0]})
+    regions_html = regions_page(summary, outlines, maps_dir / "regions.html", ["current_none", "warm_full"])
+    table = pd.DataFrame({"species": ["Ophrys apifera", "Rara avis"], "status_now": ["EN", "CR"],
+                          "threatened_runs": [2, 2], "range_km2_now": [1000.0, None],
+                          "protected_share_current_none": [0.05, 0.6], "protected_share_warm_full": [0.2, None]})
+    protection = protection_page(table, maps_dir / "protection.html")
+    return {"explorer": explorer, "regions": regions_html, "protection": protection}
+
+
+@pytest.fixture(scope="module")
+def planner(tmp_path_factory):
+    return planner_site(tmp_path_factory.mktemp("planner"))
+
+
+def page_with_script(page: Path, script: str) -> Path:
+    """A copy of ``page`` beside it running ``script`` 300 ms after load (data scripts have arrived by then)."""
+    probe = page.with_name(f"_probe_{page.name}")
+    probe.write_text(page.read_text().replace(
+        "</body>", f"<script>window.addEventListener('load', function () {{ setTimeout(function () {{{script}}}, 300); }});"
+                   "</script></body>"))
+    return probe
+
+
+TYPE_A_NAME = """
+var box = document.getElementById("search");
+box.value = "ophrys API";
+box.dispatchEvent(new Event("input"));
+box.dispatchEvent(new KeyboardEvent("keydown", {key: "Enter"}));
+"""
+
+
+def test_explorer_typing_a_name_shows_the_species(planner, tmp_path):
+    probe = page_with_script(planner["explorer"], TYPE_A_NAME + """
+setTimeout(function () {
+  var img = document.querySelector("img.species-layer");
+  var overlays = document.querySelector(".leaflet-control-layers-overlays").textContent;
+  document.documentElement.setAttribute("data-shown", (img ? img.src.slice(0, 22) : "none") + "|" + overlays);
+}, 300);""")
+    dom = dump_dom(tmp_path, probe)
+    assert js_errors(dom) == ""
+    assert 'data-species="Ophrys apifera"' in dom
+    assert re.search(r'<li data-name="Ophrys apifera" class="active">', dom)  # case-insensitive partial match
+    predicted = re.search(r'<td id="predicted">(.*?)</td>', dom).group(1)
+    assert ">EN<" in predicted
+    assert "Red List category</th><td><span class=\"cat\" style=\"background:#F9E814\"" in dom  # VU, IUCN yellow
+    shown = re.search(r'data-shown="([^"]*)"', dom).group(1)
+    assert shown.startswith("data:image/png;base64,|") and "Records (3)" in shown and "Region outlines" in shown
+    assert "Range area across runs" in dom and 'id="range-chart"' in dom
+    screenshot(tmp_path, planner["explorer"], "explorer", fragment="species=Ophrys%20apifera")
+
+
+def test_explorer_future_layer_changes_the_image_and_the_url(planner, tmp_path):
+    probe = page_with_script(planner["explorer"], TYPE_A_NAME + """
+setTimeout(function () {
+  var before = document.querySelector("img.species-layer").src;
+  var labels = Array.prototype.slice.call(document.querySelectorAll(".leaflet-control-layers-base label"));
+  labels.filter(function (l) { return l.textContent.indexOf("warm_full") >= 0; })[0].querySelector("input").click();
+  setTimeout(function () {
+    var after = document.querySelectorAll("img.species-layer");
+    document.documentElement.setAttribute("data-switch", (after.length === 1 && after[0].src !== before) + "|" +
+      location.hash);
+  }, 100);
+}, 300);""")
+    dom = dump_dom(tmp_path, probe)
+    assert js_errors(dom) == ""
+    switched = re.search(r'data-switch="([^"]*)"', dom).group(1)
+    assert switched.startswith("true|#species=Ophrys%20apifera&amp;layer=Presence%20warm_full&amp;z=")
+
+
+def test_explorer_opens_the_species_in_the_url_even_without_a_model(planner, tmp_path):
+    dom = dump_dom(tmp_path, planner["explorer"], fragment="species=Rara%20avis")
+    assert js_errors(dom) == ""
+    assert 'data-species="Rara avis"' in dom and "No distribution model for this species" in dom
+    assert "not assessed" in dom
+
+
+def test_explorer_page_loads_no_species_data_until_asked(planner):
+    page = planner["explorer"].read_text()
+    assert "base64" not in page and page.count("species/") == 3  # the list only: one file per species
+    files = sorted(p.name for p in (planner["explorer"].parent / "species").iterdir())
+    assert files == ["0.js", "1.js", "2.js"]
+
+
+def test_regions_table_sorts(planner, tmp_path):
+    probe = page_with_script(planner["regions"], """
+var th = document.querySelectorAll("#regions-table thead th")[1];
+th.click();
+var first = Array.prototype.map.call(document.querySelectorAll("#regions-table tbody tr"),
+                                     function (r) { return r.cells[0].textContent; }).join(",");
+th.click();
+var second = Array.prototype.map.call(document.querySelectorAll("#regions-table tbody tr"),
+                                      function (r) { return r.cells[0].textContent; }).join(",");
+document.documentElement.setAttribute("data-order", first + "|" + second + "|" + th.getAttribute("aria-sort"));""")
+    dom = dump_dom(tmp_path, probe)
+    assert js_errors(dom) == ""
+    assert re.search(r'data-order="([^"]*)"', dom).group(1) == "Alpha,Beta|Beta,Alpha|descending"
+    assert dom.count('class="leaflet-interactive"') >= 2  # the two regions drawn
+    screenshot(tmp_path, planner["regions"], "regions")
+
+
+def test_protection_table_sorts_by_share(planner, tmp_path):
+    probe = page_with_script(planner["protection"], """
+var th = document.querySelectorAll("#protection-table thead th")[4];
+th.click(); th.click();
+document.documentElement.setAttribute("data-order", document.querySelector("#protection-table tbody tr").cells[0].textContent);""")
+    dom = dump_dom(tmp_path, probe)
+    assert js_errors(dom) == ""
+    assert 'data-order="Rara avis"' in dom  # 60 % protected first when descending

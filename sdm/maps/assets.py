@@ -220,7 +220,7 @@ function sdmView(map, keyName, keyFn, baseLayers) {
     restore: function () {
       var h = read(), z = parseFloat(h.z), lat = parseFloat(h.lat), lon = parseFloat(h.lon);
       var state = {key: keyName ? h[keyName] : null, layer: h.layer || null, view: false};
-      if (isFinite(z) && isFinite(lat) && isFinite(lon)) { map.setView([lat, lon], z); state.view = true; }
+      if (isFinite(z) && isFinite(lat) && isFinite(lon)) { map.setView([lat, lon], z, {animate: false}); state.view = true; }
       if (state.layer) { selectBase(state.layer); }
       return state;
     }
