@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ import rioxarray
 import xarray as xr
 from pyproj import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 
-from sdm.storage import write_zarr
+from sdm.storage import replacing, write_zarr
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +117,12 @@ def categorical_variables(da: xr.DataArray, declared) -> list[str]:
     return [n for n in names if n in declared or n in hinted]
 
 
-def _on_grid(a: xr.DataArray, target: xr.DataArray, categorical: list[str]) -> xr.DataArray:
-    """``a`` put on ``target``'s grid, each variable with :func:`resampling_for` (no-op when aligned)."""
+def _on_grid(a: xr.DataArray, target: xr.DataArray, categorical: list[str],
+             methods: dict[bool, Resampling] | None = None) -> xr.DataArray:
+    """``a`` put on ``target``'s grid, each variable with :func:`resampling_for` (no-op when aligned).
+
+    ``methods`` ({categorical: method}) fixes the methods, for a window of a grid: they are chosen on the whole
+    grid and source, as cell sizes are measured at their centre."""
     if _same_grid(a, target):
         return a
     names = [str(v) for v in a["variable"].values]
@@ -124,16 +130,27 @@ def _on_grid(a: xr.DataArray, target: xr.DataArray, categorical: list[str]) -> x
     for is_categorical in (False, True):
         subset = [n for n in names if (n in categorical) == is_categorical]
         if subset:
-            method = resampling_for(a, target, is_categorical)
+            method = methods[is_categorical] if methods else resampling_for(a, target, is_categorical)
             parts.append(a.sel(variable=subset).rio.reproject_match(target, resampling=method))
     return parts[0] if len(parts) == 1 else xr.concat(parts, dim="variable").sel(variable=names)
 
 
-def read_raster(path: Path) -> xr.DataArray:
+def _unreadable(path: Path, error: Exception) -> ValueError:
+    """The one-line error of a raster that cannot be read, naming the file."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValueError(f"{path}: cannot read the raster (corrupt, truncated or not a raster): {first}")
+
+
+def read_raster(path: Path, lazy: bool = False) -> xr.DataArray:
     """One raster file as (``variable``, ``y``, ``x``) float32 with harmonised variable names and NaN no-data;
-    ``attrs["source_dtype"]`` keeps the file's data type."""
+    ``attrs["source_dtype"]`` keeps the file's data type.
+
+    ``lazy``: the data stay in the file (read window by window when indexed; a truncated file then fails when a
+    window is read, see :func:`write_climate_cube`); otherwise they are read now, so that a truncated file fails
+    here, naming it."""
     if path.suffix.lower() in (".nc", ".nc4"):
-        ds = xr.open_dataset(path, decode_coords="all")
+        # chunks={}: dask-backed, so that stacking the file's variables stays lazy
+        ds = xr.open_dataset(path, decode_coords="all", **({"chunks": {}} if lazy else {}))
         arrays = []
         for name, var in ds.data_vars.items():
             if {"x", "y"} <= set(var.dims) or {"lon", "lat"} <= set(var.dims) or {"longitude", "latitude"} <= set(var.dims):
@@ -151,10 +168,10 @@ def read_raster(path: Path) -> xr.DataArray:
     # mask_and_scale: integer rasters with a scale/offset (CHELSA: K x 10) come back in physical units
     try:
         da = rioxarray.open_rasterio(path, mask_and_scale=True)
-        da.load()  # a truncated file opens, then fails on its data: fail here, naming the file
+        if not lazy:
+            da.load()  # a truncated file opens, then fails on its data: fail here, naming the file
     except Exception as error:  # rasterio's RasterioIOError / CPLE_* errors
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path}: cannot read the raster (corrupt, truncated or not a raster): {first}") from None
+        raise _unreadable(path, error) from None
     if da.rio.crs is None:
         raise ValueError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path.name})")
     names = [harmonise_name(n) for n in _band_names(da, path)]
@@ -192,7 +209,13 @@ def read_climate(source, variables: list[str] | None = None, grid: xr.DataArray 
     if not arrays:
         raise ValueError(f"{source}: missing variable(s) {wanted}; none of its files has them")
     cube = _stack(arrays)
-    names = [str(v) for v in cube["variable"].values]
+    order = _variable_order(source, [str(v) for v in cube["variable"].values], wanted)
+    return cube if wanted is None else cube.sel(variable=order)
+
+
+def _variable_order(source, names: list[str], wanted: list[str] | None) -> list[str]:
+    """The cube's variables: ``wanted`` (harmonised) when given, else ``names`` in file order; raises naming the
+    source when a name appears twice or a wanted one is missing."""
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ValueError(f"{source}: variable(s) {duplicated} appear more than once after harmonising names")
@@ -200,8 +223,8 @@ def read_climate(source, variables: list[str] | None = None, grid: xr.DataArray 
         missing = [v for v in wanted if v not in names]
         if missing:
             raise ValueError(f"{source}: missing variable(s) {missing}; it has {names}")
-        cube = cube.sel(variable=wanted)
-    return cube
+        return list(wanted)
+    return names
 
 
 def _stack(arrays: list[xr.DataArray]) -> xr.DataArray:
@@ -254,9 +277,12 @@ def to_grid(cube: xr.DataArray, grid: xr.DataArray, name: str = "climate", copy:
 
 def write_cube(cube: xr.DataArray, path: str | Path, chunk: int = 512) -> None:
     """Write a cube as Zarr v3 (no consolidated metadata), chunked (all variables, chunk, chunk)."""
-    ds = cube.rename("climate").to_dataset()
-    ds = ds.chunk({"variable": -1, "y": chunk, "x": chunk})
-    write_zarr(ds, path)
+    write_zarr(_cube_dataset(cube, chunk), path)
+
+
+def _cube_dataset(cube: xr.DataArray, chunk: int) -> xr.Dataset:
+    """The Dataset a cube is stored as: one variable ``climate``, chunked (all variables, chunk, chunk)."""
+    return cube.rename("climate").to_dataset().chunk({"variable": -1, "y": chunk, "x": chunk})
 
 
 def open_cube(path: str | Path) -> xr.DataArray:
@@ -286,7 +312,7 @@ def valid_mask(cube: xr.DataArray) -> np.ndarray:
 
 __all__ = [
     "harmonise_name", "source_files", "read_raster", "read_climate", "to_grid", "write_cube", "open_cube",
-    "check_variables", "valid_mask",
+    "check_variables", "valid_mask", "lazy_climate", "write_climate_cube",
 ]
 
 
@@ -306,3 +332,160 @@ def ingest_climate(source, name: str, grid: xr.DataArray | None = None,
 
         grid = grid_of(cube)
     return to_grid(cube, grid, name=f"scenario '{name}' ({source})", copy=False)  # read_climate's own array
+
+
+# --- out of core: the cube window by window ---------------------------------------------------------------------------
+
+SOURCE_MARGIN = 2
+"""Source cells read around a window's footprint beyond the resampling kernel (see :func:`_source_slices`)."""
+
+
+class _Layers:
+    """The files of a scenario opened lazily (data stay in the files), each with its variables to keep, its class
+    layers, and its resampling methods chosen once on the whole grid (:func:`resampling_for` measures cells at
+    the grid's centre: a window of a geographic grid would otherwise choose by its own latitude)."""
+
+    def __init__(self, source, grid: xr.DataArray | None, variables: list[str] | None, categorical):
+        files = source_files(source)
+        wanted = [harmonise_name(v) for v in variables] if variables else None
+        # (file, lazy array, class layers, methods, source cells read around a window; None: the file is on the grid)
+        self.files: list[tuple[Path, xr.DataArray, list[str], dict[bool, Resampling], int | None]] = []
+        names = []
+        for f in files:
+            a = read_raster(f, lazy=True)
+            if wanted is not None:
+                a = a.sel(variable=[v for v in a["variable"].values if v in wanted])
+                if a.sizes["variable"] == 0:
+                    continue
+            if grid is None:
+                from sdm.grid import grid_of
+
+                grid = grid_of(a)
+            classes = categorical_variables(a, categorical)
+            methods = {c: resampling_for(a, grid, c) for c in (False, True)}
+            # the resampling kernel reaches about one target cell into the source
+            margin = int(np.ceil(cell_size_m(grid) / cell_size_m(a))) + SOURCE_MARGIN
+            self.files.append((f, a, classes, methods, None if _same_grid(a, grid) else margin))
+            names += [str(v) for v in a["variable"].values]
+        if not self.files:
+            raise ValueError(f"{source}: missing variable(s) {wanted}; none of its files has them")
+        self.names = _variable_order(source, names, wanted)
+        self.grid = grid
+        self.overlaps = False  # set by the first window with data (the grid overlaps the rasters)
+
+    def window(self, rows: slice, cols: slice) -> np.ndarray:
+        """(variable, rows, cols) float32 of the grid window, NaN where any variable is missing: each file's
+        footprint of the window read from the file and put on the window (:func:`_on_grid`)."""
+        target = self.grid.isel(y=rows, x=cols)
+        parts = {}
+        for path, a, classes, methods, margin in self.files:
+            names = [str(v) for v in a["variable"].values]
+            if margin is None:
+                subset = a.isel(y=rows, x=cols)
+            else:
+                ys, xs = _source_slices(a, target, margin)
+                subset = None if ys is None else a.isel(y=ys, x=xs)
+            if subset is None:  # the window lies outside this file
+                values = np.full((len(names), target.sizes["y"], target.sizes["x"]), np.nan, dtype="float32")
+            else:
+                try:
+                    subset = subset.load()
+                except Exception as error:  # a truncated file fails on the windows it lacks
+                    raise _unreadable(path, error) from None
+                values = _on_grid(subset, target, classes, methods).transpose("variable", "y", "x").values
+            parts.update({n: values[i] for i, n in enumerate(names)})
+        data = np.stack([parts.pop(n) for n in self.names]).astype("float32", copy=False)
+        valid = np.isfinite(data).all(axis=0)
+        data[:, ~valid] = np.nan
+        self.overlaps = self.overlaps or bool(valid.any())
+        return data
+
+
+def _source_slices(a: xr.DataArray, target: xr.DataArray, margin: int) -> tuple[slice | None, slice | None]:
+    """Rows and columns of source ``a`` under ``target``'s footprint (its bounds in ``a``'s CRS, densified edges)
+    plus ``margin`` cells; (None, None) when they do not meet."""
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = target.rio.bounds()
+    if CRS.from_user_input(target.rio.crs) != CRS.from_user_input(a.rio.crs):
+        left, bottom, right, top = transform_bounds(target.rio.crs, a.rio.crs, left, bottom, right, top,
+                                                    densify_pts=21)
+    if not np.isfinite([left, bottom, right, top]).all():  # the window lies partly outside the CRS's domain
+        return slice(None), slice(None)
+    out = []
+    for coord, low, high in ((a["y"].values, bottom, top), (a["x"].values, left, right)):
+        step = abs(float(coord[1] - coord[0])) if len(coord) > 1 else 0.0
+        inside = np.flatnonzero((coord >= low - margin * step) & (coord <= high + margin * step))
+        if len(inside) == 0:
+            return None, None
+        out.append(slice(int(inside[0]), int(inside[-1]) + 1))
+    return out[0], out[1]
+
+
+def lazy_climate(source, grid: xr.DataArray | None = None, variables: list[str] | None = None,
+                 categorical: list[str] | None = None, chunk: int = 512) -> xr.DataArray:
+    """A scenario's cube as a Dask array of (all variables, ``chunk``, ``chunk``) windows of ``grid`` (the first
+    file's grid when None), each read from the files and put on the grid when computed: :func:`ingest_climate`'s
+    cube, which that holds in memory, computed window by window (without its overlap check).
+
+    Values equal :func:`ingest_climate`'s where the grid is the source's or an affine resampling of it (to the
+    last bit of bilinear weights); across CRSs, GDAL sizes its downsampling kernels per processing chunk (as it
+    does for its own chunks within one large warp), so a windowed cube differs by a fraction of the change
+    between neighbouring cells, and a class layer at a few cells where the mode's vote is close.
+    """
+    return _lazy_climate(_Layers(source, grid, variables, categorical), chunk)
+
+
+def _lazy_climate(layers: _Layers, chunk: int) -> xr.DataArray:
+    import dask.array
+
+    grid = layers.grid
+    shape = (len(layers.names), grid.sizes["y"], grid.sizes["x"])
+    data = dask.array.from_array(_Windows(layers, shape), chunks=(shape[0], chunk, chunk), lock=False,
+                                 name=False,  # a random name: the windows are not a function of hashable inputs
+                                 meta=np.empty((0, 0, 0), dtype="float32"))
+    cube = xr.DataArray(data, dims=("variable", "y", "x"),
+                        coords={"variable": layers.names, "y": grid["y"].values, "x": grid["x"].values})
+    cube.rio.write_crs(grid.rio.crs, inplace=True).rio.write_transform(grid.rio.transform(recalc=True),
+                                                                       inplace=True)
+    return cube.rename("climate")
+
+
+class _Windows:
+    """Array-like (variable, y, x) whose slices are computed by :meth:`_Layers.window` (for ``dask.array``)."""
+
+    def __init__(self, layers: _Layers, shape: tuple[int, int, int]):
+        self.layers, self.shape, self.dtype, self.ndim = layers, shape, np.dtype("float32"), 3
+
+    def __getitem__(self, key):
+        variables, rows, cols = key
+        return self.layers.window(rows, cols)[variables]
+
+
+def write_climate_cube(source, name: str, path: str | Path, grid: xr.DataArray | None = None,
+                       variables: list[str] | None = None, categorical: list[str] | None = None,
+                       chunk: int = 512) -> xr.DataArray:
+    """:func:`ingest_climate` then :func:`write_cube`, out of core: each (``chunk`` x ``chunk``) window of the
+    grid is read from the files, put on the grid, masked and written on its own (:func:`lazy_climate`), so peak
+    memory is a few windows (Dask's threads) whatever the grid. Same errors as :func:`ingest_climate`; the store
+    appears at ``path`` only once complete (:func:`sdm.storage.replacing`). Returns the written cube, opened lazily.
+    """
+    try:
+        layers = _Layers(source, grid, variables, categorical)
+    except ValueError as error:
+        raise ValueError(f"scenario '{name}': {error}") from None
+    cube = _lazy_climate(layers, chunk)
+    with replacing(path) as partial:
+        try:
+            with warnings.catch_warnings():
+                # rasterio silences this for its in-memory warp datasets with catch_warnings, which is not
+                # thread-safe: under Dask's threads the silenced warning leaks out; silence it around the threads
+                warnings.filterwarnings("ignore", message="Dataset has no geotransform, gcps, or rpcs",
+                                        category=NotGeoreferencedWarning)
+                write_zarr(_cube_dataset(cube, chunk), partial, mode="w-")
+        except ValueError as error:
+            raise ValueError(f"scenario '{name}': {error}") from None
+        if not layers.overlaps:
+            raise ValueError(f"scenario '{name}' ({source}): the climate raster does not overlap the grid (no cell "
+                             f"with data after reprojection)")
+    return open_cube(path)

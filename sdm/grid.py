@@ -40,10 +40,13 @@ def template_from_transform(crs, transform: Affine, width: int, height: int) -> 
     """A NaN template (``y``, ``x``) for a north-up affine ``transform`` of ``width`` x ``height`` cells."""
     x = transform.c + transform.a * (np.arange(width) + 0.5)
     y = transform.f + transform.e * (np.arange(height) + 0.5)
+    # a read-only view of one NaN: a template is a georeference, and a global km grid would otherwise hold 3.7 GB
     template = xr.DataArray(
-        np.full((height, width), np.nan, dtype="float32"), dims=("y", "x"), coords={"y": y, "x": x}
+        np.broadcast_to(np.float32(np.nan), (height, width)), dims=("y", "x"), coords={"y": y, "x": x}
     )
-    return template.rio.write_crs(CRS.from_user_input(crs)).rio.write_transform(transform)
+    # inplace: rioxarray otherwise copies the data, writing out the whole grid
+    template.rio.write_crs(CRS.from_user_input(crs), inplace=True).rio.write_transform(transform, inplace=True)
+    return template
 
 
 def grid_of(da: xr.DataArray) -> xr.DataArray:
