@@ -116,20 +116,27 @@ def coordinate_layers(cube, harmonics: int):
     """
     import xarray as xr
 
+    xx, yy = np.meshgrid(cube["x"].values, cube["y"].values)
+    values, names = coordinate_values(xx.ravel(), yy.ravel(), cube, harmonics)
+    out = xr.DataArray(values.T.reshape(len(names), *xx.shape), dims=("variable", "y", "x"),
+                       coords={"variable": names, "y": cube["y"].values, "x": cube["x"].values})
+    return out.rio.write_crs(cube.rio.crs) if cube.rio.crs is not None else out
+
+
+def coordinate_values(x, y, grid, harmonics: int) -> tuple[np.ndarray, list[str]]:
+    """The :func:`coordinate_layers` of single cells: (cells, 4 x ``harmonics``) float32 at grid-CRS coordinates
+    ``x``, ``y`` (cell centres of ``grid``), and the layers' names."""
     from sdm.grid import cells_to_lonlat
 
-    xx, yy = np.meshgrid(cube["x"].values, cube["y"].values)
-    lon, lat = cells_to_lonlat(xx.ravel(), yy.ravel(), cube)
-    layers, names = [], []
+    lon, lat = cells_to_lonlat(x, y, grid)
+    columns, names = [], []
     for j in range(1, harmonics + 1):
         for name, angle in (("lon", np.pi * lon / 180), ("lat", np.pi * lat / 90)):
             for fn in ("sin", "cos"):
-                layers.append(getattr(np, fn)(j * angle).reshape(xx.shape))
+                columns.append(getattr(np, fn)(j * angle))
                 names.append(f"{COORDINATE_PREFIX}{fn}{j}_{name}")
-    out = xr.DataArray(np.stack(layers).astype("float32") if layers else np.zeros((0, *xx.shape), "float32"),
-                       dims=("variable", "y", "x"),
-                       coords={"variable": names, "y": cube["y"].values, "x": cube["x"].values})
-    return out.rio.write_crs(cube.rio.crs) if cube.rio.crs is not None else out
+    values = np.stack(columns, axis=1).astype("float32") if columns else np.zeros((len(lon), 0), "float32")
+    return values, names
 
 
 def with_coordinate_layers(cube, variables: list[str]):

@@ -21,6 +21,7 @@ Losses (``loss``), computed on batches of species-balanced presence draws and ba
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -32,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 
-from sdm.model import ResidualMLP, coordinate_layers, resolve_device, standardise
+from sdm.model import ResidualMLP, resolve_device, standardise
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ EVAL_CELLS = 200_000
 VALIDATION_BACKGROUND = 10_000
 """Background rows scored at each early-stopping check, at most: the validation AUC only ranks epochs, and 10,000
 rows add a standard error under 0.003 to it while keeping the check cheap for hundreds of species."""
+BACKGROUND_CELLS = 2_000_000
+"""Background cells of the cube front door's table, at most: on a grid with more valid cells, a seeded uniform
+sample of them (plus every record cell, which is background only when sampled); up to it, every valid cell, as
+MaxEnt-style background. Training memory then depends on this and the records, not on the grid
+(:func:`training_table`)."""
 ROWS_PER_PASS = 1_000_000
 """Rows standardised or scored at a time (no float64 copy of a km grid)."""
 MIN_STEPS_PER_EPOCH = 20
@@ -94,17 +100,33 @@ def spatial_blocks(shape: tuple[int, int], block_cells: int, seed: int,
     into validation, then test, until each holds its fraction of the (valid) cells and, when ``records`` (y, x
     counts) is given, of the records too: sparse, clustered records would otherwise leave a split without any.
     """
-    ny, nx = -(-shape[0] // block_cells), -(-shape[1] // block_cells)
-    n_blocks = ny * nx
-    if n_blocks < 3:
-        raise ValueError(f"sdm.block_cells={block_cells} leaves {n_blocks} blocks on a {shape} grid; need >= 3")
+    ny, nx = _block_grid(shape, block_cells)
     rows = np.arange(shape[0]) // block_cells
     cols = np.arange(shape[1]) // block_cells
     block_of = rows[:, None] * nx + cols[None, :]
     cells = np.ones(shape) if valid is None else valid.astype("float64")
-    shares = [np.bincount(block_of.ravel(), weights=cells.ravel(), minlength=n_blocks)]
-    if records is not None and records.sum() > 0:
-        shares.append(np.bincount(block_of.ravel(), weights=records.ravel(), minlength=n_blocks))
+    cell_counts = np.bincount(block_of.ravel(), weights=cells.ravel(), minlength=ny * nx)
+    record_counts = None
+    if records is not None:
+        record_counts = np.bincount(block_of.ravel(), weights=records.ravel(), minlength=ny * nx)
+    return _assign_blocks(cell_counts, record_counts, seed, fractions)[block_of]
+
+
+def _block_grid(shape: tuple[int, int], block_cells: int) -> tuple[int, int]:
+    """Blocks along y and x of :func:`spatial_blocks`; raises with fewer than 3."""
+    ny, nx = -(-shape[0] // block_cells), -(-shape[1] // block_cells)
+    if ny * nx < 3:
+        raise ValueError(f"sdm.block_cells={block_cells} leaves {ny * nx} blocks on a {shape} grid; need >= 3")
+    return ny, nx
+
+
+def _assign_blocks(cell_counts: np.ndarray, record_counts: np.ndarray | None, seed: int,
+                   fractions: tuple[float, float, float]) -> np.ndarray:
+    """int8 code of :data:`SPLITS` per block from its (valid) cells and records (see :func:`spatial_blocks`)."""
+    n_blocks = len(cell_counts)
+    shares = [cell_counts]
+    if record_counts is not None and record_counts.sum() > 0:
+        shares.append(record_counts)
     shares = [s / s.sum() for s in shares if s.sum() > 0] or [np.full(n_blocks, 1 / n_blocks)]
     order = np.random.default_rng(seed).permutation(n_blocks)
     block_split = np.zeros(n_blocks, dtype="int8")
@@ -117,7 +139,7 @@ def spatial_blocks(shape: tuple[int, int], block_cells: int, seed: int,
             block_split[block] = code
             taken += [s[block] for s in shares]
             position += 1
-    return block_split[block_of]
+    return block_split
 
 
 def split_rows(groups: np.ndarray, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
@@ -518,44 +540,130 @@ def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, trai
 
 # --- the cube front door --------------------------------------------------------------------------------------------
 
-def training_table(cube: xr.DataArray, occurrences: pd.DataFrame, species: list[str]):
-    """Valid-cell climate matrix and each species' presence cells as indices into it.
+@dataclass
+class TrainingTable:
+    """The cube front door's rows: the cells of the table, their covariates, the records and the background.
 
-    Returns ``(values (cells, variables) float32, cell_rows, cell_cols, presences)`` where ``presences`` is a
-    (records, 2) int array of (cell index, species index).
+    ``values`` (rows, variables) float32 in raw units, rows ordered as the cells on the grid (row-major);
+    ``cell_rows``, ``cell_cols`` their grid cells; ``presences`` (records, 2) int64 (row, species index);
+    ``background`` the background rows (every row, or the sampled ones); ``valid`` bool (y, x), the grid's cells
+    where every variable has data (1 byte per cell: what stays grid-sized); ``variables`` the columns' names."""
+
+    values: np.ndarray
+    cell_rows: np.ndarray
+    cell_cols: np.ndarray
+    presences: np.ndarray
+    background: np.ndarray
+    valid: np.ndarray
+    variables: list[str]
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the background is a sample of the valid cells (else it is every one of them)."""
+        return len(self.background) < len(self.values) or len(self.values) < int(self.valid.sum())
+
+
+def training_table(cube: xr.DataArray, occurrences: pd.DataFrame, species: list[str], *, coordinates: int = 0,
+                   background_cells: int | None = BACKGROUND_CELLS, seed: int = 0) -> TrainingTable:
+    """The table the cube front door trains on, read from a lazy (Dask, e.g. :func:`sdm.climate.open_cube`) or a
+    loaded cube alike, to the same values.
+
+    Rows are the valid cells (every variable has data) when there are at most ``background_cells`` of them (None:
+    no limit), all background; otherwise the record cells and a seeded uniform sample of ``background_cells``
+    valid cells (``seed``), the sample being the background. Covariates are read chunk by chunk (only chunks that
+    hold a row), so memory follows the rows, not the grid: the valid mask (1 byte per cell) is the only grid-sized
+    array. ``coordinates`` > 0 appends that many harmonics of a location encoding
+    (:func:`~sdm.model.coordinate_values`).
     """
-    data = np.asarray(cube.transpose("variable", "y", "x").values, dtype="float32")
-    valid = np.isfinite(data).all(axis=0)
-    cell_rows, cell_cols = np.nonzero(valid)
-    index = np.full(valid.shape, -1, dtype="int64")
-    index[cell_rows, cell_cols] = np.arange(len(cell_rows))
-    values = np.ascontiguousarray(data[:, cell_rows, cell_cols].T)
-    del data
+    from sdm.climate import valid_mask
+
+    cube = cube.transpose("variable", "y", "x")
+    valid = valid_mask(cube)
     species_index = {s: i for i, s in enumerate(species)}
     occ = occurrences[occurrences["species"].isin(species_index)]
-    cells = index[occ["row"].to_numpy(), occ["col"].to_numpy()]
-    keep = cells >= 0
-    presences = np.c_[cells[keep], occ["species"].map(species_index).to_numpy()[keep]].astype("int64")
-    return values, cell_rows, cell_cols, presences
+    rows, cols = occ["row"].to_numpy(), occ["col"].to_numpy()
+    keep = valid[rows, cols]
+    width = valid.shape[1]
+    record_cells = rows[keep].astype("int64") * width + cols[keep]  # flat (row-major) cell index
+    n_valid = int(valid.sum())
+    if background_cells is None or n_valid <= background_cells:
+        cell_rows, cell_cols = np.nonzero(valid)
+        cells = cell_rows.astype("int64") * width + cell_cols
+        background = np.arange(len(cells))
+    else:
+        sample = _sample_valid(valid, background_cells, seed)
+        cells = np.union1d(sample, record_cells)
+        cell_rows, cell_cols = np.divmod(cells, width)
+        background = np.searchsorted(cells, sample)
+        log.info("background: %d of the grid's %d valid cells (seeded uniform sample) and %d record cells",
+                 len(sample), n_valid, len(np.unique(record_cells)))
+    presences = np.c_[np.searchsorted(cells, record_cells),
+                      occ["species"].map(species_index).to_numpy()[keep]].astype("int64")
+    values = cells_of(cube, cell_rows, cell_cols)
+    variables = [str(v) for v in cube["variable"].values]
+    if coordinates:
+        from sdm.model import coordinate_values
+
+        location, names = coordinate_values(cube["x"].values[cell_cols], cube["y"].values[cell_rows], cube,
+                                            coordinates)
+        values, variables = np.concatenate([values, location], axis=1), variables + names
+    return TrainingTable(values, cell_rows, cell_cols, presences, background, valid, variables)
 
 
-def _with_coordinates(cube: xr.DataArray, harmonics: int) -> xr.DataArray:
-    if not harmonics:
-        return cube
-    return xr.concat([cube, coordinate_layers(cube, harmonics).where(np.isfinite(cube).all("variable"))],
-                     dim="variable", join="override", combine_attrs="drop_conflicts")
+def _sample_valid(valid: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Flat (row-major) indices of ``n`` valid cells drawn uniformly without replacement (seeded), sorted; found
+    row by row from the per-row counts, without listing every valid cell."""
+    per_row = valid.sum(axis=1, dtype="int64")
+    ends = np.cumsum(per_row)
+    picks = np.sort(np.random.default_rng(seed + 104729).choice(int(ends[-1]), size=n, replace=False))
+    rows = np.searchsorted(ends, picks, side="right")
+    out = np.empty(n, dtype="int64")
+    bounds = np.r_[0, np.flatnonzero(np.diff(rows)) + 1, n]
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        row = rows[start]
+        first = ends[row] - per_row[row]
+        out[start:stop] = row * valid.shape[1] + np.flatnonzero(valid[row])[picks[start:stop] - first]
+    return out
 
 
-def _block_split(cube: xr.DataArray, cell_rows, cell_cols, presences, block_cells: int, seed: int, fractions):
-    """Spatial blocks over the cube (records and cells shared out, see :func:`spatial_blocks`): (y, x) map and the
-    split code of each valid cell."""
-    record_counts = np.zeros((cube.sizes["y"], cube.sizes["x"]))
-    np.add.at(record_counts, (cell_rows[presences[:, 0]], cell_cols[presences[:, 0]]), 1)
-    valid = np.zeros_like(record_counts, dtype=bool)
-    valid[cell_rows, cell_cols] = True
-    split_map = spatial_blocks(valid.shape, block_cells, seed, fractions=fractions, records=record_counts,
-                               valid=valid)
-    return split_map, split_map[cell_rows, cell_cols]
+def cells_of(cube: xr.DataArray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(cells, variables) float32 covariates of a (``variable``, ``y``, ``x``) cube at grid cells ``rows``,
+    ``cols``. A Dask-backed cube is read chunk by chunk, only the chunks holding a cell, a few at a time (Dask's
+    threads), so memory is the answer plus a few chunks."""
+    data = cube.data
+    if not hasattr(data, "blocks"):  # in memory
+        return np.ascontiguousarray(np.asarray(data, dtype="float32")[:, rows, cols].T)
+    import dask
+
+    row_ends, col_ends = np.cumsum(data.chunks[1]), np.cumsum(data.chunks[2])
+    block = (np.searchsorted(row_ends, rows, side="right") * len(col_ends)
+             + np.searchsorted(col_ends, cols, side="right"))
+    order = np.argsort(block, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(block[order]) != 0])
+    groups = np.split(order, starts[1:])
+    out = np.empty((len(rows), data.shape[0]), dtype="float32")
+    batch = max(1, dask.config.get("num_workers", None) or os.cpu_count() or 1)
+    for first in range(0, len(groups), batch):
+        part = groups[first:first + batch]
+        ids = [divmod(int(block[g[0]]), len(col_ends)) for g in part]
+        chunks = dask.compute(*[data.blocks[:, i, j] for i, j in ids])
+        for g, (i, j), values in zip(part, ids, chunks):
+            r0, c0 = (row_ends[i] - data.chunks[1][i]), (col_ends[j] - data.chunks[2][j])
+            out[g] = np.asarray(values, dtype="float32")[:, rows[g] - r0, cols[g] - c0].T
+    return out
+
+
+def _block_split(table: TrainingTable, block_cells: int, seed: int, fractions):
+    """Spatial blocks over the grid (valid cells and records shared out, see :func:`spatial_blocks`, from block
+    counts: no grid-sized count array): the int8 (y, x) map and the split code of each row of the table."""
+    ny, nx = _block_grid(table.valid.shape, block_cells)
+    starts_y, starts_x = np.arange(0, ny) * block_cells, np.arange(0, nx) * block_cells
+    cell_counts = np.add.reduceat(np.add.reduceat(table.valid, starts_y, axis=0, dtype="int32"), starts_x, axis=1)
+    row_block = (table.cell_rows // block_cells) * nx + table.cell_cols // block_cells
+    record_counts = np.bincount(row_block[table.presences[:, 0]], minlength=ny * nx).astype("float64")
+    block_split = _assign_blocks(cell_counts.ravel().astype("float64"), record_counts, seed, fractions)
+    split_map = np.repeat(np.repeat(block_split.reshape(ny, nx), block_cells, axis=0), block_cells, axis=1)
+    return split_map[:table.valid.shape[0], :table.valid.shape[1]], block_split[row_block]
 
 
 def _sample_cells(split_cells: dict, eval_cells: int | None, seed: int) -> dict:
@@ -586,7 +694,8 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
               block_cells: int = 20, device: str = "auto", baseline: str = "maxent", threads: int | None = None,
               progress: bool = True, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
               baseline_species: list[str] | None = None, coordinates: int = 0, eval_cells: int | None = EVAL_CELLS,
-              refit: bool = True, accessible_km: float | str | None = "auto", **network):
+              refit: bool = True, accessible_km: float | str | None = "auto",
+              background_cells: int | None = BACKGROUND_CELLS, **network):
     """Train the joint SDM on a climate cube's valid cells. Returns ``(model, info)``.
 
     ``network``: hyper-parameters of :class:`NetworkParams` (loss, hidden, epochs, seed, ...). The cells are split
@@ -604,8 +713,13 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     would otherwise need 16 GB per pass for 300 species), ``evaluation_scores`` (the evaluation fit's) and
     ``baseline_scores`` (NaN where not fitted, None without baseline).
 
-    ``coordinates`` > 0 appends that many harmonics of a location encoding (:func:`~sdm.model.coordinate_layers`) to
+    ``coordinates`` > 0 appends that many harmonics of a location encoding (:func:`~sdm.model.coordinate_values`) to
     the deep SDM's inputs (not the baseline's); prediction supplies them from the checkpoint's variable names.
+
+    ``cube`` may be lazy (:func:`sdm.climate.open_cube`): the table is read from it chunk by chunk
+    (:func:`training_table`), and with more than ``background_cells`` valid cells the background is a seeded
+    sample of them, so memory follows the records and ``background_cells``, not the grid; up to it every valid cell
+    is background. ``info["metrics"]["background"]`` says which.
 
     ``accessible_km``: the distance around a species' records beyond which prediction sets its presence to absent
     (:mod:`sdm.accessible`): ``"auto"`` chooses it on the training and validation blocks
@@ -620,20 +734,22 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     n_climate = cube.sizes["variable"]
-    cube = _with_coordinates(cube, coordinates)
-    variables = [str(v) for v in cube["variable"].values]
     species = sorted(occurrences["species"].unique()) if species is None else list(species)
     if not species:
         raise ValueError("no species to train the SDM on (all were excluded by occurrence cleaning)")
-    values, cell_rows, cell_cols, presences = training_table(cube, occurrences, species)
-    split_map, cell_split = _block_split(cube, cell_rows, cell_cols, presences, block_cells, params.seed, fractions)
-    split_cells = {name: np.flatnonzero(cell_split == code) for name, code in SPLITS.items()}
+    table = training_table(cube, occurrences, species, coordinates=coordinates, background_cells=background_cells,
+                           seed=params.seed)
+    values, cell_rows, cell_cols, presences = table.values, table.cell_rows, table.cell_cols, table.presences
+    variables = table.variables
+    split_map, cell_split = _block_split(table, block_cells, params.seed, fractions)
+    # background cells per split: every valid cell of the split, or the sampled ones
+    split_cells = {name: table.background[cell_split[table.background] == code] for name, code in SPLITS.items()}
     if len(split_cells["train"]) == 0:
         raise ValueError("no training cells: the grid has no valid cell in the training blocks")
     if not (cell_split[presences[:, 0]] == SPLITS["train"]).any():
         raise ValueError("no presence record falls in the training blocks; use smaller sdm.block_cells")
     # every cell is background: the test blocks' cells are only used by the refit
-    fitted = fit_joint(values, presences, np.arange(len(values)), cell_split, len(species), params, device=dev,
+    fitted = fit_joint(values, presences, table.background, cell_split, len(species), params, device=dev,
                        refit=refit, progress=progress)
 
     evaluated = _sample_cells(split_cells, eval_cells, params.seed)
@@ -663,6 +779,9 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
         "device": str(dev),
         "n_species": len(species),
         "n_cells": int(len(values)),
+        "background": {"cells": int(len(table.background)), "valid_cells": int(table.valid.sum()),
+                       "rule": (f"a seeded uniform sample of the valid cells (background_cells="
+                                f"{background_cells})" if table.sampled else "every valid cell")},
         "loss": params.loss,
         "records": {name: int((cell_split[presences[:, 0]] == code).sum()) for name, code in SPLITS.items()},
         "cells": {name: int(len(c)) for name, c in split_cells.items()},
@@ -711,7 +830,8 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     info = {"species": list(species), "variables": variables, "mean": fitted.mean, "std": fitted.std,
             "thresholds": final_thresholds, "split": split_map, "metrics": metrics, "scores": scores,
             "evaluation_scores": evaluation_scores, "cell_rows": cell_rows[scored], "cell_cols": cell_cols[scored],
-            "baseline_scores": base_scores, "reference": reference_quantiles(values), "accessible": accessible}
+            "baseline_scores": base_scores, "accessible": accessible,
+            "reference": reference_quantiles(values[table.background] if table.sampled else values)}
     return fitted.model, info
 
 

@@ -13,6 +13,7 @@ import xarray as xr
 from rasterio.transform import from_origin
 
 import sdm.climate
+import torch
 from sdm.climate import ingest_climate, open_cube, write_climate_cube, write_cube
 from sdm.grid import make_grid
 
@@ -130,3 +131,121 @@ def test_windowed_netcdf_on_lat_lon(tmp_path):
     windowed = write_climate_cube(tmp_path / "climatology.nc", "current", tmp_path / "cube.zarr", grid, chunk=16)
     np.testing.assert_allclose(windowed.values, memory.values, rtol=0, atol=1e-5)
     assert windowed["variable"].values.tolist() == ["bio1", "bio12"]
+
+
+# --- training from the cube on disk ---------------------------------------------------------------------------------
+
+from test_train import FAST, synthetic_world  # noqa: E402
+
+from sdm.train import run_training, train_sdm, training_table  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def world_on_disk(tmp_path_factory):
+    """The training tests' synthetic world (60 x 60 cells with a nodata corner), loaded and as a lazy Zarr cube of
+    16-cell chunks."""
+    cube, occurrences, _ = synthetic_world()
+    path = tmp_path_factory.mktemp("cube") / "current.zarr"
+    write_cube(cube, path, chunk=16)
+    return cube, open_cube(path), occurrences
+
+
+def _every_valid_cell(cube, occurrences, species):
+    """The training table before it could be read lazily: every valid cell of the loaded cube."""
+    data = np.asarray(cube.values, dtype="float32")
+    valid = np.isfinite(data).all(axis=0)
+    cell_rows, cell_cols = np.nonzero(valid)
+    index = np.full(valid.shape, -1, dtype="int64")
+    index[cell_rows, cell_cols] = np.arange(len(cell_rows))
+    species_index = {s: i for i, s in enumerate(species)}
+    cells = index[occurrences["row"].to_numpy(), occurrences["col"].to_numpy()]
+    keep = cells >= 0
+    presences = np.c_[cells[keep], occurrences["species"].map(species_index).to_numpy()[keep]]
+    return data[:, cell_rows, cell_cols].T, cell_rows, cell_cols, presences
+
+
+def _same_table(a, b):
+    for field in ("values", "cell_rows", "cell_cols", "presences", "background", "valid"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+    assert a.variables == b.variables
+
+
+@pytest.mark.parametrize("background_cells", [None, 2000, 500])
+@pytest.mark.parametrize("coordinates", [0, 2])
+def test_the_lazy_cube_gives_the_loaded_cubes_training_table(world_on_disk, background_cells, coordinates):
+    cube, lazy, occurrences = world_on_disk
+    assert lazy.chunks is not None
+    species = sorted(occurrences["species"].unique())
+    kwargs = dict(coordinates=coordinates, background_cells=background_cells, seed=3)
+    table = training_table(lazy, occurrences, species, **kwargs)
+    _same_table(table, training_table(cube, occurrences, species, **kwargs))
+    n_valid = int(np.isfinite(cube.values).all(axis=0).sum())  # 3578 cells
+    if background_cells is None or background_cells >= n_valid:  # every valid cell, as before
+        assert not table.sampled
+        expected = _every_valid_cell(cube, occurrences, species)
+        for got, want in zip((table.values[:, :3], table.cell_rows, table.cell_cols, table.presences), expected):
+            np.testing.assert_array_equal(got, want)
+    else:  # the record cells and a uniform sample of valid cells, which alone are background
+        assert table.sampled and len(table.background) == background_cells
+        assert len(np.unique(table.background)) == background_cells
+        assert np.isin(table.presences[:, 0], np.arange(len(table.values))).all()
+        assert table.valid[table.cell_rows, table.cell_cols].all()
+        rows_in_table = table.cell_rows[table.presences[:, 0]], table.cell_cols[table.presences[:, 0]]
+        kept = occurrences[table.valid[occurrences["row"], occurrences["col"]]]
+        np.testing.assert_array_equal(rows_in_table[0], kept["row"])
+        np.testing.assert_array_equal(rows_in_table[1], kept["col"])
+        np.testing.assert_array_equal(np.array(species)[table.presences[:, 1]], kept["species"])
+    if coordinates:
+        assert table.variables[3:] == [f"coord_{f}{j}_{a}" for j in (1, 2) for a in ("lon", "lat")
+                                       for f in ("sin", "cos")]
+
+
+def test_sampled_background_is_uniform_over_valid_cells():
+    from sdm.train import _sample_valid
+
+    valid = np.random.default_rng(0).random((300, 400)) < 0.3
+    picks = _sample_valid(valid, 5000, seed=1)
+    assert len(np.unique(picks)) == 5000 and np.all(np.diff(picks) > 0)
+    assert valid.ravel()[picks].all()
+    # the same cells as drawing among the listed valid cells (which this avoids holding)
+    listed = np.flatnonzero(valid.ravel())
+    draw = np.sort(np.random.default_rng(1 + 104729).choice(len(listed), size=5000, replace=False))
+    np.testing.assert_array_equal(picks, listed[draw])
+
+
+def test_training_on_the_lazy_cube_equals_training_on_the_loaded_cube(world_on_disk):
+    cube, lazy, occurrences = world_on_disk
+    params = {k: v for k, v in FAST.items() if k not in ("block_cells", "device", "baseline")}
+    kwargs = dict(block_cells=6, device="cpu", baseline="logistic", progress=False, eval_cells=500, threads=1,
+                  coordinates=1, background_cells=1500, **params)
+    model_lazy, lazy_info = train_sdm(lazy, occurrences, **kwargs)
+    model, info = train_sdm(cube, occurrences, **kwargs)
+    for m in (lazy_info["metrics"], info["metrics"]):
+        m.pop("train_seconds")
+        m["test"]["baseline"].pop("fit_seconds")
+    assert lazy_info["metrics"] == info["metrics"]
+    assert lazy_info["metrics"]["background"] == {
+        "cells": 1500, "valid_cells": int(np.isfinite(cube.values).all(axis=0).sum()),
+        "rule": "a seeded uniform sample of the valid cells (background_cells=1500)"}
+    for key in ("thresholds", "split", "scores", "evaluation_scores", "baseline_scores", "cell_rows", "cell_cols",
+                "mean", "std", "reference"):
+        np.testing.assert_array_equal(lazy_info[key], info[key], err_msg=key)
+    state = model.state_dict()
+    for name, tensor in model_lazy.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+
+
+def test_run_training_on_the_lazy_cube_gives_the_loaded_cubes_metrics(world_on_disk, tmp_path):
+    cube, lazy, occurrences = world_on_disk
+    params = {**FAST, "min_records": 5, "epochs": 5}
+    metrics = {}
+    for name, c in (("lazy", lazy), ("loaded", cube)):
+        metrics[name] = run_training(c, occurrences, params, model_path=tmp_path / f"{name}.pt",
+                                     split_path=tmp_path / f"{name}.tif")
+        metrics[name].pop("train_seconds")
+        metrics[name]["test"]["baseline"].pop("fit_seconds")
+    assert metrics["lazy"] == metrics["loaded"]
+    assert metrics["lazy"]["background"]["rule"] == "every valid cell"
+    with rasterio.open(tmp_path / "lazy.tif") as a, rasterio.open(tmp_path / "loaded.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+        assert a.transform == b.transform and a.crs == b.crs

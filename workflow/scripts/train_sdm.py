@@ -6,8 +6,8 @@ from sdm.climate import open_cube
 from sdm.train import run_training
 
 log = log_to(snakemake.log[0])
-metrics = run_training(
-    open_cube(snakemake.input.cube).load(), pd.read_parquet(snakemake.input.occurrences), snakemake.params.sdm,
+metrics = run_training(  # the cube stays on disk: the training table is read from it chunk by chunk
+    open_cube(snakemake.input.cube), pd.read_parquet(snakemake.input.occurrences), snakemake.params.sdm,
     model_path=snakemake.output.model, split_path=snakemake.output.split, threads=snakemake.threads,
 )
 with open(snakemake.output.metrics, "w") as f:
