@@ -145,9 +145,10 @@ def read_raster(path: Path, lazy: bool = False) -> xr.DataArray:
     """One raster file as (``variable``, ``y``, ``x``) float32 with harmonised variable names and NaN no-data;
     ``attrs["source_dtype"]`` keeps the file's data type.
 
-    ``lazy``: the data stay in the file (read window by window when indexed; a truncated file then fails when a
-    window is read, see :func:`write_climate_cube`); otherwise they are read now, so that a truncated file fails
-    here, naming it."""
+    ``lazy``: the data stay in the file, read window by window when indexed, and keep the file's decoded type (cast
+    to float32 per window: a cast of the lazy array would read the whole file); a truncated file then fails when a
+    window is read (:func:`write_climate_cube`). Otherwise they are read now, so that a truncated file fails here,
+    naming it."""
     if path.suffix.lower() in (".nc", ".nc4"):
         # chunks={}: dask-backed, so that stacking the file's variables stays lazy
         ds = xr.open_dataset(path, decode_coords="all", **({"chunks": {}} if lazy else {}))
@@ -176,7 +177,9 @@ def read_raster(path: Path, lazy: bool = False) -> xr.DataArray:
         raise ValueError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path.name})")
     names = [harmonise_name(n) for n in _band_names(da, path)]
     source_dtype = str(da.encoding.get("rasterio_dtype", da.encoding.get("dtype", da.dtype)))
-    da = da.rename(band="variable").assign_coords(variable=names).astype("float32")
+    da = da.rename(band="variable").assign_coords(variable=names)
+    if not lazy:  # astype reads the whole file: a lazy raster is cast window by window (_Layers.window)
+        da = da.astype("float32")
     da.attrs["source_dtype"] = source_dtype
     return da
 
@@ -389,7 +392,7 @@ class _Layers:
                 values = np.full((len(names), target.sizes["y"], target.sizes["x"]), np.nan, dtype="float32")
             else:
                 try:
-                    subset = subset.load()
+                    subset = subset.load().astype("float32")
                 except Exception as error:  # a truncated file fails on the windows it lacks
                     raise _unreadable(path, error) from None
                 values = _on_grid(subset, target, classes, methods).transpose("variable", "y", "x").values
