@@ -96,7 +96,7 @@ def test_orchids_every_species_has_a_status_or_a_reason(orchids):
     assert species_in <= accounted, sorted(species_in - accounted)[:10]
     assert all(report["species_lost"].values())  # each with its reason
     runs = {(s, d) for s, d in zip(status["scenario"], status["dispersal"])}
-    assert len(runs) == 1 + 4 * 2
+    assert len(runs) == 1 + 4 * 2 + 2 * 2  # present, 4 scenarios x 2 dispersal, 2 GCM ensembles x 2 dispersal
     # the not-evaluated species get a predicted status with probabilities
     unassessed = status[(status["scenario"] == "current") & ~status["species"].isin(labels["species"])]
     assert len(unassessed) >= 95
@@ -112,6 +112,33 @@ def test_orchids_classifier_and_sdm_metrics(orchids):
     assert sdm["test"]["baseline"]["mean_auc"] is not None
     with rasterio.open(orchids / "results/indicators/ukesm1-0-ll_ssp585_2080_none/threatened_share_change.tif") as src:
         assert src.crs.to_epsg() == 4326 and (src.height, src.width) == (360, 720)
+
+
+def test_orchids_maps_for_planners(orchids):
+    """The explorer covers every species, the GCM ensembles have agreement layers, TDWG regions are summarised."""
+    status = pd.read_csv(orchids / "results/iucn/status.csv")
+    explorer = (orchids / "results/maps/species.html").read_text()
+    assert all(f'"name":"{name}"' in explorer for name in status["species"].unique())
+    assert len(list((orchids / "results/maps/species").glob("*.js"))) == status["species"].nunique()
+    for run in ("ssp126_2080_full", "ssp585_2080_none"):
+        with rasterio.open(orchids / f"results/indicators/{run}/threatened_rise_agreement.tif") as src:
+            agreement = src.read(1)
+        assert set(np.unique(agreement[np.isfinite(agreement)])) <= {0.0, 0.5, 1.0}  # two GCMs
+    regions = pd.read_csv(orchids / "results/indicators/regions.csv")
+    assert regions["region"].nunique() > 300 and "ssp585_2080_full" in set(regions["run"])
+    brazil = regions.query("region == 'Brazil Southeast' and run == 'current_none' and indicator == 'richness'")
+    assert brazil["mean"].iloc[0] > 0  # an orchid hotspot
+    assert (orchids / "results/indicators/protection.csv").is_file()
+    if Path("/usr/bin/chromium").exists():  # the README's screenshots (SDM_SCREENSHOT_DIR=docs/screenshots)
+        from test_browser import dump_dom, js_errors, screenshot
+
+        maps = orchids / "results/maps"
+        views = {"explorer": ("species.html", "species=Anacamptis%20boryi"),
+                 "agreement": ("threatened_rise_agreement.html", "layer=ssp585_2080_full&z=2&lat=0&lon=-60"),
+                 "regions": ("regions.html", "indicator=threatened_count_change%7Cssp585_2080_full&z=1&lat=10&lon=0")}
+        for name, (page, view) in views.items():
+            assert js_errors(dump_dom(orchids, maps / page, fragment=view)) == "", page
+            screenshot(orchids, maps / page, f"orchids_{name}", fragment=view)
 
 
 @pytest.fixture(scope="module")

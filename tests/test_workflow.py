@@ -35,10 +35,33 @@ CONFIG = {
     "occurrences": {"path": "results/demo/occurrences.csv"},
     "redlist": {"path": "results/demo/redlist.csv"},
     "climate": {"current": "results/demo/climate/current.tif",
-                "scenarios": {s: f"results/demo/climate/{s}.tif" for s in SCENARIOS}},
+                "scenarios": {s: f"results/demo/climate/{s}.tif" for s in SCENARIOS},
+                "ensembles": {"both_ssps": SCENARIOS}},
     "sdm": {"epochs": 40, "hidden": 128, "blocks": 3, "baseline": "logistic", "patience": 8},
     "prediction": {"chunk": 128},
+    "maps": {"regions": {"path": "regions.geojson", "name_column": "name"},
+             "protected_areas": {"path": "protected.tif"}},
 }
+ENSEMBLE_RUNS = ["both_ssps_full", "both_ssps_none"]
+
+
+def write_planner_inputs(workdir: Path, rows: int = 200, cols: int = 200) -> None:
+    """Two regions (the West and East halves of the demo world) and a protected-area raster: the West protected."""
+    from rasterio.transform import from_origin
+    from shapely.geometry import box
+
+    import geopandas as gpd
+    from sdm.demo import CELL_M, ORIGIN
+
+    x0, y0 = ORIGIN
+    mid = x0 + cols // 2 * CELL_M
+    halves = [box(x0, y0 - rows * CELL_M, mid, y0), box(mid, y0 - rows * CELL_M, x0 + cols * CELL_M, y0)]
+    gpd.GeoDataFrame({"name": ["West", "East"]}, geometry=halves, crs="EPSG:3035").to_file(workdir / "regions.geojson")
+    protected = np.zeros((rows, cols), "float32")
+    protected[:, : cols // 2] = 1.0
+    with rasterio.open(workdir / "protected.tif", "w", driver="GTiff", height=rows, width=cols, count=1,
+                       dtype="float32", crs="EPSG:3035", transform=from_origin(x0, y0, CELL_M, CELL_M)) as dst:
+        dst.write(protected, 1)
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -51,6 +74,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 def run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("demo_run")
     (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    write_planner_inputs(workdir)
     result = snakemake(workdir)
     assert result.returncode == 0, result.stderr[-5000:]
     return workdir
@@ -118,8 +142,8 @@ def test_predictions_are_compact_and_aligned(run):
 def test_status_recovers_true_labels(run):
     status = pd.read_csv(run / "results/iucn/status.csv")
     species, _ = load_truth(run / "results/demo")
-    assert len(status) == status["species"].nunique() * len(RUNS)
-    assert set(zip(status["scenario"], status["dispersal"])) == {tuple(r.rsplit("_", 1)) for r in RUNS}
+    assert len(status) == status["species"].nunique() * len(RUNS + ENSEMBLE_RUNS)
+    assert set(zip(status["scenario"], status["dispersal"])) == {tuple(r.rsplit("_", 1)) for r in RUNS + ENSEMBLE_RUNS}
     current = status[status["scenario"] == "current"].set_index("species")
     truth = species.set_index("species")
     # honest evidence: out-of-fold predictions for assessed species, plain predictions for the others
@@ -129,7 +153,8 @@ def test_status_recovers_true_labels(run):
     assert binary >= 0.8, f"binary accuracy against the demo's true labels: {binary:.3f}"
     cv = json.loads((run / "results/iucn/cv_metrics.json").read_text())
     assert set(cv) >= {"accuracy", "balanced_accuracy", "binary_accuracy", "confusion_matrix"}
-    probabilities = status[["p_LC", "p_NT", "p_VU", "p_EN", "p_CR"]].sum(axis=1)
+    per_run = status[status["scenario"] != "both_ssps"]  # ensemble rows summarise members, without probabilities
+    probabilities = per_run[["p_LC", "p_NT", "p_VU", "p_EN", "p_CR"]].sum(axis=1)
     np.testing.assert_allclose(probabilities, 1.0, atol=1e-6)
 
 
@@ -196,6 +221,53 @@ def test_maps_render_in_a_browser_without_network(run, tmp_path):
     screenshot(tmp_path, run / "results/maps/threatened_share.html", "e2e_threatened_share")
 
 
+def test_ensemble_layers_are_the_members_median_and_agreement(run):
+    def layer(run_name, name):
+        with rasterio.open(run / "results/indicators" / run_name / f"{name}.tif") as src:
+            return src.read(1)
+
+    for dispersal in ("full", "none"):
+        members = [layer(f"{s}_{dispersal}", "richness") for s in SCENARIOS]
+        np.testing.assert_allclose(layer(f"both_ssps_{dispersal}", "richness"), np.median(members, axis=0))
+        rises = [layer(f"{s}_{dispersal}", "threatened_count_change") > 0 for s in SCENARIOS]
+        agreement = layer(f"both_ssps_{dispersal}", "threatened_rise_agreement")
+        valid = np.isfinite(agreement)
+        np.testing.assert_allclose(agreement[valid], np.mean(rises, axis=0)[valid])
+    status = pd.read_csv(run / "results/iucn/status.csv")
+    ensemble = status[status["scenario"] == "both_ssps"]
+    assert len(ensemble) == 2 * status["species"].nunique()
+    assert ensemble["threatened_agreement"].between(0, 1).all() and set(ensemble["members"]) == {2}
+
+
+def test_regions_and_protection(run):
+    regions = pd.read_csv(run / "results/indicators/regions.csv")
+    assert set(regions["region"]) == {"West", "East"}
+    assert set(regions["run"]) == set(RUNS + ENSEMBLE_RUNS)
+    with rasterio.open(run / "results/indicators/current_none/richness.tif") as src:
+        richness = src.read(1)
+    west = regions.query("region == 'West' and run == 'current_none' and indicator == 'richness'").iloc[0]
+    # an equal-area grid of 1 km2 cells: the area-weighted mean is the mean over the West's cells with data
+    assert west["mean"] == pytest.approx(np.nanmean(richness[:, :100]), rel=1e-4)
+    assert west["area_km2"] == pytest.approx(np.isfinite(richness[:, :100]).sum(), rel=1e-4)
+    with rasterio.open(run / "results/indicators/current_none/threatened_count.tif") as src:
+        threatened = src.read(1)
+    with rasterio.open(run / "results/indicators/current_none/threatened_unprotected.tif") as src:
+        gap = src.read(1)
+    np.testing.assert_array_equal(gap[:, 100:], threatened[:, 100:])  # unprotected East: every threatened species
+    assert np.nanmax(gap[:, :100]) == 0  # the West is protected
+    protection = pd.read_csv(run / "results/indicators/protection.csv")
+    assert protection["protected_share_current_none"].is_monotonic_increasing
+    maps = run / "results/maps"
+    index = (maps / "index.html").read_text()
+    for page in ("species.html", "regions.html", "protection.html", "threatened_rise_agreement.html",
+                 "threatened_unprotected.html"):
+        assert (maps / page).is_file() and page in index
+    assert "Configuration" in index and "both_ssps" in index
+    explorer = (maps / "species.html").read_text()
+    species = pd.read_parquet(run / "results/occurrences.parquet")["species"].unique()
+    assert all(f'"name":"{name}"' in explorer for name in species)
+
+
 def test_second_run_has_nothing_to_do(run):
     result = snakemake(run, "--dry-run")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -215,7 +287,8 @@ def test_adding_a_scenario_reruns_only_what_depends_on_it(run):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.MULTILINE))
     jobs.pop("total", None)
     assert jobs == {"ingest_climate": "1", "predict": "1", "species_features": "2", "predict_status": "2",
-                    "indicators_future": "2", "status_table": "1", "maps": "1", "all": "1"}, out[-3000:]
+                    "indicators_future": "2", "status_table": "1", "protection_gap": "2", "protection_table": "1",
+                    "region_summary": "1", "maps": "1", "all": "1"}, out[-3000:]
 
 
 def dry_run(workdir: Path, config: dict) -> subprocess.CompletedProcess:
@@ -277,7 +350,7 @@ def test_without_redlist_the_run_stops_after_richness(tmp_path):
     assert sorted(p.name for p in (tmp_path / "results/indicators/warm_none").glob("*.tif")) == [
         "mess.tif", "richness.tif", "richness_change.tif"]
     maps = {p.name for p in (tmp_path / "results/maps").glob("*.html")}
-    assert maps == {"index.html", "richness.html", "richness_change.html", "mess.html"}
+    assert maps == {"index.html", "richness.html", "richness_change.html", "mess.html", "species.html"}
 
 
 def test_fused_mode_stores_no_species_cube(tmp_path):
@@ -309,6 +382,8 @@ def test_a_failed_job_prints_its_reason_first_on_the_console(tmp_path):
     config = json.loads(json.dumps(CONFIG))
     config["demo"].update(rows=60, cols=60, species=5, scenarios={})
     config["climate"]["scenarios"] = {}
+    config["climate"].pop("ensembles")
+    config.pop("maps")
     config["occurrences"]["path"] = str(bad)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path, "--until", "ingest_occurrences")
@@ -337,10 +412,12 @@ def test_lint_is_clean_and_the_conda_env_has_the_package_pins(tmp_path):
 
 
 def test_every_layer_the_indicators_rule_writes_is_declared(run):
+    from sdm.ensembles import ensemble_layer_names
     from sdm.indicators import layer_names
 
-    for name in RUNS:
-        declared = {f"{layer}.tif" for layer in layer_names(name != "current_none", True)}
+    for name in RUNS + ENSEMBLE_RUNS:
+        layers = ensemble_layer_names(True) if name in ENSEMBLE_RUNS else layer_names(name != "current_none", True)
+        declared = {f"{layer}.tif" for layer in layers + ["threatened_unprotected"]}  # + the protection gap
         written = {p.name for p in (run / "results" / "indicators" / name).glob("*.tif")}
         assert written == declared, name
     maps = {p.name for p in (run / "results" / "maps").iterdir()}

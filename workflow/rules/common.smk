@@ -95,7 +95,7 @@ def indicator_inputs(wildcards):
 
 
 def indicator_files(run):
-    """Every indicator GeoTIFF of a run (each declared by the rule that writes it): the indicators rules' layers,
+    """Every indicator GeoTIFF of a run, each declared as an output where it is made; the indicators layers,
     for an ensemble run its medians and agreement layers, and the protection gap when protected areas are set."""
     names = ensemble_layer_names(HAS_REDLIST) if run in ENSEMBLE_RUNS else layer_names(run != "current_none",
                                                                                        HAS_REDLIST)
