@@ -56,36 +56,56 @@ def _layer(path: Path) -> xr.DataArray:
         return src.squeeze("band", drop=True).load()
 
 
+def coverage(template: xr.DataArray, regions: gpd.GeoDataFrame) -> pd.DataFrame:
+    """Which cells of ``template``'s grid each region covers, and how much: one row per region x cell with
+    ``region``, ``cell`` (flat row-major index) and ``weight_km2`` = covered fraction (exactextract) x the cell's
+    ellipsoidal area (:func:`sdm.grid.cell_area_km2`)."""
+    from exactextract import exact_extract
+
+    area = cell_area_km2(template)
+    grid = template.copy(data=np.ones(template.shape, "float32")).rio.write_nodata(None)  # every cell, data or not
+    cells = exact_extract(grid, regions, ["cell_id", "coverage"], include_cols=["region"], output="pandas")
+    lengths = cells["cell_id"].map(len).to_numpy()
+    cell = np.concatenate([np.asarray(c, dtype="int64") for c in cells["cell_id"]]) if lengths.sum() else \
+        np.zeros(0, "int64")
+    fraction = np.concatenate([np.asarray(c, dtype="float64") for c in cells["coverage"]]) if lengths.sum() else \
+        np.zeros(0)
+    return pd.DataFrame({"region": np.repeat(cells["region"].to_numpy(), lengths), "cell": cell,
+                         "weight_km2": fraction * area.values.ravel()[cell]})
+
+
 def region_summary(layers: dict[str, dict[str, Path]], regions: gpd.GeoDataFrame) -> pd.DataFrame:
     """Area-weighted zonal statistics of every indicator and run.
 
     ``layers``: {indicator: {run: GeoTIFF}} on one grid. Returns one row per region x run x indicator:
-    ``region``, ``run``, ``indicator``, ``mean`` (area-weighted, over cells with data), ``min``, ``max``,
-    ``area_km2`` (area of the region's cells with data, weighted by coverage).
+    ``region``, ``run``, ``indicator``, ``mean`` (area-weighted over the covered cells with data), ``min``,
+    ``max`` (over the covered cells with data), ``area_km2`` (the covered area of those cells). The coverage is
+    computed once for the grid, so each layer costs a few array operations.
     """
-    from exactextract import exact_extract
-
     first = next(iter(next(iter(layers.values())).values()))
     template = _layer(first)
-    area = template.copy(data=cell_area_km2(template).values.astype("float32")).rio.write_nodata(np.nan)
+    weights = coverage(template, regions)
+    names = pd.Index(regions["region"].unique())
+    code = names.get_indexer(weights["region"])
+    cell, weight = weights["cell"].to_numpy(), weights["weight_km2"].to_numpy()
     frames = []
     for indicator, runs in layers.items():
         for run, path in runs.items():
             values = _layer(path)
             if values.shape != template.shape:
                 raise ValueError(f"{path}: not on the grid of {first}")
-            stats = exact_extract(values, regions, ["weighted_mean", "min", "max"], weights=area,
-                                  include_cols=["region"], output="pandas")
-            covered = exact_extract(area.where(values.notnull()), regions, ["sum"], include_cols=["region"],
-                                    output="pandas")
-            frames.append(pd.DataFrame({
-                "region": stats["region"], "run": run, "indicator": indicator,
-                "mean": stats["weighted_mean"], "min": stats["min"], "max": stats["max"],
-                "area_km2": covered["sum"].to_numpy(),
-            }))
-    table = pd.concat(frames, ignore_index=True)
-    table.loc[table["area_km2"] <= 0, ["mean", "min", "max"]] = np.nan
-    return table
+            v = values.values.ravel()[cell].astype("float64")
+            ok = np.isfinite(v)
+            area = np.bincount(code[ok], weights=weight[ok], minlength=len(names))
+            total = np.bincount(code[ok], weights=(v * weight)[ok], minlength=len(names))
+            extremes = pd.DataFrame({"code": code[ok], "v": v[ok]}).groupby("code")["v"].agg(["min", "max"])
+            extremes = extremes.reindex(range(len(names)))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = np.where(area > 0, total / area, np.nan)
+            frames.append(pd.DataFrame({"region": names, "run": run, "indicator": indicator, "mean": mean,
+                                        "min": extremes["min"].to_numpy(), "max": extremes["max"].to_numpy(),
+                                        "area_km2": area}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def regions_geojson(regions: gpd.GeoDataFrame, tolerance_deg: float = 0.05) -> dict:
