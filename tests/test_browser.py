@@ -339,3 +339,13 @@ document.documentElement.setAttribute("data-order", document.querySelector("#pro
     dom = dump_dom(tmp_path, probe)
     assert js_errors(dom) == ""
     assert 'data-order="Rara avis"' in dom  # 60 % protected first when descending
+
+
+def test_regions_page_opens_the_indicator_and_run_its_url_names(planner, tmp_path):
+    probe = page_with_script(planner["regions"], """
+document.documentElement.setAttribute("data-state", document.getElementById("run").value + "|" +
+  document.querySelector("#regions-table tbody tr").cells[0].textContent + "|" + location.hash);""")
+    dom = dump_dom(tmp_path, probe, fragment="indicator=richness%7Cwarm_full&z=5&lat=46.5&lon=7")
+    assert js_errors(dom) == ""
+    state = re.search(r'data-state="([^"]*)"', dom).group(1)
+    assert state.startswith("warm_full|Alpha|#indicator=richness%7Cwarm_full&amp;z=5&amp;lat=46.5")

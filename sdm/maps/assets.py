@@ -211,6 +211,7 @@ function sdmView(map, keyName, keyFn, baseLayers) {
     layerName = name;
     return true;
   }
+  var initial = read();  // before any move of the page's own set-up rewrites the hash
   map.on("baselayerchange", function (e) { layerName = e.name; save(); });
   map.on("moveend", save);
   return {
@@ -218,7 +219,7 @@ function sdmView(map, keyName, keyFn, baseLayers) {
     selectBase: selectBase,
     setLayer: function (name) { layerName = name; },
     restore: function () {
-      var h = read(), z = parseFloat(h.z), lat = parseFloat(h.lat), lon = parseFloat(h.lon);
+      var h = initial, z = parseFloat(h.z), lat = parseFloat(h.lat), lon = parseFloat(h.lon);
       var state = {key: keyName ? h[keyName] : null, layer: h.layer || null, view: false};
       if (isFinite(z) && isFinite(lat) && isFinite(lon)) { map.setView([lat, lon], z, {animate: false}); state.view = true; }
       if (state.layer) { selectBase(state.layer); }

@@ -240,7 +240,7 @@ def _write_page(out_dir: Path, index: list[dict], bounds: list, min_records: int
 _EXPLORER_CSS = """<style>
   html, body { height: 100%; margin: 0; font: 13px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; }
   body { display: flex; }
-  #panel { width: 360px; flex: none; overflow: auto; padding: 10px 14px; box-sizing: border-box;
+  #panel { width: 400px; flex: none; overflow: auto; padding: 10px 14px; box-sizing: border-box;
     border-right: 1px solid #ccd; background: #f6f7f9; }
   #map { flex: 1; background: #dde1e6; }
   h1 { font-size: 18px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 10px 0 4px; font-style: italic; }
@@ -252,7 +252,8 @@ _EXPLORER_CSS = """<style>
   #matches li:hover, #matches li.active { background: #dfe7f3; }
   .cat { display: inline-block; min-width: 26px; text-align: center; font-weight: 700; border-radius: 3px;
     padding: 0 4px; font-style: normal; }
-  table { border-collapse: collapse; background: #fff; width: 100%; }
+  table { border-collapse: collapse; background: #fff; width: 100%; font-size: 12px; }
+  td { overflow-wrap: anywhere; }
   th, td { border: 1px solid #d5d8de; padding: 2px 5px; text-align: left; }
   td.num { text-align: right; font-variant-numeric: tabular-nums; }
   .bar { height: 10px; background: #7b8da8; display: inline-block; vertical-align: middle; }
