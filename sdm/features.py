@@ -367,7 +367,21 @@ def range_features(
     * ``current_range_km2``: area of the current range, km2;
     * ``protected_share_range`` (with ``protected``): protected share of the range's area, 0..1 (NaN when empty).
     """
-    _check_dispersal(dispersal)
+    return scenario_ranges(current, future, [dispersal], cell_area_km2, protected)[dispersal]
+
+
+def scenario_ranges(
+    current: xr.Dataset,
+    future: xr.Dataset | None,
+    dispersals: list[str],
+    cell_area_km2: xr.DataArray,
+    protected: xr.DataArray | None = None,
+) -> dict[str, pd.DataFrame]:
+    """:func:`range_features` of one scenario for every dispersal assumption in ``dispersals``, from one pass over
+    the predictions: every sum is reduced in the same Dask computation, so each chunk of the current and the future
+    predictions (in fused mode, each model forward) is made once for all of them. Returns dispersal -> table."""
+    for dispersal in dispersals:
+        _check_dispersal(dispersal)
     for name, ds in (("current", current), ("future", future)):
         if ds is None:
             continue
@@ -378,40 +392,49 @@ def range_features(
     if future is not None:
         future = _match_coords(future, current, "future predictions")
     pres0 = current["presence"].astype(bool)
-    area = _match_coords(cell_area_km2, pres0, "cell_area_km2").fillna(0.0).astype("float64")
-    if future is None:
-        pres, suit = pres0, current["suitability"]
-    else:
-        pres1 = future["presence"].astype(bool)
-        pres = pres1 if dispersal == "full" else pres1 & pres0
-        suit = future["suitability"]
-
-    space = ("y", "x")
-    variables = {
-        "range_km2": (pres * area).sum(space),
-        "current_range_km2": (pres0 * area).sum(space),
-        "mean_suitability": suit.astype("float64").where(pres).mean(space, skipna=True),
-    }
+    area = _match_coords(cell_area_km2, pres0, "cell_area_km2")
+    area = area.where(area.notnull(), 0.0) if bool(area.isnull().any()) else area
+    protected_area = None
     if protected is not None:
-        protected_area = area * _match_coords(protected, pres0, "protected areas").fillna(0.0).astype("float64")
-        variables["protected_range_km2"] = (pres * protected_area).sum(space)
+        share = _match_coords(protected, pres0, "protected areas")
+        protected_area = area * share.where(share.notnull(), 0.0)
+    space = ("y", "x")
+    variables = {"current_range_km2": (pres0 * area).sum(space)}
+    for dispersal in dispersals:
+        if future is None:
+            pres, suit = pres0, current["suitability"]
+        else:
+            pres1 = future["presence"].astype(bool)
+            pres = pres1 if dispersal == "full" else pres1 & pres0
+            suit = future["suitability"]
+        variables[f"range_km2 {dispersal}"] = (pres * area).sum(space)
+        variables[f"mean_suitability {dispersal}"] = suit.where(pres).mean(space, skipna=True, dtype="float64")
+        if protected_area is not None:
+            variables[f"protected_range_km2 {dispersal}"] = (pres * protected_area).sum(space)
     sums = xr.Dataset(variables).compute()
 
-    species = [str(s) for s in current["species"].to_numpy()]
-    out = pd.DataFrame(
-        {k: sums[k].transpose("species").to_numpy().astype(float) for k in sums.data_vars},
-        index=pd.Index(species, name="species"),
-    )
-    out["mean_suitability"] = out["mean_suitability"].fillna(0.0)
-    rng, cur = out["range_km2"].to_numpy(), out["current_range_km2"].to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(cur > 0, rng / cur, np.where(rng > 0, np.inf, 0.0))
-    out["range_change"] = ratio
-    out["range_loss"] = np.where(cur > 0, np.clip(1.0 - ratio, 0.0, 1.0), 0.0)
-    if protected is None:
-        return out[list(RANGE_FEATURES)]
-    out["protected_share_range"] = out["protected_range_km2"] / out["range_km2"].where(out["range_km2"] > 0)
-    return out[list(RANGE_FEATURES) + ["protected_share_range"]]
+    species = pd.Index([str(s) for s in current["species"].to_numpy()], name="species")
+    current_km2 = sums["current_range_km2"].transpose("species").to_numpy().astype(float)
+    tables = {}
+    for dispersal in dispersals:
+        out = pd.DataFrame({
+            "range_km2": sums[f"range_km2 {dispersal}"].transpose("species").to_numpy().astype(float),
+            "mean_suitability": sums[f"mean_suitability {dispersal}"].transpose("species").to_numpy().astype(float),
+            "current_range_km2": current_km2,
+        }, index=species)
+        out["mean_suitability"] = out["mean_suitability"].fillna(0.0)
+        rng, cur = out["range_km2"].to_numpy(), current_km2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(cur > 0, rng / cur, np.where(rng > 0, np.inf, 0.0))
+        out["range_change"] = ratio
+        out["range_loss"] = np.where(cur > 0, np.clip(1.0 - ratio, 0.0, 1.0), 0.0)
+        columns = list(RANGE_FEATURES)
+        if protected_area is not None:
+            protected_km2 = sums[f"protected_range_km2 {dispersal}"].transpose("species").to_numpy().astype(float)
+            out["protected_share_range"] = protected_km2 / out["range_km2"].where(out["range_km2"] > 0)
+            columns.append("protected_share_range")
+        tables[dispersal] = out[columns]
+    return tables
 
 
 def species_features(
@@ -423,8 +446,11 @@ def species_features(
     cell_area_km2: xr.DataArray,
     records: pd.DataFrame | None = None,
     threats: dict[str, xr.DataArray] | None = None,
+    ranges: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """All classifier features per species for one scenario and dispersal (see the two functions above for units;
+    ``ranges``: the range features already computed, e.g. by :func:`scenario_ranges` for both dispersal
+    assumptions in one pass; ``current`` / ``future`` are then not read;
     ``records``: every cleaned record, for the IUCN range metrics, see :func:`occurrence_features`; ``threats``:
     layers of :func:`sdm.threats.threat_layers`, for :data:`THREAT_FEATURES` and the pressures at the records).
 
@@ -440,7 +466,8 @@ def species_features(
     occ = occurrence_features(occurrences, cube, records)
     if threats:
         occ = occ.join(record_means(occurrences, threats))
-    rng = range_features(current, future, dispersal, cell_area_km2, threats.get(PROTECTED))
+    rng = ranges if ranges is not None else range_features(current, future, dispersal, cell_area_km2,
+                                                           threats.get(PROTECTED))
     extra = [s for s in occ.index if s not in set(rng.index)]
     index = pd.Index(list(rng.index) + extra, name="species")
     out = occ.reindex(index).join(rng, how="left")

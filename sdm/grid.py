@@ -108,14 +108,14 @@ def cell_area_km2(grid: xr.DataArray) -> xr.DataArray:
     if crs.is_geographic:
         lat = grid["y"].values
         per_row = _band_area_km2(lat + dy / 2, lat - dy / 2, dx, crs.ellipsoid)
-        area = np.broadcast_to(per_row[:, None], shape).astype("float64")
+        area = np.broadcast_to(per_row[:, None].astype("float64"), shape)  # a read-only view: no grid-sized copy
     else:
         unit = crs.axis_info[0].unit_conversion_factor  # metres per CRS unit
         planar = dx * dy * unit**2 / 1e6
         step_y, step_x = max(1, shape[0] // 64), max(1, shape[1] // 64)
         sampled = _areal_scale(grid.isel(y=slice(None, None, step_y), x=slice(None, None, step_x)), crs)
         if np.nanmax(np.abs(sampled - 1)) <= EQUAL_AREA_TOLERANCE:
-            area = np.full(shape, planar)
+            area = np.broadcast_to(np.float64(planar), shape)
         else:
             scale = _areal_scale(grid, crs)
             if not np.isfinite(scale).all() or (scale <= 0).any():

@@ -134,6 +134,16 @@ def run_indicators(current, future, scenario: str, dispersal: str, out_dir, stat
     fused mode). Without a status table (no Red List in the config) only richness (and its change) is written.
     ``mess.tif`` is the MESS of the scenario's climate (see :func:`extrapolation`), when the predictions hold it.
     """
+    return scenario_indicators(current, future, scenario, {dispersal: out_dir},
+                               {dispersal: status} if status is not None else None, current_status)[dispersal]
+
+
+def scenario_indicators(current, future, scenario: str, out_dirs: dict[str, str | Path], statuses=None,
+                        current_status=None) -> dict[str, list[Path]]:
+    """Indicators of every run of one scenario (``out_dirs``: dispersal -> folder; ``statuses``: dispersal ->
+    status table, or None without a Red List) from one pass over the predictions: all runs' layers are computed
+    in the same Dask computation, so each chunk of the predictions (in fused mode, each model forward) is made once
+    for all of them. Returns dispersal -> the files written (see :func:`run_indicators`)."""
     from sdm.predict import open_predictions
 
     def opened(predictions):
@@ -144,22 +154,33 @@ def run_indicators(current, future, scenario: str, dispersal: str, out_dir, stat
     valid = current["suitability"].isel(species=0).notnull()
     crs = current.rio.crs
     mess = extrapolation(current if future is None else future, scenario)
-    if status is None:
-        layers = xr.Dataset({"richness": current["presence"].sum("species").astype("float32")})
-        if future is not None:
+    layers = {}
+    if statuses is None:
+        now = xr.Dataset({"richness": current["presence"].sum("species").astype("float32")})
+        for dispersal in out_dirs:
+            if future is None:
+                run = now
+            else:
+                presence = scenario_presence(current["presence"], future["presence"], dispersal)
+                run = xr.Dataset({"richness": presence.sum("species").astype("float32")})
+                run["richness_change"] = run["richness"] - now["richness"]
+            run = run.where(valid)
+            run["richness"].attrs = {"units": UNITS["richness"]}
+            layers[dispersal] = run.assign(mess)
+    else:
+        current_layers = indicator_layers(current["presence"], read_status(current_status), valid)
+        for dispersal, status in statuses.items():
+            if future is None:
+                layers[dispersal] = current_layers.assign(mess)
+                continue
             presence = scenario_presence(current["presence"], future["presence"], dispersal)
-            future_layers = xr.Dataset({"richness": presence.sum("species").astype("float32")})
-            future_layers["richness_change"] = future_layers["richness"] - layers["richness"]
-            layers = future_layers
-        layers = layers.where(valid)
-        layers["richness"].attrs = {"units": UNITS["richness"]}
-        return write_indicators(layers.assign(mess), out_dir, crs)
-    current_layers = indicator_layers(current["presence"], read_status(current_status), valid)
-    if future is None:
-        return write_indicators(current_layers.assign(mess), out_dir, crs)
-    presence = scenario_presence(current["presence"], future["presence"], dispersal)
-    layers = with_change(indicator_layers(presence, read_status(status), valid), current_layers)
-    return write_indicators(layers.assign(mess), out_dir, crs)
+            run = with_change(indicator_layers(presence, read_status(status), valid), current_layers)
+            layers[dispersal] = run.assign(mess)
+    # one Dataset, one compute: the runs' layers share every chunk of the predictions
+    merged = xr.Dataset({f"{d}/{name}": layer for d, ds in layers.items() for name, layer in ds.data_vars.items()})
+    merged = merged.compute()
+    computed = {d: xr.Dataset({name: merged[f"{d}/{name}"] for name in ds.data_vars}) for d, ds in layers.items()}
+    return {dispersal: write_indicators(computed[dispersal], out_dirs[dispersal], crs) for dispersal in out_dirs}
 
 
 def extrapolation(predictions: xr.Dataset, scenario: str) -> dict[str, xr.DataArray]:

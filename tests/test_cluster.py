@@ -31,7 +31,7 @@ CONFIG = {
     "sdm": {"epochs": 3, "hidden": 16, "blocks": 1, "baseline": "none", "block_cells": 8},
     "dispersal": ["none"],
 }
-RULES = {"demo", "ingest_climate", "ingest_occurrences", "ingest_redlist", "train_sdm", "predict", "species_features",
+RULES = {"demo", "ingest_climate", "ingest_occurrences", "ingest_redlist", "train_sdm", "predict", "range_sums", "species_features",
          "train_iucn", "predict_status", "status_table", "indicators_current", "indicators_future", "maps"}
 
 

@@ -122,3 +122,53 @@ def test_fused_average_k_equals_its_materialised_threshold(world):
     valid = codes[0] != 255
     sizes = [(codes[:, valid] >= c).sum(axis=0).mean() for c in range(255)]
     assert abs(float(set_size) - 2.0) == pytest.approx(min(abs(size - 2.0) for size in sizes))
+
+
+def count_forwards(monkeypatch) -> list:
+    """Record every model forward over a chunk of cells (sdm.predict.predict_block)."""
+    import sdm.predict
+
+    calls, forward = [], sdm.predict.predict_block
+    monkeypatch.setattr(sdm.predict, "predict_block", lambda block, *a, **k: calls.append(block.shape) or forward(
+        block, *a, **k))
+    return calls
+
+
+def test_one_forward_per_chunk_for_both_dispersal_runs(world, monkeypatch):
+    """A scenario's range sums for both dispersal assumptions, and the present's range they overlap with, come from
+    one pass: each chunk of the current and of the future climate goes through the model once."""
+    from sdm.features import scenario_ranges
+
+    area = cell_area_km2(world["cubes"]["current"].isel(variable=0, drop=True))
+    current, future = lazy(world, "current"), lazy(world, "warm")
+    chunks = int(np.prod([len(c) for c in current["presence"].chunks[1:]]))
+    calls = count_forwards(monkeypatch)
+    ranges = scenario_ranges(current, future, ["full", "none"], area)
+    assert len(calls) == 2 * chunks  # current + future, once each
+    for dispersal in ("full", "none"):  # the same numbers as one run at a time
+        alone = range_features(lazy(world, "current"), lazy(world, "warm"), dispersal, area)
+        pd.testing.assert_frame_equal(ranges[dispersal], alone)
+
+
+def test_one_forward_per_chunk_for_both_dispersal_indicators(world, monkeypatch, tmp_path):
+    from sdm.indicators import run_indicators, scenario_indicators
+
+    species = [str(s) for s in open_predictions(world["stores"]["current"])["species"].values]
+    status = tmp_path / "status.csv"
+    pd.DataFrame({"species": species, "status": np.resize(["LC", "VU", "CR", "EN"], len(species))}).to_csv(
+        status, index=False)
+    current, future = lazy(world, "current"), lazy(world, "warm")
+    chunks = int(np.prod([len(c) for c in current["presence"].chunks[1:]]))
+    calls = count_forwards(monkeypatch)
+    written = scenario_indicators(current, future, "warm", {d: tmp_path / f"warm_{d}" for d in ("full", "none")},
+                                  {"full": status, "none": status}, status)
+    assert len(calls) == 2 * chunks
+    import rasterio
+
+    for dispersal in ("full", "none"):
+        alone = run_indicators(lazy(world, "current"), lazy(world, "warm"), "warm", dispersal,
+                               tmp_path / f"alone_{dispersal}", status=status, current_status=status)
+        assert sorted(p.name for p in alone) == sorted(p.name for p in written[dispersal])
+        for path in alone:
+            with rasterio.open(path) as a, rasterio.open(tmp_path / f"warm_{dispersal}" / path.name) as b:
+                np.testing.assert_array_equal(a.read(1), b.read(1))

@@ -286,9 +286,9 @@ def test_adding_a_scenario_reruns_only_what_depends_on_it(run):
     out = result.stdout + result.stderr
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.MULTILINE))
     jobs.pop("total", None)
-    assert jobs == {"ingest_climate": "1", "predict": "1", "species_features": "2", "predict_status": "2",
-                    "indicators_future": "2", "status_table": "1", "protection_gap": "2", "protection_table": "1",
-                    "region_summary": "1", "maps": "1", "all": "1"}, out[-3000:]
+    assert jobs == {"ingest_climate": "1", "predict": "1", "range_sums": "1", "species_features": "2",
+                    "predict_status": "2", "indicators_future": "1", "status_table": "1", "protection_gap": "2",
+                    "protection_table": "1", "region_summary": "1", "maps": "1", "all": "1"}, out[-3000:]
 
 
 def dry_run(workdir: Path, config: dict) -> subprocess.CompletedProcess:
@@ -330,7 +330,8 @@ def test_user_config_runs_on_its_inputs_only(run, tmp_path):
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.MULTILINE))
     assert "demo" not in jobs
     assert jobs["ingest_climate"] == "2" and jobs["predict"] == "2"
-    assert jobs["indicators_current"] == "1" and jobs["indicators_future"] == "2"
+    assert jobs["indicators_current"] == "1" and jobs["indicators_future"] == "1"  # one pass per scenario
+    assert jobs["range_sums"] == "2"  # the present and the scenario
     assert "ssp126" not in out and "results/demo" not in out
 
 

@@ -67,6 +67,32 @@ def threat_files(wildcards=None):
     return [entry["path"] for entry in entries]
 
 
+def scenario_predictions(wildcards):
+    """What one scenario's passes read: its prediction store and the present's, or in fused mode the cubes and the
+    model (the present alone for the scenario ``current``)."""
+    scenario = wildcards.scenario
+    if FUSED:
+        inputs = {"model": "results/sdm/model.pt", "current": "results/cubes/current.zarr"}
+        return inputs | ({} if scenario == "current" else {"future": f"results/cubes/{scenario}.zarr"})
+    inputs = {"current": "results/predictions/current.zarr"}
+    return inputs | ({} if scenario == "current" else {"future": f"results/predictions/{scenario}.zarr"})
+
+
+def scenario_dispersal(wildcards):
+    """The dispersal assumptions of a scenario's runs: ``none`` for the present, the config's list otherwise."""
+    return ["none"] if wildcards.scenario == "current" else list(config["dispersal"])
+
+
+def scenario_indicator_inputs(wildcards):
+    """A future scenario's indicator pass: its predictions, and with a Red List every run's and the present's
+    status."""
+    inputs = scenario_predictions(wildcards)
+    if HAS_REDLIST:
+        inputs |= {f"status_{d}": f"results/iucn/status/{wildcards.scenario}_{d}.csv" for d in config["dispersal"]}
+        inputs["current_status"] = "results/iucn/status/current_none.csv"
+    return inputs
+
+
 def run_predictions(wildcards):
     """What a run's features and indicators read: prediction stores, or in fused mode the cubes and the model."""
     scenario = run_scenario(wildcards.run)

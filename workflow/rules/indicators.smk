@@ -25,19 +25,23 @@ rule indicators_current:
         "../scripts/indicators.py"
 
 
-if FUTURE_RUNS:
+if SCENARIOS:
 
     rule indicators_future:
-        """Per-cell indicators of one future run, their change against the present, and the MESS extrapolation
-        layer of the scenario's climate."""
+        """Per-cell indicators of every run of one future scenario (each dispersal assumption), their change
+        against the present, and the MESS extrapolation layer of the scenario's climate: one pass over the
+        scenario's predictions for all its runs (in fused mode one model forward per chunk)."""
         input:
-            unpack(indicator_inputs),
+            unpack(scenario_indicator_inputs),
         output:
-            expand("results/indicators/{{run}}/{name}.tif", name=layer_names(True, HAS_REDLIST)),
-            zarr=directory("results/indicators/{run}/indicators.zarr"),
+            expand("results/indicators/{{scenario}}_{dispersal}/{name}.tif", dispersal=config["dispersal"],
+                   name=layer_names(True, HAS_REDLIST)),
+            zarr=[directory(p) for p in expand("results/indicators/{{scenario}}_{dispersal}/indicators.zarr",
+                                               dispersal=config["dispersal"])],
         wildcard_constraints:
-            run="|".join(re.escape(r) for r in FUTURE_RUNS),
+            scenario="|".join(re.escape(s) for s in SCENARIOS),
         params:
+            dispersal=config["dispersal"],
             prediction=config["prediction"],
             device=config["sdm"]["device"],
         threads: resource_threads("indicators")
@@ -47,9 +51,9 @@ if FUTURE_RUNS:
         conda:
             "../envs/sdm.yaml"
         log:
-            "logs/indicators/{run}.log",
+            "logs/indicators/{scenario}.log",
         benchmark:
-            "logs/benchmarks/indicators/{run}.tsv",
+            "logs/benchmarks/indicators/{scenario}.tsv",
         script:
             "../scripts/indicators.py"
 

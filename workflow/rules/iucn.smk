@@ -1,7 +1,37 @@
-rule species_features:
-    """Per-species features of one run: occurrence geometry and niche, predicted range and its change."""
+rule range_sums:
+    """Predicted-range sums of one scenario for every dispersal assumption (range area, mean suitability, overlap
+    with the present range, protected area), from one pass over its predictions: in fused mode each chunk's model
+    forward is computed once for all of them."""
     input:
-        unpack(run_predictions),
+        unpack(scenario_predictions),
+        cube="results/cubes/current.zarr",
+        threats=threat_files,
+    output:
+        "results/iucn/ranges_{scenario}.parquet",
+    params:
+        dispersal=scenario_dispersal,
+        threats=config["threats"],
+        prediction=config["prediction"],
+        device=config["sdm"]["device"],
+    threads: resource_threads("species_features")
+    resources:
+        mem_mb=resource_mb("species_features"),
+        runtime=resource_minutes("species_features"),
+    conda:
+        "../envs/sdm.yaml"
+    log:
+        "logs/range_sums/{scenario}.log",
+    benchmark:
+        "logs/benchmarks/range_sums/{scenario}.tsv",
+    script:
+        "../scripts/range_sums.py"
+
+
+rule species_features:
+    """Per-species features of one run: occurrence geometry and niche, IUCN range metrics, threats at the records,
+    and the run's predicted range and its change (from its scenario's range sums)."""
+    input:
+        ranges=lambda wildcards: f"results/iucn/ranges_{run_scenario(wildcards.run)}.parquet",
         occurrences="results/occurrences.parquet",
         rejected="results/rejected_occurrences.parquet",
         cube="results/cubes/current.zarr",
@@ -10,9 +40,6 @@ rule species_features:
         "results/iucn/features_{run}.parquet",
     params:
         threats=config["threats"],
-        prediction=config["prediction"],
-        device=config["sdm"]["device"],
-    threads: resource_threads("species_features")
     resources:
         mem_mb=resource_mb("species_features"),
         runtime=resource_minutes("species_features"),

@@ -2,21 +2,29 @@ from pathlib import Path
 
 from common import log_to
 from sdm.fused import run_predictions
-from sdm.indicators import run_indicators
+from sdm.indicators import scenario_indicators
 
 log = log_to(snakemake.log[0])
-scenario, dispersal = snakemake.wildcards.run.rsplit("_", 1)
-current, future = run_predictions(snakemake.input, scenario, snakemake.params.prediction,
-                                  snakemake.params.device, snakemake.threads)
-out_dir = Path(snakemake.output.zarr).parent
-written = {str(p) for p in run_indicators(current, future, scenario, dispersal, out_dir,
-                                          status=snakemake.input.get("status"),
-                                          current_status=snakemake.input.get("current_status"))}
+inputs, wildcards = snakemake.input, snakemake.wildcards
+if "run" in wildcards.keys():  # the present: one run
+    scenario, dispersals = "current", ["none"]
+else:  # a future scenario: all its runs in one pass
+    scenario, dispersals = wildcards.scenario, list(snakemake.params.dispersal)
+current, future = run_predictions(inputs, scenario, snakemake.params.prediction, snakemake.params.device,
+                                  snakemake.threads)
+zarrs = [snakemake.output.zarr] if isinstance(snakemake.output.zarr, str) else list(snakemake.output.zarr)
+out_dirs = {d: Path(z).parent for d, z in zip(dispersals, zarrs)}
+if "status_none" in inputs.keys() or "status_full" in inputs.keys() or "status" in inputs.keys():
+    statuses = {d: inputs.get(f"status_{d}", inputs.get("status")) for d in dispersals}
+else:
+    statuses = None
+written = scenario_indicators(current, future, scenario, out_dirs, statuses, inputs.get("current_status"))
+written = {str(p) for paths in written.values() for p in paths}
 log.info("wrote %s", sorted(written))
 declared = [str(Path(p)) for p in snakemake.output if not str(p).endswith(".zarr")]
 missing = [p for p in declared if p not in written]
 if missing:
     if any(p.endswith("mess.tif") for p in missing):
-        raise RuntimeError(f"no MESS layer for {snakemake.wildcards.run}: the model or the predictions predate it "
+        raise RuntimeError(f"no MESS layer for {scenario}: the model or the predictions predate it "
                            "(no reference_quantiles in the checkpoint); rerun them: snakemake --forcerun train_sdm")
-    raise RuntimeError(f"indicators of {snakemake.wildcards.run}: declared layer(s) not written: {missing}")
+    raise RuntimeError(f"indicators of {scenario}: declared layer(s) not written: {missing}")
