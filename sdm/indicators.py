@@ -176,11 +176,34 @@ def scenario_indicators(current, future, scenario: str, out_dirs: dict[str, str 
             presence = scenario_presence(current["presence"], future["presence"], dispersal)
             run = with_change(indicator_layers(presence, read_status(status), valid), current_layers)
             layers[dispersal] = run.assign(mess)
-    # one Dataset, one compute: the runs' layers share every chunk of the predictions
-    merged = xr.Dataset({f"{d}/{name}": layer for d, ds in layers.items() for name, layer in ds.data_vars.items()})
-    merged = merged.compute()
-    computed = {d: xr.Dataset({name: merged[f"{d}/{name}"] for name in ds.data_vars}) for d, ds in layers.items()}
-    return {dispersal: write_indicators(computed[dispersal], out_dirs[dispersal], crs) for dispersal in out_dirs}
+    return write_indicators_streamed(layers, out_dirs, crs)
+
+
+def write_indicators_streamed(layers: dict[str, xr.Dataset], out_dirs: dict[str, str | Path], crs) -> dict[str, list[Path]]:
+    """Write several runs' (possibly lazy) indicator layers chunk by chunk: first every run's ``indicators.zarr``
+    in one Dask computation (the runs share each chunk of the predictions; no layer is whole in memory), then each
+    layer's Cloud-Optimised GeoTIFF from its store, one layer in memory at a time. Same files as
+    :func:`write_indicators`."""
+    from contextlib import ExitStack
+
+    import dask
+
+    from sdm.storage import zarr_ready
+
+    with ExitStack() as stack:
+        partials = {d: stack.enter_context(replacing(Path(out_dirs[d]) / "indicators.zarr")) for d in layers}
+        writes = [zarr_ready(layers[d].rio.write_crs(crs)).to_zarr(partials[d], mode="w", consolidated=False,
+                                                                      compute=False) for d in layers]
+        dask.compute(*writes)
+    written = {}
+    for d in layers:
+        store = xr.open_zarr(Path(out_dirs[d]) / "indicators.zarr", consolidated=False, decode_coords="all")
+        written[d] = []
+        for name in layers[d].data_vars:
+            layer = store[name].load().rio.write_crs(crs)
+            layer.attrs = layers[d][name].attrs
+            written[d].append(write_layer(layer, Path(out_dirs[d]) / f"{name}.tif", str(name)))
+    return written
 
 
 def extrapolation(predictions: xr.Dataset, scenario: str) -> dict[str, xr.DataArray]:

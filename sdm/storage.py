@@ -37,6 +37,18 @@ def replacing(path: str | Path):
     os.replace(partial, path)
 
 
+def zarr_ready(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` as :func:`write_zarr` stores it: text coordinates as variable-length strings (which Zarr v3
+    specifies, unlike numpy's fixed-width unicode) and no encodings carried over from where it was read."""
+    ds = ds.copy()
+    for name, coord in ds.coords.items():
+        if coord.dtype.kind == "U":
+            ds = ds.assign_coords({name: coord.astype(object)})
+    for v in ds.variables.values():
+        v.encoding = {}
+    return ds
+
+
 def write_zarr(ds: xr.Dataset, path: str | Path, mode: str = "w") -> None:
     """Write ``ds`` as Zarr v3 without consolidated metadata (read back with ``consolidated=False``); a new store
     (``mode="w"``) appears at ``path`` only once complete (:func:`replacing`).
@@ -44,12 +56,7 @@ def write_zarr(ds: xr.Dataset, path: str | Path, mode: str = "w") -> None:
     Text coordinates (``species``, ``variable``) are stored as variable-length strings, which Zarr v3 specifies,
     instead of numpy's fixed-width unicode, which it does not (other readers could not open it).
     """
-    ds = ds.copy()
-    for name, coord in ds.coords.items():
-        if coord.dtype.kind == "U":
-            ds = ds.assign_coords({name: coord.astype(object)})
-    for v in ds.variables.values():
-        v.encoding = {}
+    ds = zarr_ready(ds)
     if mode != "w":  # appending to a store being built (inside a :func:`replacing` block)
         ds.to_zarr(path, mode=mode, consolidated=False)
         return

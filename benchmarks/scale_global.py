@@ -1,0 +1,132 @@
+"""The global 30 arc-second orchid run (``config/examples/orchids_global_30s.yaml``) on latitude bands: per-job wall
+time and peak memory at each size, and the scaling law per stage.
+
+Usage::
+
+    python benchmarks/scale_global.py --run 64 16 --root /work/scale    # run the 1/64 and 1/16 bands, then report
+    python benchmarks/scale_global.py --root /work/scale                # report the runs already there
+
+A band of 1/f of the globe is the full longitude range times 180/f degrees of latitude, from the equator south
+(the orchid-rich tropics; bands of different sizes are nested). Each run is ``snakemake --cores 2`` in
+``{root}/f{f}`` with the example's config and ``grid.bounds`` set to the band. The report reads Snakemake's
+benchmark files (``logs/benchmarks/``: wall seconds ``s`` and peak resident memory ``max_rss``, MB, sampled) and the
+run's metrics (valid cells, species trained), and for each stage the exponent b of ``time ~ size^b`` between the
+two largest sizes, the size being cells for the climate stages and trained species x cells for the model stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "examples" / "orchids_global_30s.yaml"
+STAGES = {
+    # stage: (rules whose jobs it sums, what its size is)
+    "ingest_climate": (["ingest_climate"], "cells"),
+    "ingest_occurrences": (["ingest_occurrences", "ingest_redlist"], "records"),
+    "train_sdm": (["train_sdm"], "species x cells"),
+    "range_sums": (["range_sums"], "species x cells"),
+    "species_features + status": (["species_features", "train_iucn", "predict_status", "status_table"], "species"),
+    "indicators": (["indicators_current", "indicators_future"], "species x cells"),
+    "maps": (["maps"], "species x cells"),
+}
+
+
+def band_bounds(fraction: int) -> list[float]:
+    return [-180.0, -180.0 / fraction, 180.0, 0.0]
+
+
+def run_band(fraction: int, root: Path) -> float:
+    """Run the example on the band in ``root/f{fraction}``; returns the wall time (s) of the whole workflow."""
+    workdir = root / f"f{fraction}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(CONFIG.read_text())
+    config = json.loads(json.dumps(config).replace('"../shared/', f'"{ROOT.parent / "shared"}/'))
+    config["grid"]["bounds"] = band_bounds(fraction)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    start = time.perf_counter()
+    with open(workdir / "snakemake.out", "w") as out:
+        result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
+                                 "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
+                                 "--cores", "2"], stdout=out, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    (workdir / "wall_seconds.txt").write_text(f"{wall:.1f}\n")
+    if result.returncode:
+        raise SystemExit(f"the 1/{fraction} band failed: see {workdir / 'snakemake.out'}")
+    return wall
+
+
+def jobs(workdir: Path) -> pd.DataFrame:
+    rows = []
+    for path in sorted((workdir / "logs" / "benchmarks").rglob("*.tsv")):
+        bench = pd.read_csv(path, sep="\t")
+        rule = path.parent.name if path.parent.name != "benchmarks" else path.stem
+        rows.append({"rule": rule, "job": path.stem, "s": float(bench["s"].max()),
+                     "max_rss_mb": float(pd.to_numeric(bench["max_rss"], errors="coerce").max())})
+    return pd.DataFrame(rows)
+
+
+def size_of(workdir: Path) -> dict:
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    xmin, ymin, xmax, ymax = config["grid"]["bounds"]
+    res = config["grid"]["resolution"]
+    cells = round((xmax - xmin) / res) * round((ymax - ymin) / res)
+    metrics = json.loads((workdir / "results/sdm/metrics.json").read_text())
+    return {"cells": cells, "species": metrics["n_species"], "species x cells": metrics["n_species"] * cells,
+            "records": json.loads((workdir / "results/ingest_report.json").read_text())["records_kept"]}
+
+
+def report(root: Path) -> None:
+    runs = sorted((d for d in root.glob("f*") if (d / "results/sdm/metrics.json").is_file()),
+                  key=lambda d: -int(d.name[1:]))
+    if not runs:
+        raise SystemExit(f"no finished runs under {root}")
+    sizes = {d.name: size_of(d) for d in runs}
+    print("run   cells        species  end to end")
+    for d in runs:
+        wall = (d / "wall_seconds.txt").read_text().strip() if (d / "wall_seconds.txt").is_file() else "?"
+        print(f"1/{d.name[1:]:<4} {sizes[d.name]['cells']:.3e}  {sizes[d.name]['species']:7d}  {wall} s")
+    print()
+    table = {d.name: jobs(d) for d in runs}
+    print(f"{'stage':28} " + "  ".join(f"{'1/' + d.name[1:]:>22}" for d in runs) + "   exponent b")
+    for stage, (rules, unit) in STAGES.items():
+        cells, times = [], []
+        for d in runs:
+            part = table[d.name][table[d.name]["rule"].isin(rules)]
+            if part.empty:
+                cells.append(f"{'-':>22}")
+                times.append(None)
+                continue
+            cells.append(f"{part['s'].sum():8.0f} s {part['max_rss_mb'].max() / 1024:6.2f} GB peak")
+            times.append(part["s"].sum())
+        exponent = ""
+        if len(runs) >= 2 and times[-1] and times[-2]:
+            grow = sizes[runs[-1].name][unit] / sizes[runs[-2].name][unit]
+            if grow > 1:
+                exponent = f"{math.log(times[-1] / times[-2]) / math.log(grow):.2f} ({unit})"
+        print(f"{stage:28} " + "  ".join(cells) + f"   {exponent}")
+    worst = {d.name: table[d.name]["max_rss_mb"].max() / 1024 for d in runs}
+    print("\npeak RSS of any job: " + ", ".join(f"1/{k[1:]} {v:.2f} GB" for k, v in worst.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=int, nargs="*", default=[], help="bands to run: 1/f of the globe for each f")
+    parser.add_argument("--root", type=Path, default=Path("scale_runs"))
+    args = parser.parse_args()
+    for fraction in args.run:
+        print(f"1/{fraction} band: {run_band(fraction, args.root):.0f} s", flush=True)
+    report(args.root)
+
+
+if __name__ == "__main__":
+    main()
