@@ -96,19 +96,39 @@ class AccessibleArea:
         return cls(lonlat[:, 0], lonlat[:, 1], np.asarray(stored["species_index"]), len(checkpoint["species"]),
                    float(stored["distance_km"]))
 
-    def contains(self, lon, lat) -> np.ndarray:
+    def contains(self, lon, lat, wanted: np.ndarray | None = None) -> np.ndarray:
         """Bool (species, cells): the cell centre (WGS84 degrees) lies within the distance of a record of the
-        species. A species without records has no accessible cell."""
+        species. A species without records has no accessible cell. ``wanted`` (bool (species, cells)): only these
+        pairs are needed (the others come out False), e.g. the cells where a species is predicted present.
+
+        The cells are first bounded by one sphere (a centre and the largest chord to it): a species whose nearest
+        record to the centre lies beyond the distance plus that bound has no accessible cell among them, one whose
+        nearest record lies within the distance minus the bound has all of them (chords obey the triangle
+        inequality), and only the others are looked up cell by cell."""
         points = unit_vectors(np.ravel(lon), np.ravel(lat))
         out = np.zeros((self.n_species, len(points)), dtype=bool)
+        if not len(points):
+            return out
+        centre = points.mean(axis=0)
+        centre = centre / (np.linalg.norm(centre) or 1.0)
+        bound = float(np.sqrt(((points - centre) ** 2).sum(axis=1)).max())
         for s, tree in enumerate(self._trees):
             if tree is None:
                 continue
-            for start in range(0, len(points), PROBE_CELLS):
-                part = points[start:start + PROBE_CELLS]
+            cells = np.flatnonzero(wanted[s]) if wanted is not None else np.arange(len(points))
+            if not len(cells):
+                continue
+            nearest = tree.query(centre, k=1)[0]
+            if nearest > self._radius + bound:
+                continue
+            if nearest + bound <= self._radius:
+                out[s, cells] = True
+                continue
+            for start in range(0, len(cells), PROBE_CELLS):
+                part = cells[start:start + PROBE_CELLS]
                 # distance_upper_bound: the tree stops searching beyond the radius (inf = none within it)
-                distance, _ = tree.query(part, k=1, distance_upper_bound=self._radius * (1 + 1e-12))
-                out[s, start:start + len(part)] = np.isfinite(distance)
+                distance, _ = tree.query(points[part], k=1, distance_upper_bound=self._radius * (1 + 1e-12))
+                out[s, part] = np.isfinite(distance)
         return out
 
 
@@ -124,8 +144,8 @@ def _restrict_block(block: np.ndarray, x: np.ndarray, y: np.ndarray, crs, area: 
         return out
     transformer = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     lon, lat = transformer.transform(xx[present], yy[present])
-    inside = area.contains(lon, lat)
     cells = out[:, present]
+    inside = area.contains(lon, lat, wanted=cells == 1)
     cells[(cells == 1) & ~inside] = 0
     out[:, present] = cells
     return out

@@ -4,7 +4,7 @@ import pytest
 import rioxarray  # noqa: F401
 import xarray as xr
 
-from sdm.accessible import (AccessibleArea, EARTH_RADIUS_KM, chord, dispersal_distance_km, great_circle_km,
+from sdm.accessible import (AccessibleArea, EARTH_RADIUS_KM, chord, dispersal_distance_km, great_circle_km, unit_vectors,
                             held_out_distances_km, restrict_presence)
 
 
@@ -73,3 +73,26 @@ def test_restrict_presence_in_a_projected_crs():
     projected = projected.rio.write_crs("EPSG:3857")  # the same places, near the equator
     area = AccessibleArea([5.0], [5.0], [0], 2, distance_km=1200)
     assert (restrict_presence(projected, area).values == restrict_presence(presence, area).values).all()
+
+
+def test_contains_with_the_bounding_sphere_equals_cell_by_cell():
+    """The shortcut (whole blocks decided from their centre) gives what a lookup of every cell gives."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(4)
+    records_lon, records_lat = rng.uniform(-20, 40, 60), rng.uniform(-30, 30, 60)
+    species = rng.integers(0, 4, 60)
+    area = AccessibleArea(records_lon, records_lat, species, 5, 700.0)  # species 4 has no records
+    for lon0, lat0, size in ((10.0, 0.0, 2.0), (10.0, 0.0, 30.0), (120.0, 60.0, 5.0), (-19.0, -29.0, 1.0)):
+        lon, lat = np.meshgrid(np.linspace(lon0, lon0 + size, 25), np.linspace(lat0, lat0 + size, 20))
+        fast = area.contains(lon.ravel(), lat.ravel())
+        cells = unit_vectors(lon.ravel(), lat.ravel())
+        for s in range(5):
+            mine = species == s
+            if not mine.any():
+                assert not fast[s].any()
+                continue
+            nearest = cKDTree(unit_vectors(records_lon[mine], records_lat[mine])).query(cells)[0]
+            np.testing.assert_array_equal(fast[s], nearest <= chord(700.0) * (1 + 1e-12))
+        wanted = np.random.default_rng(1).random(fast.shape) < 0.3
+        np.testing.assert_array_equal(area.contains(lon.ravel(), lat.ravel(), wanted=wanted), fast & wanted)
