@@ -36,7 +36,7 @@ STAGES = {
     "train_sdm": (["train_sdm"], "species x cells"),
     "range_sums": (["range_sums"], "species x cells"),
     "species_features + status": (["species_features", "train_iucn", "predict_status", "status_table"], "species"),
-    "indicators": (["indicators_current", "indicators_future"], "species x cells"),
+    "indicators": (["indicators"], "species x cells"),
     "maps": (["maps"], "species x cells"),
 }
 
