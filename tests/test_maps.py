@@ -180,10 +180,12 @@ def test_colour_scales():
 
 
 def test_indicators_table_is_complete():
-    assert set(maps.INDICATORS) == {
-        "richness", "threatened_count", "threatened_share", "most_threatened",
-        "richness_change", "threatened_count_change", "threatened_share_change", "mess",
-    }
+    from sdm.ensembles import ensemble_layer_names
+    from sdm.indicators import layer_names
+
+    # every layer the workflow writes has a map style: indicators, ensemble agreement, the protection gap
+    assert set(maps.INDICATORS) == set(layer_names(True, True)) | set(ensemble_layer_names(True)) | {
+        "threatened_unprotected"}
     for name, meta in maps.INDICATORS.items():
         assert meta["title"] and meta["units"]
         assert meta["kind"] in ("sequential", "diverging", "categorical")
