@@ -14,6 +14,7 @@ Areas are km2, coordinates WGS84 degrees. One row per species, indexed by ``spec
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -370,6 +371,37 @@ def range_features(
     return scenario_ranges(current, future, [dispersal], cell_area_km2, protected)[dispersal]
 
 
+def _block_sums(pres0, suit0, area, *rest, dispersals, has_future, has_share):
+    """Per-species sums of one block of cells: (species, statistic, 1, 1) in the order of
+    :func:`scenario_ranges`' names (the present's range, then per dispersal: range area, suitability sum and
+    cell count over the range, protected range area)."""
+    rest = list(rest)
+    pres1, suit1 = (rest.pop(0), rest.pop(0)) if has_future else (None, None)
+    share = rest.pop(0) if has_share else None
+    n_species = pres0.shape[0]
+    cells = pres0.reshape(n_species, -1).astype(bool)
+    weight = np.nan_to_num(np.asarray(area, dtype="float64").ravel())
+    protected = None if share is None else weight * np.nan_to_num(np.asarray(share, dtype="float64").ravel())
+    def weighted(mask, values):  # mask (species, cells) @ values, a few species at a time (small temporaries)
+        return np.concatenate([mask[g:g + 16].astype("float64") @ values for g in range(0, n_species, 16)])
+
+    def suitability_sum(mask, suit):
+        return np.concatenate([np.where(mask[g:g + 16], np.nan_to_num(suit[g:g + 16]), 0.0).sum(
+            axis=1, dtype="float64") for g in range(0, n_species, 16)])
+
+    out = [weighted(cells, weight)]
+    for dispersal in dispersals:
+        if pres1 is None:
+            pres, suit = cells, suit0.reshape(n_species, -1)
+        else:
+            future = pres1.reshape(n_species, -1).astype(bool)
+            pres, suit = (future if dispersal == "full" else future & cells), suit1.reshape(n_species, -1)
+        out += [weighted(pres, weight), suitability_sum(pres, suit), pres.sum(axis=1, dtype="float64")]
+        if protected is not None:
+            out.append(weighted(pres, protected))
+    return np.stack(out, axis=1)[:, :, None, None]
+
+
 def scenario_ranges(
     current: xr.Dataset,
     future: xr.Dataset | None,
@@ -391,27 +423,39 @@ def scenario_ranges(
 
     if future is not None:
         future = _match_coords(future, current, "future predictions")
-    pres0 = current["presence"].astype(bool)
+    pres0 = current["presence"]
     area = _match_coords(cell_area_km2, pres0, "cell_area_km2")
-    area = area.where(area.notnull(), 0.0) if bool(area.isnull().any()) else area
-    protected_area = None
-    if protected is not None:
-        share = _match_coords(protected, pres0, "protected areas")
-        protected_area = area * share.where(share.notnull(), 0.0)
-    space = ("y", "x")
-    variables = {"current_range_km2": (pres0 * area).sum(space)}
+    share = None if protected is None else _match_coords(protected, pres0, "protected areas")
+    # One task per block of cells reduces that block's predictions to per-species sums at once, so each block of
+    # the predictions (a model forward in fused mode) is consumed where it is made: memory ~ threads x block.
+    chunks = pres0.chunks if pres0.chunks is not None else tuple((n,) for n in pres0.shape)
+    spatial = chunks[1:]
+
+    def lazy(a, dims_chunks):
+        data = a.data if isinstance(a.data, da.Array) else da.from_array(np.asarray(a.data), chunks=dims_chunks)
+        return data.rechunk(dims_chunks)
+
+    species_chunks = ((pres0.sizes["species"],), *spatial)
+    arrays = [lazy(pres0, species_chunks), lazy(current["suitability"], species_chunks), lazy(area, spatial)]
+    if future is not None:
+        arrays += [lazy(future["presence"], species_chunks), lazy(future["suitability"], species_chunks)]
+    if share is not None:
+        arrays.append(lazy(share, spatial))
+    names = ["current_range_km2"] + [f"{v} {d}" for d in dispersals for v in
+                                     ("range_km2", "suitability_sum", "range_cells")
+                                     + (("protected_range_km2",) if share is not None else ())]
+    n_species = pres0.sizes["species"]
+    blocks = da.map_blocks(_block_sums, *arrays, dispersals=tuple(dispersals), has_future=future is not None,
+                           has_share=share is not None, chunks=((n_species,), (len(names),), (1,) * len(spatial[0]),
+                                                               (1,) * len(spatial[1])),
+                           new_axis=1, dtype="float64", meta=np.empty((0, 0, 0, 0), "float64"))
+    totals = blocks.sum(axis=(2, 3)).compute()
+    sums = xr.Dataset({name: (("species",), totals[:, k]) for k, name in enumerate(names)})
     for dispersal in dispersals:
-        if future is None:
-            pres, suit = pres0, current["suitability"]
-        else:
-            pres1 = future["presence"].astype(bool)
-            pres = pres1 if dispersal == "full" else pres1 & pres0
-            suit = future["suitability"]
-        variables[f"range_km2 {dispersal}"] = (pres * area).sum(space)
-        variables[f"mean_suitability {dispersal}"] = suit.where(pres).mean(space, skipna=True, dtype="float64")
-        if protected_area is not None:
-            variables[f"protected_range_km2 {dispersal}"] = (pres * protected_area).sum(space)
-    sums = xr.Dataset(variables).compute()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sums[f"mean_suitability {dispersal}"] = sums[f"suitability_sum {dispersal}"] / sums[
+                f"range_cells {dispersal}"].where(sums[f"range_cells {dispersal}"] > 0)
+    protected_area = share
 
     species = pd.Index([str(s) for s in current["species"].to_numpy()], name="species")
     current_km2 = sums["current_range_km2"].transpose("species").to_numpy().astype(float)
