@@ -219,3 +219,30 @@ def test_mess_geotiff_is_the_scenario_climate_s(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="sdm.indicators"):
         paths = run_indicators(old, old, "current", "none", tmp_path / "old_none")
     assert "mess.tif" not in {p.name for p in paths} and "no mess.tif" in caplog.text
+
+
+def test_streamed_indicators_equal_the_in_memory_ones(stores, tmp_path):
+    """Indicators written chunk by chunk (Zarr first, then one layer at a time) are those of the in-memory path."""
+    import dask.array
+
+    from sdm.indicators import write_indicators_streamed
+
+    current, future = stores
+    status_path = tmp_path / "status.csv"
+    STATUS.rename("status").rename_axis("species").reset_index().to_csv(status_path, index=False)
+    streamed = run_indicators(current, future, "ssp585", "none", tmp_path / "streamed", status=status_path,
+                              current_status=status_path)
+    from sdm.predict import open_predictions
+
+    now, then = open_predictions(current), open_predictions(future)
+    valid = now["suitability"].isel(species=0).notnull()
+    layers = with_change(indicator_layers(scenario_presence(now["presence"], then["presence"], "none"),
+                                          STATUS, valid), indicator_layers(now["presence"], STATUS, valid))
+    in_memory = write_indicators(layers.compute(), tmp_path / "in_memory", now.rio.crs)
+    for path in in_memory:
+        np.testing.assert_array_equal(_read(path), _read(tmp_path / "streamed" / path.name))
+    lazy = layers.chunk({"y": 1, "x": 1})  # many small chunks: the streamed writer handles any chunking
+    assert isinstance(lazy["richness"].data, dask.array.Array)
+    again = write_indicators_streamed({"none": lazy}, {"none": tmp_path / "chunked"}, now.rio.crs)
+    for path in again["none"]:
+        np.testing.assert_array_equal(_read(path), _read(tmp_path / "in_memory" / path.name))
