@@ -371,35 +371,51 @@ def range_features(
     return scenario_ranges(current, future, [dispersal], cell_area_km2, protected)[dispersal]
 
 
-def _block_sums(pres0, suit0, area, *rest, dispersals, has_future, has_share):
+def _block_sums(pres0, suit0, area, *rest, dispersals, has_future, has_share, coded):
     """Per-species sums of one block of cells: (species, statistic, 1, 1) in the order of
     :func:`scenario_ranges`' names (the present's range, then per dispersal: range area, suitability sum and
-    cell count over the range, protected range area)."""
+    cell count over the range, protected range area). Only the block's cells with data are looked at; with
+    ``coded`` the suitability arrays are the stored uint8 codes, decoded only where a species is present."""
+    from sdm.codes import PROBABILITY
+
     rest = list(rest)
     pres1, suit1 = (rest.pop(0), rest.pop(0)) if has_future else (None, None)
     share = rest.pop(0) if has_share else None
     n_species = pres0.shape[0]
-    cells = pres0.reshape(n_species, -1).astype(bool)
-    weight = np.nan_to_num(np.asarray(area, dtype="float64").ravel())
-    protected = None if share is None else weight * np.nan_to_num(np.asarray(share, dtype="float64").ravel())
+    first = suit0[0].ravel()
+    cols = np.flatnonzero(first != 255) if coded else np.flatnonzero(np.isfinite(first))
+    out = np.zeros((n_species, 1 + len(dispersals) * (4 if has_share else 3), 1, 1))
+    if not len(cols):
+        return out
+
+    def flat(a):  # (species, cells with data)
+        return a.reshape(a.shape[0], -1)[:, cols]
+
+    weight = np.nan_to_num(np.asarray(area, dtype="float64").ravel()[cols])
+    protected = None if share is None else weight * np.nan_to_num(np.asarray(share, dtype="float64").ravel()[cols])
+    cells = flat(pres0).astype(bool)
+
     def weighted(mask, values):  # mask (species, cells) @ values, a few species at a time (small temporaries)
         return np.concatenate([mask[g:g + 16].astype("float64") @ values for g in range(0, n_species, 16)])
 
-    def suitability_sum(mask, suit):
-        return np.concatenate([np.where(mask[g:g + 16], np.nan_to_num(suit[g:g + 16]), 0.0).sum(
-            axis=1, dtype="float64") for g in range(0, n_species, 16)])
+    def suitability_sum(mask, suit):  # over each species' present cells only
+        rows, where = np.nonzero(mask)
+        values = suit[rows, where]
+        values = PROBABILITY[values].astype("float64") if coded else np.nan_to_num(values.astype("float64"))
+        return np.bincount(rows, weights=values, minlength=n_species)
 
-    out = [weighted(cells, weight)]
+    columns = [weighted(cells, weight)]
     for dispersal in dispersals:
         if pres1 is None:
-            pres, suit = cells, suit0.reshape(n_species, -1)
+            pres, suit = cells, flat(suit0)
         else:
-            future = pres1.reshape(n_species, -1).astype(bool)
-            pres, suit = (future if dispersal == "full" else future & cells), suit1.reshape(n_species, -1)
-        out += [weighted(pres, weight), suitability_sum(pres, suit), pres.sum(axis=1, dtype="float64")]
+            future = flat(pres1).astype(bool)
+            pres, suit = (future if dispersal == "full" else future & cells), flat(suit1)
+        columns += [weighted(pres, weight), suitability_sum(pres, suit), pres.sum(axis=1, dtype="float64")]
         if protected is not None:
-            out.append(weighted(pres, protected))
-    return np.stack(out, axis=1)[:, :, None, None]
+            columns.append(weighted(pres, protected))
+    out[:, :, 0, 0] = np.stack(columns, axis=1)
+    return out
 
 
 def scenario_ranges(
@@ -436,9 +452,12 @@ def scenario_ranges(
         return data.rechunk(dims_chunks)
 
     species_chunks = ((pres0.sizes["species"],), *spatial)
-    arrays = [lazy(pres0, species_chunks), lazy(current["suitability"], species_chunks), lazy(area, spatial)]
+    # the stored uint8 codes when the predictions carry them: decoded only at each species' present cells
+    coded = "suitability_code" in current and (future is None or "suitability_code" in future)
+    suitability = "suitability_code" if coded else "suitability"
+    arrays = [lazy(pres0, species_chunks), lazy(current[suitability], species_chunks), lazy(area, spatial)]
     if future is not None:
-        arrays += [lazy(future["presence"], species_chunks), lazy(future["suitability"], species_chunks)]
+        arrays += [lazy(future["presence"], species_chunks), lazy(future[suitability], species_chunks)]
     if share is not None:
         arrays.append(lazy(share, spatial))
     names = ["current_range_km2"] + [f"{v} {d}" for d in dispersals for v in
@@ -446,7 +465,7 @@ def scenario_ranges(
                                      + (("protected_range_km2",) if share is not None else ())]
     n_species = pres0.sizes["species"]
     blocks = da.map_blocks(_block_sums, *arrays, dispersals=tuple(dispersals), has_future=future is not None,
-                           has_share=share is not None, chunks=((n_species,), (len(names),), (1,) * len(spatial[0]),
+                           has_share=share is not None, coded=coded, chunks=((n_species,), (len(names),), (1,) * len(spatial[0]),
                                                                (1,) * len(spatial[1])),
                            new_axis=1, dtype="float64", meta=np.empty((0, 0, 0, 0), "float64"))
     totals = blocks.sum(axis=(2, 3)).compute()

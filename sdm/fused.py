@@ -24,7 +24,8 @@ from sdm.predict import chunk_cells, decode_suitability, extrapolation_layers, l
 def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: str, chunk: int | None = None,
                      batch_size: int = 65536, assemblage: str = "threshold", k: float = 5,
                      device: str = "auto", threads: int | None = None) -> xr.Dataset:
-    """Decoded predictions (``suitability`` float32 in [0, 1] with NaN no data, ``presence`` bool) as a lazy graph,
+    """Decoded predictions (``suitability`` float32 in [0, 1] with NaN no data, ``presence`` bool, and the uint8
+    ``suitability_code`` they decode, for reductions that need few of them) as a lazy graph,
     with the MESS layers (``mess``, ``most_dissimilar``) of the climate cube when the checkpoint holds its reference.
 
     Identical, value for value, to :func:`sdm.predict.open_predictions` on a store written by
@@ -46,6 +47,7 @@ def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: st
     novelty = extrapolation_layers(cube, checkpoint, scenario)
     decoded = xr.Dataset({
         "suitability": decode_suitability(codes),
+        "suitability_code": codes,
         "presence": presence == 1,
         **({} if novelty is None else dict(novelty.data_vars)),
     })

@@ -443,8 +443,8 @@ def decode_suitability(codes: xr.DataArray) -> xr.DataArray:
 
 
 def open_predictions(path: str | Path, decode: bool = True) -> xr.Dataset:
-    """Open a predictions store; with ``decode``, suitability as float32 in [0, 1] (NaN = no data) and presence as
-    bool (False where no data); the (y, x) ``mess`` and ``most_dissimilar`` layers, when stored, as they are."""
+    """Open a predictions store; with ``decode``, suitability as float32 in [0, 1] (NaN = no data; the stored codes
+    beside it as ``suitability_code``) and presence as bool (False where no data); the (y, x) ``mess`` and ``most_dissimilar`` layers, when stored, as they are."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"predictions not found: {path}")
@@ -453,6 +453,7 @@ def open_predictions(path: str | Path, decode: bool = True) -> xr.Dataset:
         return ds
     decoded = xr.Dataset({
         "suitability": decode_suitability(ds["suitability"]),
+        "suitability_code": ds["suitability"],
         "presence": ds["presence"] == 1,
         **{name: ds[name] for name in ("mess", "most_dissimilar") if name in ds},
     })

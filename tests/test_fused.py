@@ -172,3 +172,15 @@ def test_one_forward_per_chunk_for_both_dispersal_indicators(world, monkeypatch,
         for path in alone:
             with rasterio.open(path) as a, rasterio.open(tmp_path / f"warm_{dispersal}" / path.name) as b:
                 np.testing.assert_array_equal(a.read(1), b.read(1))
+
+
+def test_range_sums_from_codes_equal_those_from_decoded_suitability(world):
+    """Decoding only each species' present cells (from the uint8 codes) gives the sums of the decoded cube."""
+    area = cell_area_km2(world["cubes"]["current"].isel(variable=0, drop=True))
+    current, future = (open_predictions(world["stores"][n]) for n in ("current", "warm"))
+    assert "suitability_code" in current
+    coded = range_features(current, future, "none", area)
+    decoded = range_features(current.drop_vars("suitability_code"), future.drop_vars("suitability_code"), "none", area)
+    pd.testing.assert_series_equal(coded["range_km2"], decoded["range_km2"])
+    np.testing.assert_allclose(coded["mean_suitability"], decoded["mean_suitability"], rtol=1e-12)
+    assert (coded["mean_suitability"] > 0).any()
