@@ -878,7 +878,7 @@ def reference_quantiles(values: np.ndarray, levels: int = 101, sample: int = 200
 
 
 CONFIG_ONLY = ("min_records", "model", "block_cells", "device", "baseline", "coordinates", "eval_cells",
-               "accessible_km")
+               "accessible_km", "background_cells")
 """Keys of the config's ``sdm`` section that are not network hyper-parameters (see :class:`NetworkParams`)."""
 
 
@@ -901,6 +901,7 @@ def run_training(cube: xr.DataArray, occurrences: pd.DataFrame, params: dict, *,
         cube, occurrences, species=species, block_cells=params["block_cells"], device=params["device"],
         baseline=params["baseline"], threads=threads, coordinates=params.get("coordinates") or 0,
         **({"eval_cells": params["eval_cells"]} if "eval_cells" in params else {}),
+        **({"background_cells": params["background_cells"]} if "background_cells" in params else {}),
         accessible_km=params.get("accessible_km", "auto"), **network,
     )
     save_checkpoint(model_path, model, species=info["species"], variables=info["variables"], mean=info["mean"],
