@@ -19,10 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import rioxarray
 import xarray as xr
 
-from sdm.indicators import CATEGORICAL_LAYERS, layer_names, write_indicators
+from sdm.indicators import CATEGORICAL_LAYERS, layer_names, read_layer, write_indicators
 from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
 
 AGREEMENT = {
@@ -85,13 +84,6 @@ def _agreement(stack: np.ndarray, sign: int) -> np.ndarray:
         return np.where(n > 0, hits / n, np.nan).astype("float32")
 
 
-def _read(path: Path) -> xr.DataArray:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"ensemble member layer not found: {path}")
-    with rioxarray.open_rasterio(path, masked=True) as src:
-        return src.squeeze("band", drop=True).load()
-
-
 def ensemble_indicators(members: dict[str, Path], out_dir: str | Path, with_status: bool) -> list[Path]:
     """Median and agreement layers of an ensemble run from its members' indicator folders (``{member run:
     folder of its GeoTIFFs}``), written as GeoTIFFs + ``indicators.zarr`` in ``out_dir``. All members must be on
@@ -99,7 +91,7 @@ def ensemble_indicators(members: dict[str, Path], out_dir: str | Path, with_stat
     layers: dict[str, xr.DataArray] = {}
     template = None
     for name in layer_names(True, with_status):
-        arrays = [_read(Path(folder) / f"{name}.tif") for folder in members.values()]
+        arrays = [read_layer(Path(folder) / f"{name}.tif") for folder in members.values()]
         template = arrays[0] if template is None else template
         for run, array in zip(members, arrays):
             if array.shape != template.shape or not np.allclose(array["x"], template["x"]) \
@@ -110,7 +102,7 @@ def ensemble_indicators(members: dict[str, Path], out_dir: str | Path, with_stat
             units=arrays[0].attrs.get("units", ""), long_name=f"median of {len(arrays)} climate models: {name}")
     for name in (AGREEMENT if with_status else ["richness_loss_agreement"]):
         change, sign = AGREEMENT[name]
-        stack = np.stack([_read(Path(folder) / f"{change}.tif").values for folder in members.values()])
+        stack = np.stack([read_layer(Path(folder) / f"{change}.tif").values for folder in members.values()])
         layers[name] = template.copy(data=_agreement(stack, sign)).assign_attrs(units=AGREEMENT_UNITS[name])
     dataset = xr.Dataset(layers).drop_vars([c for c in ("spatial_ref", "band") if c in template.coords])
     return write_indicators(dataset, out_dir, template.rio.crs)

@@ -108,6 +108,17 @@ def write_indicators(indicators: xr.Dataset, out_dir: str | Path, crs) -> list[P
     return paths
 
 
+def read_layer(path: str | Path) -> xr.DataArray:
+    """One indicator GeoTIFF (as :func:`write_layer` writes it) as a float (``y``, ``x``) array with its CRS, NaN
+    for no data, loaded."""
+    import rioxarray
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"indicator layer not found: {path}")
+    with rioxarray.open_rasterio(path, masked=True) as src:
+        return src.squeeze("band", drop=True).load()
+
+
 def write_layer(layer: xr.DataArray, path: str | Path, name: str) -> Path:
     """One layer (``y``, ``x``, CRS set) as a Cloud-Optimised GeoTIFF: float32, NaN no data, tiled, with
     overviews (QGIS and web viewers open large grids fast); the overviews of a category code take the most common

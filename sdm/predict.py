@@ -401,12 +401,9 @@ def extrapolation_layers(cube: xr.DataArray, checkpoint: dict, scenario: str = "
 def _write(ds: xr.Dataset, path: str | Path, mode: str = "w") -> None:
     """sdm.storage.write_zarr's conventions (Zarr v3, no consolidated metadata, variable-length string labels) with
     the fast codecs of :func:`_codecs` for the uint8 cubes."""
-    ds = ds.copy()
-    for name, coord in ds.coords.items():
-        if coord.dtype.kind == "U":
-            ds = ds.assign_coords({name: coord.astype(object)})
-    for v in ds.variables.values():
-        v.encoding = {}
+    from sdm.storage import zarr_ready
+
+    ds = zarr_ready(ds)
     encoding = {k: v for k, v in _codecs().items() if k in ds.data_vars}
     # write_empty_chunks: otherwise zarr compares every chunk with the fill value before writing it (np.array_equal
     # over the whole chunk, 4 ns per value: a third of the predict stage); an all-no-data chunk compresses to ~nothing

@@ -15,11 +15,12 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rioxarray
+import rioxarray  # noqa: F401  (registers .rio)
 import shapely
 import xarray as xr
 
 from sdm.grid import cell_area_km2
+from sdm.indicators import read_layer
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,6 @@ def read_regions(path: str | Path, name_column: str, crs) -> gpd.GeoDataFrame:
     return regions.to_crs(crs)
 
 
-def _layer(path: Path) -> xr.DataArray:
-    with rioxarray.open_rasterio(path, masked=True) as src:
-        return src.squeeze("band", drop=True).load()
-
-
 def coverage(template: xr.DataArray, regions: gpd.GeoDataFrame) -> pd.DataFrame:
     """Which cells of ``template``'s grid each region covers, and how much: one row per region x cell with
     ``region``, ``cell`` (flat row-major index) and ``weight_km2`` = covered fraction (exactextract) x the cell's
@@ -83,7 +79,7 @@ def region_summary(layers: dict[str, dict[str, Path]], regions: gpd.GeoDataFrame
     computed once for the grid, so each layer costs a few array operations.
     """
     first = next(iter(next(iter(layers.values())).values()))
-    template = _layer(first)
+    template = read_layer(first)
     weights = coverage(template, regions)
     names = pd.Index(regions["region"].unique())
     code = names.get_indexer(weights["region"])
@@ -91,7 +87,7 @@ def region_summary(layers: dict[str, dict[str, Path]], regions: gpd.GeoDataFrame
     frames = []
     for indicator, runs in layers.items():
         for run, path in runs.items():
-            values = _layer(path)
+            values = read_layer(path)
             if values.shape != template.shape:
                 raise ValueError(f"{path}: not on the grid of {first}")
             v = values.values.ravel()[cell].astype("float64")

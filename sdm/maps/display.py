@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import rioxarray
+import xarray as xr
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, transform
 
@@ -34,29 +35,38 @@ def read_display_grid(path: Path) -> dict:
         raise ValueError(f"{path}: GeoTIFF has no CRS")
     da = da.astype("float32")
 
-    if da.rio.crs.is_geographic:  # Web Mercator is undefined at the poles
-        left, bottom, right, top = da.rio.bounds()
-        if bottom < -85.0 or top > 85.0:
-            da = da.rio.clip_box(left, max(bottom, -85.0), right, min(top, 85.0))
-
-    height, width = da.rio.height, da.rio.width
-    _, dst_w, dst_h = calculate_default_transform(da.rio.crs, "EPSG:3857", width, height, *da.rio.bounds())
-    scale = min(1.0, DISPLAY_MAX_PX / max(dst_w, dst_h))
-    shape = (max(1, round(dst_h * scale)), max(1, round(dst_w * scale)))
-    merc = da.rio.reproject("EPSG:3857", shape=shape, resampling=Resampling.nearest, nodata=np.nan)
-
+    merc = to_web_mercator(da, DISPLAY_MAX_PX, np.nan)
     t = merc.rio.transform()
     x0, y0, dx, dy = t.c, t.f, t.a, -t.e
-    x1, y1 = x0 + dx * merc.rio.width, y0 - dy * merc.rio.height
-    lons, lats = transform("EPSG:3857", "EPSG:4326", [x0, x1], [y1, y0])
     return {
         "values": np.asarray(merc.values, dtype="float32"),
         "x0": float(x0),
         "y0": float(y0),
         "dx": float(dx),
         "dy": float(dy),
-        "bounds": [[float(lats[0]), float(lons[0])], [float(lats[1]), float(lons[1])]],
+        "bounds": lonlat_bounds(merc),
     }
+
+
+def to_web_mercator(da: xr.DataArray, max_px: int, nodata) -> xr.DataArray:
+    """``da`` (``y``, ``x``, with a CRS) reprojected to EPSG:3857 by nearest neighbour, at most ``max_px`` pixels a
+    side; geographic grids are cut at +-85 degrees first (Web Mercator is undefined at the poles)."""
+    if da.rio.crs.is_geographic:
+        left, bottom, right, top = da.rio.bounds()
+        if bottom < -85.0 or top > 85.0:
+            da = da.rio.clip_box(left, max(bottom, -85.0), right, min(top, 85.0))
+    _, width, height = calculate_default_transform(da.rio.crs, "EPSG:3857", da.rio.width, da.rio.height,
+                                                   *da.rio.bounds())
+    scale = min(1.0, max_px / max(width, height))
+    shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+    return da.rio.reproject("EPSG:3857", shape=shape, resampling=Resampling.nearest, nodata=nodata)
+
+
+def lonlat_bounds(merc: xr.DataArray) -> list[list[float]]:
+    """``[[south, west], [north, east]]`` (degrees) of an EPSG:3857 raster: the corners of a Leaflet overlay."""
+    left, bottom, right, top = merc.rio.bounds()
+    lons, lats = transform("EPSG:3857", "EPSG:4326", [left, right], [bottom, top])
+    return [[float(lats[0]), float(lons[0])], [float(lats[1]), float(lons[1])]]
 
 
 def popup_grid(grid: dict) -> dict:

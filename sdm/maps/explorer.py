@@ -20,10 +20,10 @@ import pandas as pd
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 from PIL import Image
-from rasterio.enums import Resampling
 
 from sdm.maps.assets import ERROR_PROBE, OUTLINE_STYLE, VIEW_HASH_JS, check_offline_attributes, copy_assets, relative_url, \
     script_json, write_atomic
+from sdm.maps.display import lonlat_bounds, to_web_mercator
 from sdm.maps.styles import CATEGORY_NAMES, IUCN_COLOURS, hex_rgb
 from sdm.redlist import CATEGORIES
 
@@ -51,21 +51,8 @@ def display_index(grid: xr.DataArray, max_px: int = EXPLORER_MAX_PX) -> dict:
     ny, nx = grid.sizes["y"], grid.sizes["x"]
     ids = xr.DataArray(np.arange(ny * nx, dtype="int32").reshape(ny, nx), dims=("y", "x"),
                        coords={"y": grid["y"], "x": grid["x"]}).rio.write_crs(grid.rio.crs).rio.write_nodata(-1)
-    if grid.rio.crs.is_geographic:
-        left, bottom, right, top = ids.rio.bounds()
-        if bottom < -85.0 or top > 85.0:
-            ids = ids.rio.clip_box(left, max(bottom, -85.0), right, min(top, 85.0))
-    from rasterio.warp import calculate_default_transform, transform
-
-    _, width, height = calculate_default_transform(ids.rio.crs, "EPSG:3857", ids.rio.width, ids.rio.height,
-                                                   *ids.rio.bounds())
-    scale = min(1.0, max_px / max(width, height))
-    shape = (max(1, round(height * scale)), max(1, round(width * scale)))
-    merc = ids.rio.reproject("EPSG:3857", shape=shape, resampling=Resampling.nearest, nodata=-1)
-    left, bottom, right, top = merc.rio.bounds()
-    lons, lats = transform("EPSG:3857", "EPSG:4326", [left, right], [bottom, top])
-    return {"index": np.asarray(merc.values, dtype="int32"),
-            "bounds": [[float(lats[0]), float(lons[0])], [float(lats[1]), float(lons[1])]]}
+    merc = to_web_mercator(ids, max_px, -1)
+    return {"index": np.asarray(merc.values, dtype="int32"), "bounds": lonlat_bounds(merc)}
 
 
 def _png(codes: np.ndarray, palette: list[str]) -> str:

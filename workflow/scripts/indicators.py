@@ -14,10 +14,9 @@ current, future = run_predictions(inputs, scenario, snakemake.params.prediction,
                                   snakemake.threads)
 zarrs = [snakemake.output.zarr] if isinstance(snakemake.output.zarr, str) else list(snakemake.output.zarr)
 out_dirs = {d: Path(z).parent for d, z in zip(dispersals, zarrs)}
-if "status_none" in inputs.keys() or "status_full" in inputs.keys() or "status" in inputs.keys():
-    statuses = {d: inputs.get(f"status_{d}", inputs.get("status")) for d in dispersals}
-else:
-    statuses = None
+# with a Red List: the present run's "status", or a future scenario's "status_{dispersal}" per run
+statuses = ({d: inputs.get(f"status_{d}", inputs.get("status")) for d in dispersals}
+            if "current_status" in inputs.keys() else None)
 written = scenario_indicators(current, future, scenario, out_dirs, statuses, inputs.get("current_status"))
 written = {str(p) for paths in written.values() for p in paths}
 log.info("wrote %s", sorted(written))

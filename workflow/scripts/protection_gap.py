@@ -1,13 +1,11 @@
-import rioxarray
 from common import log_to
-from sdm.indicators import write_layer
+from sdm.indicators import read_layer, write_layer
 from sdm.protection import protection_gap
-from sdm.threats import read_layer
+from sdm.threats import read_layer as threat_layer
 
 log = log_to(snakemake.log[0])
-with rioxarray.open_rasterio(snakemake.input.threatened, masked=True) as src:
-    threatened = src.squeeze("band", drop=True).load()
-protected = read_layer(snakemake.input.protected, threatened, snakemake.params.band, name="protected_areas")
+threatened = read_layer(snakemake.input.threatened)
+protected = threat_layer(snakemake.input.protected, threatened, snakemake.params.band, name="protected_areas")
 gap = protection_gap(threatened, protected).rio.write_crs(threatened.rio.crs)
 write_layer(gap, snakemake.output[0], "threatened_unprotected")
 log.info("%s: protection gap, %.1f unprotected threatened species-cells", snakemake.wildcards.run,
