@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from sdm.codes import NODATA, threshold_codes
+from sdm.progress import shown
 
 METHODS = ("threshold", "top_k", "average_k")
 
@@ -75,7 +76,8 @@ def species_histograms(suitability: xr.DataArray) -> np.ndarray:
     n_species = data.shape[0]
     parts = da.map_blocks(_species_histogram_block, data, dtype="int64", drop_axis=[0], new_axis=[2, 3],
                           chunks=((1,) * data.numblocks[1], (1,) * data.numblocks[2], (n_species,), (256,)))
-    return np.asarray(parts.sum(axis=(0, 1)).compute())
+    with shown("average-K thresholds (code histograms)"):
+        return np.asarray(parts.sum(axis=(0, 1)).compute())
 
 
 def _average_k_from_histograms(histograms: np.ndarray, k: float) -> int:

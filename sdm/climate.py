@@ -18,6 +18,7 @@ from pyproj import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
+from sdm.progress import shown
 from sdm.storage import replacing, write_zarr
 
 log = logging.getLogger(__name__)
@@ -485,7 +486,8 @@ def write_climate_cube(source, name: str, path: str | Path, grid: xr.DataArray |
                 # thread-safe: under Dask's threads the silenced warning leaks out; silence it around the threads
                 warnings.filterwarnings("ignore", message="Dataset has no geotransform, gcps, or rpcs",
                                         category=NotGeoreferencedWarning)
-                write_zarr(_cube_dataset(cube, chunk), partial, mode="w-")
+                with shown(f"ingest {name}"):
+                    write_zarr(_cube_dataset(cube, chunk), partial, mode="w-")
         except ValueError as error:
             raise ValueError(f"scenario '{name}': {error}") from None
         if not layers.overlaps:

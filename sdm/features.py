@@ -20,6 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from sdm.criteria import range_metrics
+from sdm.progress import shown
 
 DISPERSAL = ("full", "none")
 """Dispersal assumptions: ``full`` = the species reaches its whole future range, ``none`` = it keeps only the part
@@ -468,7 +469,8 @@ def scenario_ranges(
                            has_share=share is not None, coded=coded, chunks=((n_species,), (len(names),), (1,) * len(spatial[0]),
                                                                (1,) * len(spatial[1])),
                            new_axis=1, dtype="float64", meta=np.empty((0, 0, 0, 0), "float64"))
-    totals = blocks.sum(axis=(2, 3)).compute()
+    with shown(f"range sums ({', '.join(dispersals)})"):
+        totals = blocks.sum(axis=(2, 3)).compute()
     sums = xr.Dataset({name: (("species",), totals[:, k]) for k, name in enumerate(names)})
     for dispersal in dispersals:
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sdm.progress import shown
 from sdm.storage import replacing, write_zarr
 from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
 
@@ -102,7 +103,8 @@ def write_indicators(indicators: xr.Dataset, out_dir: str | Path, crs) -> list[P
     ``indicators.zarr`` under ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    indicators = indicators.compute().rio.write_crs(crs)
+    with shown(f"indicators {out_dir.name}"):
+        indicators = indicators.compute().rio.write_crs(crs)
     paths = [write_layer(layer, out_dir / f"{name}.tif", str(name)) for name, layer in indicators.data_vars.items()]
     write_zarr(indicators, out_dir / "indicators.zarr")
     return paths
@@ -205,7 +207,8 @@ def write_indicators_streamed(layers: dict[str, xr.Dataset], out_dirs: dict[str,
         partials = {d: stack.enter_context(replacing(Path(out_dirs[d]) / "indicators.zarr")) for d in layers}
         writes = [zarr_ready(layers[d].rio.write_crs(crs)).to_zarr(partials[d], mode="w", consolidated=False,
                                                                       compute=False) for d in layers]
-        dask.compute(*writes)
+        with shown(f"indicators {', '.join(layers)}"):
+            dask.compute(*writes)
     written = {}
     for d in layers:
         store = xr.open_zarr(Path(out_dirs[d]) / "indicators.zarr", consolidated=False, decode_coords="all")

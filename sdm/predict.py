@@ -28,7 +28,6 @@ import contextlib
 import logging
 import math
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -39,10 +38,10 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import torch
 import xarray as xr
 from dask.base import tokenize
-from dask.diagnostics import ProgressBar
 
 from sdm.codes import ATTRS, CODES_PER_LOGIT, LOW, NODATA, TOP, decode
 from sdm.model import COORDINATE_PREFIX, ResidualMLP, standardise
+from sdm.progress import compute_on, shown
 
 log = logging.getLogger(__name__)
 
@@ -398,33 +397,28 @@ def extrapolation_layers(cube: xr.DataArray, checkpoint: dict, scenario: str = "
     return novelty_layers(cube, np.asarray(reference, dtype="float64")[keep], variables)
 
 
-def _write(ds: xr.Dataset, path: str | Path, mode: str = "w") -> None:
+def _write(ds: xr.Dataset, path: str | Path, mode: str = "w", compute: bool = True):
     """sdm.storage.write_zarr's conventions (Zarr v3, no consolidated metadata, variable-length string labels) with
-    the fast codecs of :func:`_codecs` for the uint8 cubes."""
+    the fast codecs of :func:`_codecs` for the uint8 cubes; with ``compute=False``, the delayed write."""
     from sdm.storage import zarr_ready
 
     ds = zarr_ready(ds)
     encoding = {k: v for k, v in _codecs().items() if k in ds.data_vars}
     # write_empty_chunks: otherwise zarr compares every chunk with the fill value before writing it (np.array_equal
     # over the whole chunk, 4 ns per value: a third of the predict stage); an all-no-data chunk compresses to ~nothing
-    ds.to_zarr(path, mode=mode, consolidated=False, encoding=encoding, write_empty_chunks=True)
+    return ds.to_zarr(path, mode=mode, consolidated=False, encoding=encoding, write_empty_chunks=True,
+                      compute=compute)
 
 
 def write_predictions(predictions: xr.Dataset, path: str | Path, progress: bool = True, workers: int = 1,
-                      client=None) -> None:
+                      client=None, mode: str = "w", label: str = "predict") -> None:
     """Write suitability / presence (uint8) as Zarr v3, computing chunk by chunk with ``workers`` threads, or on a
-    Dask distributed ``client`` when given."""
+    Dask distributed ``client`` when given; with ``progress``, a bar named ``label`` on stderr (either way)."""
     if client is not None:
-        with dask.config.set(scheduler=client):
-            _write(predictions, path)
+        compute_on(client, _write(predictions, path, mode=mode, compute=False), label, enabled=progress)
         return
-    with dask.config.set(scheduler="threads", num_workers=workers):
-        if progress:
-            # dt is also how long the bar's thread may sleep before the write returns: keep it short
-            with ProgressBar(minimum=2, dt=0.5, out=sys.stderr):  # the console and the rule's log
-                _write(predictions, path)
-        else:
-            _write(predictions, path)
+    with dask.config.set(scheduler="threads", num_workers=workers), shown(label, enabled=progress):
+        _write(predictions, path, mode=mode)
 
 
 def decode_suitability(codes: xr.DataArray) -> xr.DataArray:
@@ -538,8 +532,9 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
             options = {"batch_size": batch_size, "device": device if client is not None else dev,
                        "precision": precision}
 
-            def write(ds, path):
-                write_predictions(ds, path, progress=progress, workers=workers, client=client)
+            def write(ds, path, mode="w", step=""):
+                write_predictions(ds, path, progress=progress, workers=workers, client=client, mode=mode,
+                                  label=f"predict {scenario}{step}")
 
             # the store is built beside out_path and renamed onto it once complete: a killed job leaves no
             # half-written store that looks finished
@@ -548,13 +543,13 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
                     # the threshold needs a pass over all suitabilities first: store them, then derive presence
                     # from the store (assembling from the lazy cube would run the model over the grid twice)
                     suitability = suitability_cube(cube, source, checkpoint, **options)
-                    write(xr.Dataset({"suitability": suitability, **novelty}, attrs=attrs), partial)
+                    write(xr.Dataset({"suitability": suitability, **novelty}, attrs=attrs), partial,
+                          step=" (suitability)")
                     stored = xr.open_zarr(partial, consolidated=False)["suitability"]
                     presence = assemble(stored, assemblage, thresholds=checkpoint["thresholds"], k=k)
                     presence = restrict_presence(presence.rio.write_crs(cube.rio.crs),
                                                  AccessibleArea.from_checkpoint(checkpoint))
-                    with dask.config.set(scheduler=client if client is not None else "threads"):
-                        _write(presence.to_dataset(), partial, mode="a")
+                    write(presence.to_dataset(), partial, mode="a", step=" (presence)")
                 else:
                     suitability, presence = lazy_codes(cube, source, checkpoint, assemblage=assemblage, k=k,
                                                        **options)

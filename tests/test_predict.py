@@ -378,9 +378,9 @@ def test_predict_scenario_restores_torch_threads(checkpoint, cube, tmp_path):
 
 
 @pytest.mark.parametrize("assemblage", ["threshold", "average_k"])
-def test_distributed_scheduler_equals_threaded(checkpoint, cube, tmp_path, assemblage):
+def test_distributed_scheduler_equals_threaded(checkpoint, cube, tmp_path, assemblage, capfd):
     """On a Dask cluster the workers load the checkpoint from its path (once per process), and write the same store
-    as the threaded scheduler."""
+    as the threaded scheduler; the futures' progress is shown on stderr."""
     from distributed import LocalCluster
 
     import sdm.predict
@@ -394,6 +394,10 @@ def test_distributed_scheduler_equals_threaded(checkpoint, cube, tmp_path, assem
                          k=2, device="cpu", scheduler=cluster.scheduler_address)
     # the model came from the checkpoint file, loaded inside the tasks, not pickled into the graph
     assert [key[0] for key in sdm.predict._MODELS] == [str(path.resolve())]
+    shown = capfd.readouterr().err
+    steps = ["predict current (suitability):", "predict current (presence):"] if assemblage == "average_k" else [
+        "predict current:"]
+    assert all(f"{step}\n" in shown for step in steps) and "100% Completed" in shown, shown
     a = open_predictions(tmp_path / "threads.zarr", decode=False)
     b = open_predictions(tmp_path / "cluster.zarr", decode=False)
     np.testing.assert_array_equal(a["suitability"].values, b["suitability"].values)
