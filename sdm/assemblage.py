@@ -55,12 +55,25 @@ def presence_top_k(suitability: xr.DataArray, k: int) -> xr.DataArray:
     return suitability.copy(data=out)
 
 
-def average_k_code(suitability: xr.DataArray, k: float) -> int:
+def average_k_code(suitability: xr.DataArray, k: float | str, thresholds=None) -> int:
     """The single uint8 code threshold whose mean set size over valid cells is closest to ``k``.
 
-    Exact: computed from the 255-bin histogram of the codes, one streaming pass over the chunks.
+    Exact: computed from the 255-bin histogram of the codes, one streaming pass over the chunks (in fused mode, one
+    model forward over the grid). ``k="auto"``: the mean set size of the per-species ``thresholds`` (max-TSS)
+    assemblage, so that the two differ only in how the same number of presences is spread over species and cells;
+    :data:`sdm.codes.NODATA` (no species present anywhere) when no species passes its own threshold in any cell
+    (e.g. a lost climate).
     """
-    return _average_k_from_histograms(species_histograms(suitability), k)
+    histograms = species_histograms(suitability)
+    if k == "auto":
+        if thresholds is None:
+            raise ValueError("prediction.k 'auto' needs the model's per-species thresholds")
+        k = threshold_set_size(histograms, thresholds)
+        if k == 0:
+            return NODATA
+    if float(k) <= 0:
+        raise ValueError(f"prediction.k must be > 0 for average_k, got {k}")
+    return _average_k_from_histograms(histograms, float(k))
 
 
 def _species_histogram_block(block: np.ndarray) -> np.ndarray:
@@ -100,27 +113,21 @@ def threshold_set_size(histograms: np.ndarray, thresholds) -> float:
     return float(present / n_cells)
 
 
-def presence_average_k(suitability: xr.DataArray, k: float | str, thresholds=None) -> xr.DataArray:
-    """One threshold for all species so that the mean set size is ``k`` -> presence.
-
-    ``k="auto"``: the mean set size of the per-species ``thresholds`` (max-TSS) assemblage, so that the two differ
-    only in how the same number of presences is spread over species and cells.
-    """
-    histograms = species_histograms(suitability)
-    if k == "auto":
-        if thresholds is None:
-            raise ValueError("prediction.k 'auto' needs the model's per-species thresholds")
-        k = threshold_set_size(histograms, thresholds)
-        if k == 0:  # no species passes its own threshold anywhere (e.g. a lost climate): the same empty sets
-            return xr.where(suitability == NODATA, NODATA, 0).astype("uint8")
-    if float(k) <= 0:
-        raise ValueError(f"prediction.k must be > 0 for average_k, got {k}")
-    code = _average_k_from_histograms(histograms, float(k))
+def presence_average_k(suitability: xr.DataArray, k: float | str, thresholds=None, code: int | None = None
+                       ) -> xr.DataArray:
+    """One threshold for all species so that the mean set size is ``k`` -> presence; the threshold is
+    :func:`average_k_code` unless its ``code`` is given (computed once for a scenario and shared by its passes)."""
+    if code is None:
+        code = average_k_code(suitability, k, thresholds)
+    if code == NODATA:  # the same empty sets: no code reaches 255 outside no-data cells
+        return xr.where(suitability == NODATA, NODATA, 0).astype("uint8")
     return _presence_from_codes(suitability, np.full(suitability.sizes["species"], code, dtype="int16"))
 
 
-def assemble(suitability: xr.DataArray, method: str, thresholds=None, k: float | str | None = None) -> xr.DataArray:
-    """Presence (uint8, ``species``, ``y``, ``x``) by ``method``; see the module docstring."""
+def assemble(suitability: xr.DataArray, method: str, thresholds=None, k: float | str | None = None,
+             average_k: int | None = None) -> xr.DataArray:
+    """Presence (uint8, ``species``, ``y``, ``x``) by ``method``; see the module docstring. ``average_k``: the
+    ``average_k`` method's code threshold when already known (:func:`average_k_code`)."""
     if method == "threshold":
         presence = presence_threshold(suitability, thresholds)
     elif method == "top_k":
@@ -128,7 +135,7 @@ def assemble(suitability: xr.DataArray, method: str, thresholds=None, k: float |
             raise ValueError("prediction.k 'auto' applies to average_k only; give top_k an integer K")
         presence = presence_top_k(suitability, int(k))
     elif method == "average_k":
-        presence = presence_average_k(suitability, k, thresholds)
+        presence = presence_average_k(suitability, k, thresholds, code=average_k)
     else:
         raise ValueError(f"prediction.assemblage must be one of {METHODS}, got '{method}'")
     presence.name = "presence"

@@ -265,8 +265,6 @@ def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray,
 
     occ = occurrences.reset_index(drop=True)
     species = occ["species"].astype(str)
-    lon = occ["longitude"].to_numpy(dtype=float)
-    lat = occ["latitude"].to_numpy(dtype=float)
     rows = occ["row"].to_numpy(dtype=np.int64)
     cols = occ["col"].to_numpy(dtype=np.int64)
     ny, nx = cube.sizes["y"], cube.sizes["x"]

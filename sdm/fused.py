@@ -7,32 +7,29 @@ same functions as in the materialised mode (:func:`sdm.features.range_features`,
 :func:`sdm.indicators.indicator_layers`) fed with lazy instead of stored predictions, so both modes give the same
 numbers. Two streaming passes are needed, not one: the indicators need each species' status, and the status needs
 the per-species sums. Recomputing a forward pass costs far less than storing and re-reading the cube.
+
+With ``average_k``, the single threshold needs a pass of its own over the grid (the code histograms): it is
+computed once per scenario (:func:`average_k_threshold`, written by the workflow as a small JSON file) and given to
+every pass over that scenario, which would otherwise each stream over the grid for it again.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import xarray as xr
 
 from sdm.climate import check_variables, open_cube
 from sdm.model import load_checkpoint, resolve_device, with_coordinate_layers
-from sdm.predict import chunk_cells, decode_suitability, extrapolation_layers, lazy_codes
+from sdm.predict import chunk_cells, decode_suitability, extrapolation_layers, lazy_codes, suitability_cube
 
 
-def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: str, chunk: int | None = None,
-                     batch_size: int = 65536, assemblage: str = "threshold", k: float = 5,
-                     device: str = "auto", threads: int | None = None) -> xr.Dataset:
-    """Decoded predictions (``suitability`` float32 in [0, 1] with NaN no data, ``presence`` bool, and the uint8
-    ``suitability_code`` they decode, for reductions that need few of them) as a lazy graph,
-    with the MESS layers (``mess``, ``most_dissimilar``) of the climate cube when the checkpoint holds its reference.
-
-    Identical, value for value, to :func:`sdm.predict.open_predictions` on a store written by
-    :func:`sdm.predict.predict_scenario` with the same settings (both go through the uint8 codes). ``average_k``
-    first streams once over the grid for the code histograms that fix its single threshold. ``chunk`` None: the
-    side of :func:`sdm.predict.chunk_cells`.
-    """
+def _prepared(cube: xr.DataArray, model_path: str | Path, scenario: str, chunk: int | None, device: str,
+              threads: int | None):
+    """(cube chunked for the forward, model, checkpoint, device) of a lazy pass over ``cube``."""
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -41,9 +38,25 @@ def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: st
     check_variables(cube, checkpoint["variables"], scenario)
     if chunk is None:
         chunk = chunk_cells(len(checkpoint["species"]), len(checkpoint["variables"]))
-    cube = cube.chunk({"variable": -1, "y": chunk, "x": chunk})
+    return cube.chunk({"variable": -1, "y": chunk, "x": chunk}), model, checkpoint, dev
+
+
+def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: str, chunk: int | None = None,
+                     batch_size: int = 65536, assemblage: str = "threshold", k: float = 5,
+                     device: str = "auto", threads: int | None = None, average_k: int | None = None) -> xr.Dataset:
+    """Decoded predictions (``suitability`` float32 in [0, 1] with NaN no data, ``presence`` bool, and the uint8
+    ``suitability_code`` they decode, for reductions that need few of them) as a lazy graph,
+    with the MESS layers (``mess``, ``most_dissimilar``) of the climate cube when the checkpoint holds its reference.
+
+    Identical, value for value, to :func:`sdm.predict.open_predictions` on a store written by
+    :func:`sdm.predict.predict_scenario` with the same settings (both go through the uint8 codes). ``average_k``
+    first streams once over the grid for the code histograms that fix its single threshold, unless that threshold
+    is given (``average_k``: the code of :func:`average_k_threshold`). ``chunk`` None: the side of
+    :func:`sdm.predict.chunk_cells`.
+    """
+    cube, model, checkpoint, dev = _prepared(cube, model_path, scenario, chunk, device, threads)
     codes, presence = lazy_codes(cube, model, checkpoint, assemblage=assemblage, k=k, batch_size=batch_size,
-                                 device=dev)
+                                 device=dev, average_k=average_k)
     novelty = extrapolation_layers(cube, checkpoint, scenario)
     decoded = xr.Dataset({
         "suitability": decode_suitability(codes),
@@ -54,21 +67,58 @@ def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: st
     return decoded.rio.write_crs(cube.rio.crs)
 
 
+def average_k_threshold(cube: xr.DataArray, model_path: str | Path, *, scenario: str, k: float | str,
+                        chunk: int | None = None, batch_size: int = 65536, device: str = "auto",
+                        threads: int | None = None) -> dict:
+    """The ``average_k`` code threshold of one scenario (:func:`sdm.assemblage.average_k_code`) from one model
+    forward over the grid: ``{"scenario", "k", "code", "probability"}`` (``code`` 255 and ``probability`` None when
+    no species is present anywhere), for :func:`write_average_k`."""
+    from sdm.assemblage import average_k_code
+    from sdm.codes import NODATA, decode
+
+    cube, model, checkpoint, dev = _prepared(cube, model_path, scenario, chunk, device, threads)
+    codes = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev)
+    code = average_k_code(codes, k, checkpoint["thresholds"])
+    probability = None if code == NODATA else float(decode(np.array([code], dtype="uint8"))[0])
+    return {"scenario": scenario, "k": k, "code": int(code), "probability": probability}
+
+
+def write_average_k(threshold: dict, path: str | Path) -> None:
+    """Write :func:`average_k_threshold`'s result as JSON."""
+    Path(path).write_text(json.dumps(threshold, indent=1) + "\n")
+
+
+def read_average_k(path: str | Path) -> int:
+    """The code threshold of a file of :func:`write_average_k`; a one-line error naming the file otherwise."""
+    try:
+        code = json.loads(Path(path).read_text())["code"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not an average-K threshold file ({type(error).__name__}: {error}); delete it "
+                         "and rerun") from None
+    if not isinstance(code, int) or not 0 <= code <= 255:
+        raise ValueError(f"{path}: average-K code must be an integer in 0-255, got {code!r}; delete it and rerun")
+    return code
+
+
 def run_predictions(inputs, scenario: str, prediction: dict, device: str = "auto", threads: int | None = None):
     """(current, future) decoded predictions of one run; ``future`` is None for the present.
 
     ``inputs`` maps ``current`` / ``future`` to prediction stores, or, with ``prediction["fused"]``, to climate
-    cubes, plus ``model`` (the checkpoint): the predictions are then the lazy graphs of :func:`lazy_predictions`.
+    cubes, plus ``model`` (the checkpoint): the predictions are then the lazy graphs of :func:`lazy_predictions`,
+    with the average-K thresholds of ``average_k_current`` / ``average_k_future`` (files of
+    :func:`write_average_k`) when given.
     """
     from sdm.predict import open_predictions
 
-    def load(path, name):
+    def load(role, name):
         if not prediction.get("fused"):
-            return open_predictions(path)
-        return lazy_predictions(open_cube(path), inputs["model"], scenario=name, chunk=prediction["chunk"],
+            return open_predictions(inputs[role])
+        code = inputs.get(f"average_k_{role}")
+        return lazy_predictions(open_cube(inputs[role]), inputs["model"], scenario=name, chunk=prediction["chunk"],
                                 batch_size=prediction["batch_size"], assemblage=prediction["assemblage"],
-                                k=prediction["k"], device=device, threads=threads)
+                                k=prediction["k"], device=device, threads=threads,
+                                average_k=None if code is None else read_average_k(code))
 
-    current = load(inputs["current"], "current")
-    future = None if scenario == "current" else load(inputs["future"], scenario)
+    current = load("current", "current")
+    future = None if scenario == "current" else load("future", scenario)
     return current, future

@@ -346,12 +346,12 @@ def suitability_cube(cube: xr.DataArray, model: ResidualMLP | str | Path, checkp
 
 def lazy_codes(cube: xr.DataArray, model: ResidualMLP | str | Path, checkpoint: dict, *, assemblage: str,
                k: float | str = 5, batch_size: int | None = None, device: torch.device | str = "cpu",
-               precision: str = "float32") -> tuple[xr.DataArray, xr.DataArray]:
+               precision: str = "float32", average_k: int | None = None) -> tuple[xr.DataArray, xr.DataArray]:
     """Lazy uint8 (suitability, presence) codes (``species``, ``y``, ``x``) of every species on the cube's grid.
 
     ``threshold``: presence comes out of the same pass over each cached batch (:func:`predict_block`'s second
     layer); the other assemblages apply :func:`sdm.assemblage.assemble` to the suitability codes (``average_k``
-    streams over them once more for its single threshold). Presence is then kept to each species' accessible area
+    streams over them once more for its single threshold, unless its code ``average_k`` is given). Presence is then kept to each species' accessible area
     when the checkpoint has one (:func:`sdm.accessible.restrict_presence`).
     """
     from sdm.accessible import AccessibleArea, restrict_presence
@@ -361,7 +361,7 @@ def lazy_codes(cube: xr.DataArray, model: ResidualMLP | str | Path, checkpoint: 
     if assemblage != "threshold":
         suitability = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=device,
                                        precision=precision)
-        presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k)
+        presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k, average_k=average_k)
         return suitability, restrict_presence(presence.rio.write_crs(cube.rio.crs),
                                               AccessibleArea.from_checkpoint(checkpoint))
     cube, layers = _predict_layers(cube, model, checkpoint, batch_size=batch_size, device=device,

@@ -184,3 +184,52 @@ def test_range_sums_from_codes_equal_those_from_decoded_suitability(world):
     pd.testing.assert_series_equal(coded["range_km2"], decoded["range_km2"])
     np.testing.assert_allclose(coded["mean_suitability"], decoded["mean_suitability"], rtol=1e-12)
     assert (coded["mean_suitability"] > 0).any()
+
+
+def test_average_k_threshold_once_per_scenario_saves_a_forward_and_changes_nothing(world, monkeypatch, tmp_path):
+    """Fused average-K: the scenario's threshold, computed once (one forward per chunk) and written to a file, gives
+    its passes the presence they computed themselves, with one forward per chunk instead of two."""
+    from sdm.features import scenario_ranges
+    from sdm.fused import average_k_threshold, read_average_k, write_average_k
+
+    area = cell_area_km2(world["cubes"]["current"].isel(variable=0, drop=True))
+    options = dict(chunk=16, device="cpu", assemblage="average_k", k="auto")
+    chunks = int(np.prod([len(c) for c in lazy(world, "current")["presence"].chunks[1:]]))
+    calls = count_forwards(monkeypatch)
+    ranges = scenario_ranges(lazy_predictions(world["cubes"]["current"], world["model"], scenario="current",
+                                              **options), None, ["none"], area)["none"]
+    assert len(calls) == 2 * chunks  # the histograms, then the sums
+    codes = {}
+    for name in ("current", "warm"):
+        threshold = average_k_threshold(world["cubes"][name], world["model"], scenario=name, k="auto", chunk=16,
+                                        device="cpu")
+        write_average_k(threshold, tmp_path / f"{name}.json")
+        codes[name] = read_average_k(tmp_path / f"{name}.json")
+        assert 0 < codes[name] < 255 and 0 < threshold["probability"] < 1
+    calls.clear()
+    shared = scenario_ranges(lazy_predictions(world["cubes"]["current"], world["model"], scenario="current",
+                                              average_k=codes["current"], **options), None, ["none"], area)["none"]
+    assert len(calls) == chunks
+    pd.testing.assert_frame_equal(ranges, shared)
+    assert ranges["range_km2"].sum() > 0
+    inputs = {"model": world["model"], "current": tmp_path / "c.zarr", "future": tmp_path / "w.zarr",
+              "average_k_current": tmp_path / "current.json", "average_k_future": tmp_path / "warm.json"}
+    from sdm.climate import write_cube
+
+    for name, role in (("current", "c"), ("warm", "w")):
+        write_cube(world["cubes"][name], tmp_path / f"{role}.zarr", chunk=16)
+    prediction = {"fused": True, "chunk": 16, "batch_size": 4096, "assemblage": "average_k", "k": "auto"}
+    _, future = run_predictions(inputs, "warm", prediction, device="cpu")
+    alone = lazy_predictions(world["cubes"]["warm"], world["model"], scenario="warm", **options)
+    xr.testing.assert_equal(alone["presence"].compute(), future["presence"].compute())
+
+
+@pytest.mark.parametrize("text", ["", "{}", '{"code": 300}', '{"code": "12"}'])
+def test_a_bad_average_k_file_is_one_line_naming_it(tmp_path, text):
+    from sdm.fused import read_average_k
+
+    path = tmp_path / "warm.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"^{path}: .*average-K") as error:
+        read_average_k(path)
+    assert "\n" not in str(error.value)

@@ -367,6 +367,9 @@ def test_fused_mode_stores_no_species_cube(tmp_path):
     result = snakemake(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (tmp_path / "results/predictions").exists()
+    # the default average-K: each scenario's threshold computed once, for every pass over it
+    for scenario in ("current", "warm"):
+        assert 0 < json.loads((tmp_path / f"results/sdm/average_k/{scenario}.json").read_text())["code"] < 255
     features = pd.read_parquet(tmp_path / "results/iucn/features_warm_none.parquet")
     assert (features["range_km2"] <= features["current_range_km2"]).all()  # no dispersal: inside the current range
     for name in ("richness", "threatened_share_change", "mess"):

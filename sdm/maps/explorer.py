@@ -399,12 +399,14 @@ _EXPLORER_JS = """<script>
 
 def display_predictions(sources: dict[str, str | Path], prediction: dict, model: str | Path | None = None,
                         device: str = "auto", threads: int | None = None,
-                        max_px: int = EXPLORER_MAX_PX) -> dict[str, xr.Dataset]:
+                        max_px: int = EXPLORER_MAX_PX, average_k: dict[str, int] | None = None
+                        ) -> dict[str, xr.Dataset]:
     """Every scenario's decoded predictions on the explorer's display cells (:func:`display_cells`).
 
     ``sources``: scenario -> prediction store, or with ``prediction["fused"]`` climate cube, the model forward
-    then running on the display cells only (in fused mode with ``average_k`` the single threshold is set on those
-    cells, so presence can differ from the full grid's at the threshold's edge)."""
+    then running on the display cells only. In fused mode with ``average_k``, ``average_k`` gives each scenario's
+    threshold code set on the full grid (:func:`sdm.fused.average_k_threshold`); without it the threshold is set
+    on the display cells, so presence can differ from the full grid's at the threshold's edge."""
     from sdm.climate import open_cube
     from sdm.fused import lazy_predictions
     from sdm.predict import open_predictions
@@ -416,7 +418,8 @@ def display_predictions(sources: dict[str, str | Path], prediction: dict, model:
             rows, cols = display_cells(cube.isel(variable=0), max_px)
             out[scenario] = lazy_predictions(
                 cube.isel(y=rows, x=cols), model, scenario=scenario, batch_size=prediction["batch_size"],
-                assemblage=prediction["assemblage"], k=prediction["k"], device=device, threads=threads)
+                assemblage=prediction["assemblage"], k=prediction["k"], device=device, threads=threads,
+                average_k=(average_k or {}).get(scenario))
         else:
             stored = open_predictions(path)
             rows, cols = display_cells(stored["suitability"].isel(species=0), max_px)

@@ -57,6 +57,18 @@ def run_scenario(run):
 
 
 FUSED = config["prediction"]["fused"]
+# fused average-K: each scenario's single threshold is computed once (rule average_k_threshold) and read by its passes
+SHARED_AVERAGE_K = FUSED and config["prediction"]["assemblage"] == "average_k"
+
+
+def average_k_file(scenario):
+    return f"results/sdm/average_k/{scenario}.json"
+
+
+def average_k_inputs(roles):
+    """The average-K threshold files of ``roles`` (role -> scenario) as ``average_k_{role}`` inputs, in fused
+    average-K mode; none otherwise."""
+    return {f"average_k_{role}": average_k_file(s) for role, s in roles.items()} if SHARED_AVERAGE_K else {}
 
 
 def threat_files(wildcards=None):
@@ -72,8 +84,9 @@ def scenario_predictions(wildcards):
     model (the present alone for the scenario ``current``)."""
     scenario = wildcards.scenario
     if FUSED:
-        inputs = {"model": "results/sdm/model.pt", "current": "results/cubes/current.zarr"}
-        return inputs | ({} if scenario == "current" else {"future": f"results/cubes/{scenario}.zarr"})
+        roles = {"current": "current"} | ({} if scenario == "current" else {"future": scenario})
+        return {"model": "results/sdm/model.pt"} | {role: f"results/cubes/{s}.zarr" for role, s in roles.items()} | (
+            average_k_inputs(roles))
     inputs = {"current": "results/predictions/current.zarr"}
     return inputs | ({} if scenario == "current" else {"future": f"results/predictions/{scenario}.zarr"})
 
@@ -98,7 +111,8 @@ def run_predictions(wildcards):
     scenario = run_scenario(wildcards.run)
     if FUSED:
         return {"model": "results/sdm/model.pt", "current": "results/cubes/current.zarr",
-                "future": f"results/cubes/{scenario}.zarr"}
+                "future": f"results/cubes/{scenario}.zarr"} | average_k_inputs({"current": "current",
+                                                                                 "future": scenario})
     return {"current": "results/predictions/current.zarr", "future": f"results/predictions/{scenario}.zarr"}
 
 
@@ -135,7 +149,8 @@ def explorer_inputs(wildcards=None):
         return {}
     scenarios = ["current", *SCENARIOS]
     if FUSED:
-        inputs = {"model": "results/sdm/model.pt", **{f"scenario_{s}": f"results/cubes/{s}.zarr" for s in scenarios}}
+        inputs = {"model": "results/sdm/model.pt", **{f"scenario_{s}": f"results/cubes/{s}.zarr" for s in scenarios},
+                  **average_k_inputs({s: s for s in scenarios})}
     else:
         inputs = {f"scenario_{s}": f"results/predictions/{s}.zarr" for s in scenarios}
     return inputs | {"occurrences": "results/occurrences.parquet", "rejected": "results/rejected_occurrences.parquet"}

@@ -45,3 +45,31 @@ rule predict:
         "logs/benchmarks/predict/{scenario}.tsv",
     script:
         "../scripts/predict.py"
+
+
+if SHARED_AVERAGE_K:
+
+    rule average_k_threshold:
+        """Fused average-K: the single code threshold of one scenario, from one model forward over its grid, read
+        by every pass over that scenario (range sums, indicators, the explorer) instead of each streaming over the
+        grid for it again."""
+        input:
+            model="results/sdm/model.pt",
+            cube="results/cubes/{scenario}.zarr",
+        output:
+            average_k_file("{scenario}"),
+        params:
+            prediction=config["prediction"],
+            device=config["sdm"]["device"],
+        threads: resource_threads("predict")
+        resources:
+            mem_mb=resource_mb("predict"),
+            runtime=resource_minutes("predict"),
+        conda:
+            "../envs/sdm.yaml"
+        log:
+            "logs/average_k_threshold/{scenario}.log",
+        benchmark:
+            "logs/benchmarks/average_k_threshold/{scenario}.tsv",
+        script:
+            "../scripts/average_k_threshold.py"

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pandas as pd
 from common import log_to
+from sdm.fused import read_average_k
 from sdm.maps import layers_from_paths, render_maps, run_metrics
 from sdm.maps.explorer import display_predictions, species_explorer
 from sdm.maps.regions import write_outlines
@@ -24,8 +25,11 @@ if inputs.regions:
 pages = {}
 if params.maps["explorer"]:
     sources = {s: inputs[f"scenario_{s}"] for s in params.scenarios}
+    # fused average-K: each scenario's threshold as set on the whole grid
+    average_k = {s: read_average_k(inputs[f"average_k_{s}"]) for s in params.scenarios
+                 if inputs.get(f"average_k_{s}")}
     predictions = display_predictions(sources, params.prediction, inputs.get("model"), params.device,
-                                      snakemake.threads)
+                                      snakemake.threads, average_k=average_k)
     records = cleaned_records(pd.read_parquet(inputs.occurrences), pd.read_parquet(inputs.rejected))
     outlines = write_outlines(regions, out_dir / "lib") if regions else None
     log.info("species explorer: %d species with records", records["species"].nunique())
