@@ -42,10 +42,7 @@ UNITS = {
 def layer_names(future: bool, with_status: bool) -> list[str]:
     """The GeoTIFF layers :func:`run_indicators` writes for a run (the workflow declares them as outputs):
     richness, with a Red List the threatened layers, for a future run the ``*_change`` layers, and ``mess``."""
-    names = list(LAYERS) if with_status else ["richness"]
-    if future:
-        names += [f"{name}_change" for name in (CHANGE_LAYERS if with_status else ("richness",))]
-    return names + ["mess"]
+    return _run_layer_names(future, with_status) + ["mess"]
 
 
 def scenario_presence(current: xr.DataArray, future: xr.DataArray | None, dispersal: str) -> xr.DataArray:
@@ -60,42 +57,117 @@ def scenario_presence(current: xr.DataArray, future: xr.DataArray | None, disper
     raise ValueError(f"dispersal must be 'full' or 'none', got '{dispersal}'")
 
 
+def _status_arrays(species: list[str], status: pd.Series | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(threatened bool, rank int16: category code + 1, 0 for no or unknown category) per species, or None
+    without a status table."""
+    if status is None:
+        return None
+    aligned = status.reindex(species)
+    rank = (aligned.map(CATEGORY_CODE).fillna(-1).to_numpy() + 1).astype("int16")
+    return aligned.isin(THREATENED).to_numpy(), rank
+
+
+def _assemblage_block(present: np.ndarray, status: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """float32 (layer, y, x) indicators of one block of presence (bool species x y x): :data:`LAYERS` with a
+    status, richness alone without; not yet masked to the cells with data."""
+    counts = present.sum(axis=0, dtype="int32")
+    richness = counts.astype("float32")
+    if status is None:
+        return richness[None]
+    threatened, rank = status
+    threatened_count = present[threatened].sum(axis=0, dtype="int32").astype("float32")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(counts > 0, threatened_count / richness, np.nan).astype("float32")
+    most = np.full(counts.shape, np.nan, dtype="float32")
+    for r in np.unique(rank[rank > 0])[::-1]:  # the highest category present in a cell wins
+        here = present[rank == r].any(axis=0) & np.isnan(most)
+        most[here] = r - 1
+    return np.stack([richness, threatened_count, share, most])
+
+
+def _indicators_block(valid: np.ndarray, current: np.ndarray, future: np.ndarray | None = None, *,
+                      runs: tuple, current_status) -> np.ndarray:
+    """Every layer of every run of one block, stacked in :func:`_run_layer_names` order: the present's layers
+    when ``future`` is None, else per run (``runs``: (dispersal, status arrays)) its layers then their change
+    against the present. NaN outside ``valid`` ((1, y, x) cells with data)."""
+    now = _assemblage_block(current, current_status)
+    if future is None:
+        out = [now]
+    else:
+        out = []
+        for dispersal, status in runs:
+            presence = future if dispersal == "full" else future & current
+            layers = _assemblage_block(presence, status)
+            n_change = len(CHANGE_LAYERS) if status is not None else 1
+            out += [layers, layers[:n_change] - now[:n_change]]
+    stacked = np.concatenate(out)
+    stacked[:, ~valid[0]] = np.nan
+    return stacked
+
+
+def _run_layer_names(future: bool, with_status: bool) -> list[str]:
+    names = list(LAYERS) if with_status else ["richness"]
+    if future:
+        names += [f"{name}_change" for name in (CHANGE_LAYERS if with_status else ("richness",))]
+    return names
+
+
+def _attrs(name: str) -> dict:
+    base = name.removesuffix("_change")
+    if name == base:
+        return {"long_name": name.replace("_", " "), "units": UNITS[name]}
+    return {"long_name": f"change in {base.replace('_', ' ')} vs current", "units": UNITS[base]}
+
+
+def run_layers(current: xr.DataArray, future: xr.DataArray | None, valid: xr.DataArray, statuses: dict,
+               current_status: pd.Series | None) -> dict[str, xr.Dataset]:
+    """Indicator layers (float32, ``y``, ``x``, NaN outside ``valid``) of every run of one scenario, lazily, from
+    one Dask task per block of cells: each block of the presence cubes (bool ``species``, ``y``, ``x``; in fused
+    mode a model forward) is read once for every layer of every run and released, so memory stays at a few blocks
+    whatever the grid (separate xarray reductions per layer held the blocks until all of them had run).
+
+    ``future`` None: the present, one run (``statuses`` names it). ``statuses``: dispersal -> status per species
+    (LC..CR; other values or missing species count as not threatened and unranked), or dispersal -> None for
+    richness alone (no Red List). A future run gets its layers and their ``*_change`` against the present.
+    """
+    import dask.array as da
+
+    species = [str(s) for s in current["species"].values]
+    with_status = current_status is not None
+    runs = tuple((d, _status_arrays(species, s)) for d, s in statuses.items())
+    names = {d: _run_layer_names(future is not None, with_status) for d in statuses}
+    spatial = current.chunks[1:] if current.chunks is not None else tuple((n,) for n in current.shape[1:])
+
+    def lazy(a, chunks):
+        data = a.data if isinstance(a.data, da.Array) else da.from_array(np.asarray(a.data), chunks=chunks)
+        return data.rechunk(chunks)
+
+    species_chunks = ((len(species),), *spatial)
+    arrays = [lazy(valid.expand_dims("one"), ((1,), *spatial)), lazy(current, species_chunks)]
+    if future is not None:
+        arrays.append(lazy(future.transpose(*current.dims), species_chunks))
+    n_out = sum(len(n) for n in names.values())
+    stacked = da.map_blocks(_indicators_block, *arrays, runs=runs if future is not None else (),
+                            current_status=_status_arrays(species, current_status),
+                            chunks=((n_out,), *spatial), dtype="float32", meta=np.empty((0, 0, 0), "float32"))
+    grid = valid.drop_vars([c for c in valid.coords if c not in ("y", "x")])
+    out, i = {}, 0
+    for dispersal in statuses:
+        layers = {}
+        for name in names[dispersal]:
+            layers[name] = grid.copy(data=stacked[i]).rename(name).assign_attrs(_attrs(name))
+            i += 1
+        out[dispersal] = xr.Dataset(layers)
+    return out
+
+
 def indicator_layers(presence: xr.DataArray, status: pd.Series, valid: xr.DataArray) -> xr.Dataset:
-    """Indicators of one assemblage.
+    """Indicators of one assemblage (:data:`LAYERS`, lazy).
 
     ``presence``: bool (species, y, x); ``status``: category per species (LC..CR; other values or missing species
     count as not threatened and not in the most-threatened layer); ``valid``: bool (y, x) cells with data.
     """
-    species = [str(s) for s in presence["species"].values]
-    codes = status.reindex(species).map(CATEGORY_CODE)
-    threatened = xr.DataArray(status.reindex(species).isin(THREATENED).to_numpy(), dims="species",
-                              coords={"species": presence["species"]})
-    rank = xr.DataArray((codes.fillna(-1).to_numpy() + 1).astype("int16"), dims="species",
-                        coords={"species": presence["species"]})
-    present = presence.astype("int16")
-    richness = present.sum("species")
-    threatened_count = (present * threatened).sum("species")
-    most = (present * rank).max("species") - 1
-    ds = xr.Dataset({
-        "richness": richness.astype("float32"),
-        "threatened_count": threatened_count.astype("float32"),
-        "threatened_share": (threatened_count / richness.where(richness > 0)).astype("float32"),
-        "most_threatened": most.where(most >= 0).astype("float32"),
-    })
-    ds = ds.where(valid)
-    for name in LAYERS:
-        ds[name].attrs = {"long_name": name.replace("_", " "), "units": UNITS[name]}
-    return ds
-
-
-def with_change(future: xr.Dataset, current: xr.Dataset) -> xr.Dataset:
-    """Add ``*_change`` layers (future minus current) for richness, threatened count and share."""
-    out = future.copy()
-    for name in CHANGE_LAYERS:
-        out[f"{name}_change"] = (future[name] - current[name]).astype("float32")
-        out[f"{name}_change"].attrs = {"long_name": f"change in {name.replace('_', ' ')} vs current",
-                                       "units": UNITS[name]}
-    return out
+    return run_layers(presence, None, valid, {"run": status}, status)["run"]
 
 
 def write_indicators(indicators: xr.Dataset, out_dir: str | Path, crs) -> list[Path]:
@@ -167,28 +239,14 @@ def scenario_indicators(current, future, scenario: str, out_dirs: dict[str, str 
     valid = current["suitability"].isel(species=0).notnull()
     crs = current.rio.crs
     mess = extrapolation(current if future is None else future, scenario)
-    layers = {}
     if statuses is None:
-        now = xr.Dataset({"richness": current["presence"].sum("species").astype("float32")})
-        for dispersal in out_dirs:
-            if future is None:
-                run = now
-            else:
-                presence = scenario_presence(current["presence"], future["presence"], dispersal)
-                run = xr.Dataset({"richness": presence.sum("species").astype("float32")})
-                run["richness_change"] = run["richness"] - now["richness"]
-            run = run.where(valid)
-            run["richness"].attrs = {"units": UNITS["richness"]}
-            layers[dispersal] = run.assign(mess)
+        statuses, present_status = {d: None for d in out_dirs}, None
     else:
-        current_layers = indicator_layers(current["presence"], read_status(current_status), valid)
-        for dispersal, status in statuses.items():
-            if future is None:
-                layers[dispersal] = current_layers.assign(mess)
-                continue
-            presence = scenario_presence(current["presence"], future["presence"], dispersal)
-            run = with_change(indicator_layers(presence, read_status(status), valid), current_layers)
-            layers[dispersal] = run.assign(mess)
+        statuses = {d: read_status(p) for d, p in statuses.items()}
+        present_status = read_status(current_status)
+    layers = run_layers(current["presence"], None if future is None else future["presence"], valid, statuses,
+                        present_status)
+    layers = {d: run.assign(mess) for d, run in layers.items()}
     return write_indicators_streamed(layers, out_dirs, crs)
 
 

@@ -9,7 +9,7 @@ import rasterio
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
-from sdm.indicators import LAYERS, indicator_layers, run_indicators, scenario_presence, with_change, write_indicators
+from sdm.indicators import LAYERS, indicator_layers, run_indicators, run_layers, scenario_presence, write_indicators
 from sdm.predict import NODATA, write_predictions
 
 SPECIES = ["least", "vulnerable", "critical"]
@@ -67,19 +67,35 @@ def test_scenario_presence_dispersal():
         scenario_presence(CURRENT, future, "partial")
 
 
-def test_with_change_is_future_minus_current():
-    current = indicator_layers(CURRENT, STATUS, VALID)
-    future = indicator_layers(_presence([[[1, 1], [1, 0]],
-                                         [[0, 0], [1, 0]],
-                                         [[0, 1], [1, 0]]]), STATUS, VALID)
-    ds = with_change(future, current)
+def test_future_runs_get_their_change_against_the_present():
+    future = _presence([[[1, 1], [1, 0]],
+                        [[0, 0], [1, 0]],
+                        [[0, 1], [1, 0]]])
+    runs = run_layers(CURRENT, future, VALID, {"full": STATUS, "none": STATUS}, STATUS)
+    ds = runs["full"]
     np.testing.assert_array_equal(ds["richness_change"], [[1 - 3, 2 - 1], [3 - 0, NAN]])
     np.testing.assert_array_equal(ds["threatened_count_change"], [[0 - 2, 1 - 0], [2 - 0, NAN]])
     np.testing.assert_allclose(ds["threatened_share_change"], [[0 - 2 / 3, 0.5 - 0], [NAN, NAN]], rtol=1e-6)
     for name in ("richness", "threatened_count", "threatened_share"):
-        assert ds[f"{name}_change"].dtype == np.float32
-    np.testing.assert_array_equal(ds["richness"], future["richness"])  # the future layers are kept
+        assert ds[f"{name}_change"].dtype == np.float32 and ds[f"{name}_change"].attrs["units"]
+    xr.testing.assert_equal(ds["richness"], indicator_layers(future, STATUS, VALID)["richness"])
     assert "most_threatened_change" not in ds
+    # no dispersal: the future range inside the present one; (0, 0) keeps LC, (0, 1) keeps LC
+    np.testing.assert_array_equal(runs["none"]["richness"], [[1, 1], [0, NAN]])
+    np.testing.assert_array_equal(runs["none"]["richness_change"], [[1 - 3, 1 - 1], [0, NAN]])
+    alone = run_layers(CURRENT, future, VALID, {"full": None}, None)["full"]  # no Red List: richness only
+    assert list(alone.data_vars) == ["richness", "richness_change"]
+    np.testing.assert_array_equal(alone["richness_change"], ds["richness_change"])
+
+
+def test_layers_come_from_one_task_per_block():
+    """Each block of the presence cubes feeds every layer of every run through one task, so it is released at
+    once (memory stays at a few blocks whatever the grid)."""
+    current, future = CURRENT.chunk({"y": 1, "x": 1}), CURRENT.chunk({"y": 1, "x": 1})
+    runs = run_layers(current, future, VALID, {"full": STATUS, "none": STATUS}, STATUS)
+    graph = {**runs["full"].__dask_graph__(), **runs["none"].__dask_graph__()}
+    consumers = [k for k, task in graph.items() if "_indicators_block" in str(k)]
+    assert len(consumers) == 4  # one per block of the 2 x 2 grid
 
 
 def test_write_indicators_geotiffs_and_zarr(tmp_path):
@@ -230,14 +246,13 @@ def test_streamed_indicators_equal_the_in_memory_ones(stores, tmp_path):
     current, future = stores
     status_path = tmp_path / "status.csv"
     STATUS.rename("status").rename_axis("species").reset_index().to_csv(status_path, index=False)
-    streamed = run_indicators(current, future, "ssp585", "none", tmp_path / "streamed", status=status_path,
+    run_indicators(current, future, "ssp585", "none", tmp_path / "streamed", status=status_path,
                               current_status=status_path)
     from sdm.predict import open_predictions
 
     now, then = open_predictions(current), open_predictions(future)
     valid = now["suitability"].isel(species=0).notnull()
-    layers = with_change(indicator_layers(scenario_presence(now["presence"], then["presence"], "none"),
-                                          STATUS, valid), indicator_layers(now["presence"], STATUS, valid))
+    layers = run_layers(now["presence"], then["presence"], valid, {"none": STATUS}, STATUS)["none"]
     in_memory = write_indicators(layers.compute(), tmp_path / "in_memory", now.rio.crs)
     for path in in_memory:
         np.testing.assert_array_equal(_read(path), _read(tmp_path / "streamed" / path.name))
