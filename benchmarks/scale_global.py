@@ -34,6 +34,7 @@ STAGES = {
     "ingest_climate": (["ingest_climate"], "cells"),
     "ingest_occurrences": (["ingest_occurrences", "ingest_redlist"], "records"),
     "train_sdm": (["train_sdm"], "species x cells"),
+    "average_k_threshold": (["average_k_threshold"], "species x cells"),
     "range_sums": (["range_sums"], "species x cells"),
     "species_features + status": (["species_features", "train_iucn", "predict_status", "status_table"], "species"),
     "indicators": (["indicators"], "species x cells"),
