@@ -45,6 +45,8 @@ PRIOR_SHIFTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 """Candidate exponents of the prior shift that ``decision="auto"`` chooses among on inner folds."""
 ORDINAL = "ordinal"
 """The candidate of ``decision="auto"`` that picks the category of least expected ordinal distance."""
+DECISION_RULES: tuple[float | str, ...] = PRIOR_SHIFTS + (ORDINAL,)
+"""Every rule ``decision="auto"`` chooses among, in order of preference on ties (see :func:`best_decision`)."""
 
 _INNER_FOLDS = 5  # out-of-fold genus shares for training species
 _EPS = 1e-9  # fractions such as 1 - 0.7 land at 0.29999999999999993; thresholds are inclusive
@@ -117,6 +119,19 @@ def decision_score(truth_codes: np.ndarray, predicted_codes: np.ndarray) -> floa
         warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
         balanced = balanced_accuracy_score(truth_codes, predicted_codes)
     return 0.5 * (accuracy_score(truth_codes, predicted_codes) + balanced)
+
+
+def decision_scores(truth_codes: np.ndarray, proba: np.ndarray, prior: np.ndarray) -> dict:
+    """:func:`decision_score` of every rule in :data:`DECISION_RULES` applied (:func:`decide`) to out-of-fold
+    probabilities ``proba`` (n, 5) of species with category codes ``truth_codes``; ``prior``: the training
+    frequencies (5,). Returns ``{rule: score}`` in the order of :data:`DECISION_RULES`."""
+    return {rule: decision_score(truth_codes, decide(proba, prior, rule)) for rule in DECISION_RULES}
+
+
+def best_decision(scores: dict) -> float | str:
+    """The rule of highest score in ``{rule: score}`` (scores equal to 12 decimals count as ties); ties go to
+    the rule first in :data:`DECISION_RULES` (the smaller prior shift, the ordinal median last)."""
+    return max(scores, key=lambda rule: (round(scores[rule], 12), -DECISION_RULES.index(rule)))
 
 
 def classification_metrics(truth, predicted, fold=None, p_threatened=None) -> dict:
@@ -338,10 +353,8 @@ class StatusClassifier:
         inner.cross_validate(features, y)
         proba = inner.cv_proba_.to_numpy()
         truth = y.map(CATEGORY_CODE).to_numpy(dtype=int)
-        scores = {rule: decision_score(truth, decide(proba, self.prior_, rule)) for rule in PRIOR_SHIFTS + (ORDINAL,)}
-        best = max(scores, key=lambda rule: (round(scores[rule], 12), -PRIOR_SHIFTS.index(rule)
-                                              if rule in PRIOR_SHIFTS else -len(PRIOR_SHIFTS)))
-        return best, {str(k): round(float(v), 4) for k, v in scores.items()}
+        scores = decision_scores(truth, proba, self.prior_)
+        return best_decision(scores), {str(k): round(float(v), 4) for k, v in scores.items()}
 
     def _fit_genus(self, genera: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Genus features of the training species (cross-fitted shares, congeners without the species itself)."""

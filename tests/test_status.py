@@ -141,6 +141,26 @@ def test_decision_rules():
     assert decide(proba, np.array([0.5, 0.5, 0, 0, 0]), 1.0).tolist() == [0, 0]  # unseen classes never
 
 
+def test_decision_scores_and_ties():
+    from sdm.status import DECISION_RULES, ORDINAL, best_decision, decision_scores
+
+    # 8 LC, 2 CR; the model ranks CR right but never makes it the most probable: only a prior shift finds it.
+    truth = np.array([0] * 8 + [4] * 2)
+    proba = np.tile([0.8, 0.05, 0.05, 0.05, 0.05], (10, 1))
+    proba[8:] = [0.6, 0.05, 0.05, 0.05, 0.25]
+    prior = np.array([0.8, 0, 0, 0, 0.2])
+    scores = decision_scores(truth, proba, prior)
+    assert list(scores) == list(DECISION_RULES)
+    assert scores[0.0] == pytest.approx(0.5 * (0.8 + 0.5))  # all LC
+    assert scores[0.5] == pytest.approx(0.5 * (0.8 + 0.5))  # CR 0.25 / 0.2 ** 0.5 = 0.56 < LC 0.6 / 0.8 ** 0.5
+    assert scores[0.75] == scores[1.0] == pytest.approx(1.0)  # 0.25 / 0.2 ** 0.75 = 0.84 > 0.6 / 0.8 ** 0.75
+    assert scores[ORDINAL] == pytest.approx(0.5 * (0.8 + 0.5))  # the median of both rows is LC
+    assert best_decision(scores) == 0.75  # the smaller of the two perfect shifts
+    # ties go to the rule first in DECISION_RULES
+    assert best_decision({rule: 0.7 for rule in DECISION_RULES}) == 0.0
+    assert best_decision({0.0: 0.5, 0.25: 0.6, ORDINAL: 0.6}) == 0.25
+
+
 def test_auto_decision_is_chosen_on_training_folds_only():
     features, labels = _synthetic(n_per_class=8)
     clf = StatusClassifier(folds=3, decision="auto")
