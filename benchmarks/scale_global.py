@@ -119,14 +119,55 @@ def report(root: Path) -> None:
     print("\npeak RSS of any job: " + ", ".join(f"1/{k[1:]} {v:.2f} GB" for k, v in worst.items()))
 
 
+MODEL_RULES = ("average_k_threshold", "range_sums", "indicators")
+"""Rules whose jobs run the model forward over the grid (fused mode)."""
+
+
+def forwards(rule: str, job: str) -> int:
+    """Model forwards over the grid in one job: the present's jobs one; a future scenario's range sums and
+    indicators two (its climate and the present's, for the overlap and the change); a threshold job one."""
+    return 1 if job in ("current", "current_none") or rule == "average_k_threshold" else 2
+
+
+def extrapolate(root: Path, globe_cells: float, globe_species: float, futures: int) -> None:
+    """Fit seconds per forward per cell with data = c0 + c1 x species on the two largest bands, per model rule,
+    and print the whole globe's model passes for ``futures`` future scenarios (2 dispersal modes)."""
+    runs = sorted((d for d in root.glob("f*") if (d / "results/sdm/metrics.json").is_file()),
+                  key=lambda d: -int(d.name[1:]))[-2:]
+    if len(runs) < 2:
+        return
+    print(f"\nextrapolation to {globe_cells:.2e} cells with data, {globe_species:.0f} species, {futures} future(s):")
+    total = 0.0
+    for rule in MODEL_RULES:
+        points = []
+        for d in runs:
+            metrics = json.loads((d / "results/sdm/metrics.json").read_text())
+            part = jobs(d)[lambda t: t["rule"] == rule]
+            n = sum(forwards(rule, job) for job in part["job"])
+            points.append((metrics["n_species"], part["s"].sum() / (n * metrics["background"]["valid_cells"])))
+        (s1, y1), (s2, y2) = points
+        c1 = (y2 - y1) / (s2 - s1)
+        c0 = y1 - c1 * s1
+        n_globe = 1 + futures if rule == "average_k_threshold" else 1 + 2 * futures
+        hours = n_globe * globe_cells * (c0 + c1 * globe_species) / 3600
+        total += hours
+        print(f"  {rule:22} c0 {c0 * 1e6:6.2f} us, c1 {c1:.2e} s per species-cell; {n_globe} forwards: {hours:5.1f} h")
+    print(f"  model passes in all: {total:.1f} h")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=int, nargs="*", default=[], help="bands to run: 1/f of the globe for each f")
     parser.add_argument("--root", type=Path, default=Path("scale_runs"))
+    parser.add_argument("--globe-cells", type=float, default=2.4e8, help="cells with data on the whole globe")
+    parser.add_argument("--globe-species", type=float, default=580,
+                        help="species trained on the whole globe (the orchids with records in >= 5 cells)")
+    parser.add_argument("--futures", type=int, default=1)
     args = parser.parse_args()
     for fraction in args.run:
         print(f"1/{fraction} band: {run_band(fraction, args.root):.0f} s", flush=True)
     report(args.root)
+    extrapolate(args.root, args.globe_cells, args.globe_species, args.futures)
 
 
 if __name__ == "__main__":

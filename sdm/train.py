@@ -529,7 +529,8 @@ def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, trai
                 continue
             x = np.r_[design(cells), design(background)]
             y = np.r_[np.ones(len(cells)), np.zeros(len(background))]
-            clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=500)
+            # 500 iterations left a few orchid species unconverged (ConvergenceWarning in the log)
+            clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=5000)
             clf.fit(x, y)
             for start in range(0, len(rows), ROWS_PER_PASS):
                 part = rows[start:start + ROWS_PER_PASS]
