@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -137,17 +138,17 @@ def extrapolate(root: Path, globe_cells: float, globe_species: float, futures: i
     if len(runs) < 2:
         return
     print(f"\nextrapolation to {globe_cells:.2e} cells with data, {globe_species:.0f} species, {futures} future(s):")
+    metrics = {d: json.loads((d / "results/sdm/metrics.json").read_text()) for d in runs}
+    table = {d: jobs(d) for d in runs}
     total = 0.0
     for rule in MODEL_RULES:
-        points = []
+        species, seconds = [], []  # per band: species, seconds per forward per cell with data
         for d in runs:
-            metrics = json.loads((d / "results/sdm/metrics.json").read_text())
-            part = jobs(d)[lambda t: t["rule"] == rule]
+            part = table[d][table[d]["rule"] == rule]
             n = sum(forwards(rule, job) for job in part["job"])
-            points.append((metrics["n_species"], part["s"].sum() / (n * metrics["background"]["valid_cells"])))
-        (s1, y1), (s2, y2) = points
-        c1 = (y2 - y1) / (s2 - s1)
-        c0 = y1 - c1 * s1
+            species.append(metrics[d]["n_species"])
+            seconds.append(part["s"].sum() / (n * metrics[d]["background"]["valid_cells"]))
+        c1, c0 = np.polyfit(species, seconds, 1)
         n_globe = 1 + futures if rule == "average_k_threshold" else 1 + 2 * futures
         hours = n_globe * globe_cells * (c0 + c1 * globe_species) / 3600
         total += hours

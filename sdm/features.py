@@ -21,6 +21,7 @@ import xarray as xr
 
 from sdm.criteria import range_metrics
 from sdm.progress import shown
+from sdm.storage import dask_blocks
 
 DISPERSAL = ("full", "none")
 """Dispersal assumptions: ``full`` = the species reaches its whole future range, ``none`` = it keeps only the part
@@ -446,19 +447,15 @@ def scenario_ranges(
     chunks = pres0.chunks if pres0.chunks is not None else tuple((n,) for n in pres0.shape)
     spatial = chunks[1:]
 
-    def lazy(a, dims_chunks):
-        data = a.data if isinstance(a.data, da.Array) else da.from_array(np.asarray(a.data), chunks=dims_chunks)
-        return data.rechunk(dims_chunks)
-
     species_chunks = ((pres0.sizes["species"],), *spatial)
     # the stored uint8 codes when the predictions carry them: decoded only at each species' present cells
     coded = "suitability_code" in current and (future is None or "suitability_code" in future)
     suitability = "suitability_code" if coded else "suitability"
-    arrays = [lazy(pres0, species_chunks), lazy(current[suitability], species_chunks), lazy(area, spatial)]
+    arrays = [dask_blocks(pres0, species_chunks), dask_blocks(current[suitability], species_chunks), dask_blocks(area, spatial)]
     if future is not None:
-        arrays += [lazy(future["presence"], species_chunks), lazy(future[suitability], species_chunks)]
+        arrays += [dask_blocks(future["presence"], species_chunks), dask_blocks(future[suitability], species_chunks)]
     if share is not None:
-        arrays.append(lazy(share, spatial))
+        arrays.append(dask_blocks(share, spatial))
     names = ["current_range_km2"] + [f"{v} {d}" for d in dispersals for v in
                                      ("range_km2", "suitability_sum", "range_cells")
                                      + (("protected_range_km2",) if share is not None else ())]

@@ -15,7 +15,7 @@ import pandas as pd
 import xarray as xr
 
 from sdm.progress import shown
-from sdm.storage import replacing, write_zarr
+from sdm.storage import dask_blocks, replacing, write_zarr
 from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,7 @@ def _indicators_block(valid: np.ndarray, current: np.ndarray, future: np.ndarray
     else:
         out = []
         for dispersal, status in runs:
-            presence = future if dispersal == "full" else future & current
-            layers = _assemblage_block(presence, status)
+            layers = _assemblage_block(scenario_presence(current, future, dispersal), status)
             n_change = len(CHANGE_LAYERS) if status is not None else 1
             out += [layers, layers[:n_change] - now[:n_change]]
     stacked = np.concatenate(out)
@@ -138,14 +137,10 @@ def run_layers(current: xr.DataArray, future: xr.DataArray | None, valid: xr.Dat
     names = {d: _run_layer_names(future is not None, with_status) for d in statuses}
     spatial = current.chunks[1:] if current.chunks is not None else tuple((n,) for n in current.shape[1:])
 
-    def lazy(a, chunks):
-        data = a.data if isinstance(a.data, da.Array) else da.from_array(np.asarray(a.data), chunks=chunks)
-        return data.rechunk(chunks)
-
     species_chunks = ((len(species),), *spatial)
-    arrays = [lazy(valid.expand_dims("one"), ((1,), *spatial)), lazy(current, species_chunks)]
+    arrays = [dask_blocks(valid.expand_dims("one"), ((1,), *spatial)), dask_blocks(current, species_chunks)]
     if future is not None:
-        arrays.append(lazy(future.transpose(*current.dims), species_chunks))
+        arrays.append(dask_blocks(future.transpose(*current.dims), species_chunks))
     n_out = sum(len(n) for n in names.values())
     stacked = da.map_blocks(_indicators_block, *arrays, runs=runs if future is not None else (),
                             current_status=_status_arrays(species, current_status),

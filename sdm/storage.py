@@ -6,8 +6,12 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import xarray as xr
+
+if TYPE_CHECKING:
+    import dask.array
 
 
 def _remove(path: Path) -> None:
@@ -62,3 +66,9 @@ def write_zarr(ds: xr.Dataset, path: str | Path, mode: str = "w") -> None:
         return
     with replacing(path) as partial:
         ds.to_zarr(partial, mode="w", consolidated=False)
+
+
+def dask_blocks(a: xr.DataArray, chunks: tuple) -> "dask.array.Array":
+    """The Dask array of ``a`` (lazy or in memory) in blocks of ``chunks`` (one tuple of sizes per dimension), for
+    :func:`dask.array.map_blocks` over several arrays that must line up block for block."""
+    return a.chunk(dict(zip(a.dims, chunks))).data
