@@ -233,16 +233,39 @@ def _batch_loss(logits: torch.Tensor, species: torch.Tensor, n_presence: int, tr
             + torch.nn.functional.softplus(logits_bg).mean(dim=1)[:, trainable].mean(dim=1)).sum()
 
 
-def scores_of(model: ResidualMLP, x: torch.Tensor, batch: int = 65536) -> np.ndarray:
-    """Probabilities (rows, species) of the model on standardised rows ``x`` (float32 numpy, on the host)."""
+def scores_of(model: ResidualMLP, x: torch.Tensor, batch: int = 65536, species: slice | None = None) -> np.ndarray:
+    """Probabilities (rows, species) of the model on standardised rows ``x`` (float32 numpy, on the host);
+    ``species`` (a slice) computes only those columns (the shared layers run in full, the heads of those species
+    only)."""
     was_training = model.training
     model.eval()
-    out = []
+    nets = model.networks()
+    n_out = len(range(model.hparams["n_species"])[species or slice(None)])
+    out = np.empty((len(x), n_out), dtype="float32")
     with torch.inference_mode():
         for start in range(0, len(x), batch):
-            out.append(torch.sigmoid(model(x[start:start + batch])).float().cpu().numpy())
+            rows = x[start:start + batch]
+            if species is None:
+                logits = model(rows)
+            else:  # the mean of the members' logits, as ResidualMLP.forward
+                logits = torch.stack([torch.nn.functional.linear(net.encoder(rows), net.head.weight[species],
+                                                                 net.head.bias[species]) for net in nets]).mean(0)
+            out[start:start + len(rows)] = torch.sigmoid(logits).float().cpu().numpy()
     model.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, model.hparams["n_species"]), dtype="float32")
+    return out
+
+
+SCORE_BYTES = 256 * 2**20
+"""Bytes of one (scored cells, species) block of scores at most: held-out metrics and thresholds are computed for a
+block of species at a time, so training memory does not grow with the number of species (612,000 scored cells x
+989 species x 4 bytes would be 2.4 GB per score matrix)."""
+
+
+def species_blocks(n_species: int, n_rows: int, budget: int | None = None) -> list[slice]:
+    """Consecutive slices of the species whose float32 scores at ``n_rows`` rows fit in ``budget`` bytes (default
+    :data:`SCORE_BYTES`)."""
+    step = max(1, (SCORE_BYTES if budget is None else budget) // (4 * max(n_rows, 1)))
+    return [slice(start, min(start + step, n_species)) for start in range(0, n_species, step)]
 
 
 def _logits(model: ResidualMLP, x: torch.Tensor, batch: int = 65536) -> torch.Tensor:
@@ -616,7 +639,7 @@ def _sample_valid(valid: np.ndarray, n: int, seed: int) -> np.ndarray:
     row by row from the per-row counts, without listing every valid cell."""
     per_row = valid.sum(axis=1, dtype="int64")
     ends = np.cumsum(per_row)
-    picks = np.sort(np.random.default_rng(seed + 104729).choice(int(ends[-1]), size=n, replace=False))
+    picks = _distinct_draws(int(ends[-1]), n, np.random.default_rng(seed + 104729))
     rows = np.searchsorted(ends, picks, side="right")
     out = np.empty(n, dtype="int64")
     bounds = np.r_[0, np.flatnonzero(np.diff(rows)) + 1, n]
@@ -625,6 +648,24 @@ def _sample_valid(valid: np.ndarray, n: int, seed: int) -> np.ndarray:
         first = ends[row] - per_row[row]
         out[start:stop] = row * valid.shape[1] + np.flatnonzero(valid[row])[picks[start:stop] - first]
     return out
+
+
+def _distinct_draws(population: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct integers of ``range(population)`` drawn uniformly (seeded ``rng``), sorted, in O(n) memory.
+
+    numpy's ``choice(population, n, replace=False)`` permutes the whole population when n > population / 50: 1.9 GB
+    of int64 for the 2.4e8 land cells of the global 30 arc-second grid. Here: draws with replacement until ``n``
+    distinct ones are found, then a uniform subset of exactly ``n`` of them (every n-subset is equally likely)."""
+    if n > population:
+        raise ValueError(f"cannot draw {n} distinct cells of {population}")
+    if 2 * n > population:  # the permutation is then at most twice the answer
+        return np.sort(rng.choice(population, size=n, replace=False))
+    found = np.unique(rng.integers(0, population, size=n))
+    while len(found) < n:
+        found = np.union1d(found, rng.integers(0, population, size=n - len(found) + n // 100 + 16))
+    if len(found) > n:
+        found = np.sort(rng.choice(found, size=n, replace=False))
+    return found
 
 
 def cells_of(cube: xr.DataArray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -696,7 +737,7 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
               progress: bool = True, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
               baseline_species: list[str] | None = None, coordinates: int = 0, eval_cells: int | None = EVAL_CELLS,
               refit: bool = True, accessible_km: float | str | None = "auto",
-              background_cells: int | None = BACKGROUND_CELLS, **network):
+              background_cells: int | None = BACKGROUND_CELLS, keep_scores: bool = True, **network):
     """Train the joint SDM on a climate cube's valid cells. Returns ``(model, info)``.
 
     ``network``: hyper-parameters of :class:`NetworkParams` (loss, hidden, epochs, seed, ...). The cells are split
@@ -712,7 +753,9 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     ``metrics``, ``scores`` (the returned model's probabilities at the scored cells ``cell_rows, cell_cols``: every
     valid cell, or a sample of at most ``eval_cells`` background cells per split plus every record cell; a km grid
     would otherwise need 16 GB per pass for 300 species), ``evaluation_scores`` (the evaluation fit's) and
-    ``baseline_scores`` (NaN where not fitted, None without baseline).
+    ``baseline_scores`` (NaN where not fitted, None without baseline). Without ``keep_scores`` the two deep score
+    matrices are None: metrics and thresholds are then computed a block of species at a time
+    (:func:`species_blocks`) and memory does not grow with the number of species (the workflow's rule).
 
     ``coordinates`` > 0 appends that many harmonics of a location encoding (:func:`~sdm.model.coordinate_values`) to
     the deep SDM's inputs (not the baseline's); prediction supplies them from the checkpoint's variable names.
@@ -755,8 +798,6 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
 
     evaluated = _sample_cells(split_cells, eval_cells, params.seed)
     scored = np.unique(np.r_[evaluated["train"], evaluated["validation"], evaluated["test"], presences[:, 0]])
-    evaluation_scores = scores_of(fitted.evaluation, _standardised(values[scored], fitted.evaluation_mean,
-                                                                   fitted.evaluation_std, dev))
 
     def rows_of(cells):  # cell indices -> rows of the scores
         return np.searchsorted(scored, cells)
@@ -767,15 +808,10 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
 
     train_records, val_records, test_records = (records(SPLITS[name]) for name in ("train", "validation", "test"))
     train_bg, val_bg, test_bg = (rows_of(evaluated[name]) for name in ("train", "validation", "test"))
-    thresholds, threshold_rules = choose_thresholds(evaluation_scores, val_records, val_bg, train_records, train_bg)
-    deep_auc = auc_per_species(evaluation_scores, test_records, test_bg)
-    deep_tss = np.array([tss_at(evaluation_scores[test_records[s], s], evaluation_scores[test_bg, s], thresholds[s])
-                         for s in range(len(species))])
-    if refit:
-        scores = scores_of(fitted.model, _standardised(values[scored], fitted.mean, fitted.std, dev))
-        final_thresholds = transfer_thresholds(thresholds, evaluation_scores, scores)
-    else:
-        scores, final_thresholds = evaluation_scores, thresholds
+    held_out = _held_out(fitted, _standardised(values[scored], fitted.evaluation_mean, fitted.evaluation_std, dev),
+                         _standardised(values[scored], fitted.mean, fitted.std, dev) if refit else None,
+                         (train_records, val_records, test_records), (train_bg, val_bg, test_bg), keep_scores)
+    thresholds, threshold_rules, deep_auc, deep_tss, final_thresholds, evaluation_scores, scores = held_out
     metrics = {
         "device": str(dev),
         "n_species": len(species),
@@ -834,6 +870,40 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
             "baseline_scores": base_scores, "accessible": accessible,
             "reference": reference_quantiles(values[table.background] if table.sampled else values)}
     return fitted.model, info
+
+
+def _held_out(fitted: JointFit, x_evaluation: torch.Tensor, x_final: torch.Tensor | None, records: tuple,
+              background: tuple, keep_scores: bool):
+    """Thresholds (max-TSS on the validation blocks), held-out AUC and TSS of the evaluation fit, and the thresholds
+    carried to the refit model (``x_final``: the scored rows standardised for it; None without refit), computed a
+    block of species at a time. Returns ``(thresholds, rules, auc, tss, final_thresholds, evaluation_scores,
+    scores)``, the two score matrices (rows, species) only with ``keep_scores`` (else None)."""
+    train_records, val_records, test_records = records
+    train_bg, val_bg, test_bg = background
+    n_species = len(val_records)
+    thresholds, final_thresholds = np.full(n_species, np.nan), np.full(n_species, np.nan)
+    auc, tss, rules, kept_evaluation, kept_final = np.full(n_species, np.nan), np.full(n_species, np.nan), [], [], []
+    for block in species_blocks(n_species, len(x_evaluation)):
+        evaluation = scores_of(fitted.evaluation, x_evaluation, species=block)
+        thresholds[block], block_rules = choose_thresholds(evaluation, val_records[block], val_bg,
+                                                           train_records[block], train_bg)
+        rules += block_rules
+        auc[block] = auc_per_species(evaluation, test_records[block], test_bg)
+        tss[block] = [tss_at(evaluation[rows, s], evaluation[test_bg, s], thresholds[block][s])
+                      for s, rows in enumerate(test_records[block])]
+        final = evaluation
+        if x_final is not None:
+            final = scores_of(fitted.model, x_final, species=block)
+            final_thresholds[block] = transfer_thresholds(thresholds[block], evaluation, final)
+        else:
+            final_thresholds[block] = thresholds[block]
+        if keep_scores:
+            kept_evaluation.append(evaluation)
+            kept_final.append(final)
+    if not keep_scores:
+        return thresholds, rules, auc, tss, final_thresholds, None, None
+    return (thresholds, rules, auc, tss, final_thresholds, np.concatenate(kept_evaluation, axis=1),
+            np.concatenate(kept_final, axis=1))
 
 
 def _accessible_area(cube: xr.DataArray, cell_rows, cell_cols, presences: np.ndarray, cell_split: np.ndarray,
@@ -903,12 +973,12 @@ def run_training(cube: xr.DataArray, occurrences: pd.DataFrame, params: dict, *,
         baseline=params["baseline"], threads=threads, coordinates=params.get("coordinates") or 0,
         **({"eval_cells": params["eval_cells"]} if "eval_cells" in params else {}),
         **({"background_cells": params["background_cells"]} if "background_cells" in params else {}),
-        accessible_km=params.get("accessible_km", "auto"), **network,
+        accessible_km=params.get("accessible_km", "auto"), keep_scores=False, **network,
     )
     save_checkpoint(model_path, model, species=info["species"], variables=info["variables"], mean=info["mean"],
                     std=info["std"], thresholds=info["thresholds"], config=params, reference=info["reference"],
                     accessible=info["accessible"])
-    split = xr.DataArray(info["split"].astype("uint8"), dims=("y", "x"), coords={"y": cube["y"], "x": cube["x"]},
+    split = xr.DataArray(info["split"].view("uint8"), dims=("y", "x"), coords={"y": cube["y"], "x": cube["x"]},
                          name="split", attrs={"long_name": "spatial CV split", "codes": "0 train, 1 validation, 2 test"})
     split.rio.write_crs(cube.rio.crs).rio.to_raster(split_path, compress="deflate")
     metrics = info["metrics"]

@@ -460,3 +460,40 @@ def test_maxent_baseline_survives_glmnet_failing_on_few_records(monkeypatch, cap
                              progress=False)
     assert np.isfinite(scores).all()
     assert "lambda selection failed for species 0" in caplog.text
+
+
+def test_distinct_draws_are_distinct_uniform_and_seeded():
+    from sdm.train import _distinct_draws
+
+    draws = _distinct_draws(10_000_000, 200_000, np.random.default_rng(3))
+    assert len(draws) == 200_000 and len(np.unique(draws)) == 200_000 and np.all(np.diff(draws) > 0)
+    assert draws.min() >= 0 and draws.max() < 10_000_000
+    # uniform: each tenth of the population holds about a tenth of the draws (binomial sd ~134)
+    counts = np.bincount(draws // 1_000_000, minlength=10)
+    assert np.abs(counts - 20_000).max() < 800
+    np.testing.assert_array_equal(draws, _distinct_draws(10_000_000, 200_000, np.random.default_rng(3)))
+    near_all = _distinct_draws(1000, 900, np.random.default_rng(0))
+    assert len(np.unique(near_all)) == 900
+    with pytest.raises(ValueError, match="cannot draw 11 distinct cells of 10"):
+        _distinct_draws(10, 11, np.random.default_rng(0))
+
+
+def test_held_out_metrics_do_not_depend_on_the_species_blocks(world, monkeypatch):
+    """Thresholds, held-out AUC / TSS and the scores are the same whether the species are scored all at once or one
+    at a time (the workflow's memory bound), and the workflow's rule keeps no score matrix."""
+    import sdm.train as train
+
+    cube, occurrences, _ = world
+    kwargs = {**FAST, "baseline": "none", "progress": False}
+    _, whole = train.train_sdm(cube, occurrences, **kwargs)
+    monkeypatch.setattr(train, "SCORE_BYTES", 1)  # one species per block
+    assert len(train.species_blocks(4, 1000, train.SCORE_BYTES)) == 4
+    _, blocked = train.train_sdm(cube, occurrences, **kwargs)
+    # a head computed for fewer species may round differently in the last bit of float32
+    np.testing.assert_allclose(whole["thresholds"], blocked["thresholds"], rtol=1e-6)
+    np.testing.assert_allclose(whole["scores"], blocked["scores"], rtol=1e-5, atol=1e-6)
+    assert whole["metrics"]["test"] == blocked["metrics"]["test"]  # rounded to 4 decimals
+    assert whole["metrics"]["threshold_rules"] == blocked["metrics"]["threshold_rules"]
+    _, lean = train.train_sdm(cube, occurrences, keep_scores=False, **kwargs)
+    assert lean["scores"] is None and lean["evaluation_scores"] is None
+    np.testing.assert_allclose(lean["thresholds"], blocked["thresholds"], rtol=1e-6)
