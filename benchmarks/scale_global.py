@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from sdm.fused import AVERAGE_K_CELLS
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "examples" / "orchids_global_30s.yaml"
 STAGES = {
@@ -130,6 +132,16 @@ def forwards(rule: str, job: str) -> int:
     return 1 if job in ("current", "current_none") or rule == "average_k_threshold" else 2
 
 
+def forwarded_cells(workdir: Path, rule: str, job: str, metrics: dict) -> int:
+    """Cells one forward of a job runs on: every cell with data, but for a threshold job that chose its threshold
+    on a sample (the ``cells`` its file records; files of releases before the sample hold none)."""
+    if rule == "average_k_threshold":
+        path = workdir / "results" / "sdm" / "average_k" / f"{job}.json"
+        if path.is_file():
+            return json.loads(path.read_text()).get("cells", metrics["background"]["valid_cells"])
+    return metrics["background"]["valid_cells"]
+
+
 def extrapolate(root: Path, globe_cells: float, globe_species: float, futures: int) -> None:
     """Fit seconds per forward per cell with data = c0 + c1 x species on the two largest bands, per model rule,
     and print the whole globe's model passes for ``futures`` future scenarios (2 dispersal modes)."""
@@ -142,15 +154,16 @@ def extrapolate(root: Path, globe_cells: float, globe_species: float, futures: i
     table = {d: jobs(d) for d in runs}
     total = 0.0
     for rule in MODEL_RULES:
-        species, seconds = [], []  # per band: species, seconds per forward per cell with data
+        species, seconds = [], []  # per band: species, seconds per forward per cell forwarded
         for d in runs:
             part = table[d][table[d]["rule"] == rule]
-            n = sum(forwards(rule, job) for job in part["job"])
+            forwarded = sum(forwards(rule, job) * forwarded_cells(d, rule, job, metrics[d]) for job in part["job"])
             species.append(metrics[d]["n_species"])
-            seconds.append(part["s"].sum() / (n * metrics[d]["background"]["valid_cells"]))
+            seconds.append(part["s"].sum() / forwarded)
         c1, c0 = np.polyfit(species, seconds, 1)
         n_globe = 1 + futures if rule == "average_k_threshold" else 1 + 2 * futures
-        hours = n_globe * globe_cells * (c0 + c1 * globe_species) / 3600
+        cells = min(globe_cells, AVERAGE_K_CELLS) if rule == "average_k_threshold" else globe_cells
+        hours = n_globe * cells * (c0 + c1 * globe_species) / 3600
         total += hours
         print(f"  {rule:22} c0 {c0 * 1e6:6.2f} us, c1 {c1:.2e} s per species-cell; {n_globe} forwards: {hours:5.1f} h")
     print(f"  model passes in all: {total:.1f} h")

@@ -64,7 +64,12 @@ def average_k_code(suitability: xr.DataArray, k: float | str, thresholds=None) -
     :data:`sdm.codes.NODATA` (no species present anywhere) when no species passes its own threshold in any cell
     (e.g. a lost climate).
     """
-    histograms = species_histograms(suitability)
+    return average_k_from_histograms(species_histograms(suitability), k, thresholds)
+
+
+def average_k_from_histograms(histograms: np.ndarray, k: float | str, thresholds=None) -> int:
+    """:func:`average_k_code` from (species, 256) code counts (:func:`code_histograms`) of every valid cell, or of
+    a uniform sample of them: the mean set sizes are ratios, so a sample estimates them without bias."""
     if k == "auto":
         if thresholds is None:
             raise ValueError("prediction.k 'auto' needs the model's per-species thresholds")
@@ -76,10 +81,15 @@ def average_k_code(suitability: xr.DataArray, k: float | str, thresholds=None) -
     return _average_k_from_histograms(histograms, float(k))
 
 
+def code_histograms(codes: np.ndarray) -> np.ndarray:
+    """(species, 256) int64 counts of each uint8 code in ``codes`` (species, ...)."""
+    n_species = codes.shape[0]
+    flat = (np.arange(n_species, dtype="int64")[:, None] * 256 + codes.reshape(n_species, -1)).ravel()
+    return np.bincount(flat, minlength=n_species * 256).reshape(n_species, 256)
+
+
 def _species_histogram_block(block: np.ndarray) -> np.ndarray:
-    n_species = block.shape[0]
-    flat = (np.arange(n_species, dtype="int64")[:, None] * 256 + block.reshape(n_species, -1)).ravel()
-    return np.bincount(flat, minlength=n_species * 256).reshape(1, 1, n_species, 256)
+    return code_histograms(block)[None, None]
 
 
 def species_histograms(suitability: xr.DataArray) -> np.ndarray:

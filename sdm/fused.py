@@ -8,9 +8,10 @@ same functions as in the materialised mode (:func:`sdm.features.range_features`,
 numbers. Two streaming passes are needed, not one: the indicators need each species' status, and the status needs
 the per-species sums. Recomputing a forward pass costs far less than storing and re-reading the cube.
 
-With ``average_k``, the single threshold needs a pass of its own over the grid (the code histograms): it is
-computed once per scenario (:func:`average_k_threshold`, written by the workflow as a small JSON file) and given to
-every pass over that scenario, which would otherwise each stream over the grid for it again.
+With ``average_k``, the single threshold needs code histograms of the scenario's predictions: they are computed
+once per scenario (:func:`average_k_threshold`, written by the workflow as a small JSON file), from a seeded
+uniform sample of the valid cells when the grid is large (:data:`AVERAGE_K_CELLS`), and given to every pass over
+that scenario, which would otherwise each stream over the grid for it again.
 """
 
 from __future__ import annotations
@@ -67,20 +68,47 @@ def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: st
     return decoded.rio.write_crs(cube.rio.crs)
 
 
+AVERAGE_K_CELLS = 1_000_000
+"""Valid cells on which the average-K threshold is chosen, at most: a seeded uniform sample of a larger grid. The
+threshold is one of 255 codes chosen from mean set sizes, which a sample of a million cells estimates to well
+under the step between two codes; a sampled threshold costs a forward of the sample instead of the whole grid."""
+
+
 def average_k_threshold(cube: xr.DataArray, model_path: str | Path, *, scenario: str, k: float | str,
                         chunk: int | None = None, batch_size: int = 65536, device: str = "auto",
-                        threads: int | None = None) -> dict:
-    """The ``average_k`` code threshold of one scenario (:func:`sdm.assemblage.average_k_code`) from one model
-    forward over the grid: ``{"scenario", "k", "code", "probability"}`` (``code`` 255 and ``probability`` None when
-    no species is present anywhere), for :func:`write_average_k`."""
-    from sdm.assemblage import average_k_code
+                        threads: int | None = None, sample_cells: int | None = AVERAGE_K_CELLS,
+                        seed: int = 0) -> dict:
+    """The ``average_k`` code threshold of one scenario (:func:`sdm.assemblage.average_k_code`):
+    ``{"scenario", "k", "code", "probability", "cells"}`` (``code`` 255 and ``probability`` None when no species
+    is present anywhere; ``cells`` the valid cells it was chosen on), for :func:`write_average_k`.
+
+    From one model forward over every valid cell when the grid has at most ``sample_cells`` of them (None: always),
+    else over a seeded uniform sample of that many valid cells, read chunk by chunk from the cube
+    (:func:`sdm.train.sample_valid`, :func:`sdm.train.cells_of`) and forwarded a batch at a time.
+    """
+    from sdm.assemblage import average_k_code, average_k_from_histograms, code_histograms
+    from sdm.climate import valid_mask
     from sdm.codes import NODATA, decode
+    from sdm.predict import predict_block
+    from sdm.train import cells_of, sample_valid
 
     cube, model, checkpoint, dev = _prepared(cube, model_path, scenario, chunk, device, threads)
-    codes = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev)
-    code = average_k_code(codes, k, checkpoint["thresholds"])
+    inputs = cube.sel(variable=checkpoint["variables"])
+    valid = valid_mask(inputs)
+    n_valid = int(valid.sum())
+    if sample_cells is None or n_valid <= sample_cells:
+        codes = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev)
+        code, cells = average_k_code(codes, k, checkpoint["thresholds"]), n_valid
+    else:
+        rows, cols = np.divmod(sample_valid(valid, sample_cells, seed), valid.shape[1])
+        histograms = np.zeros((len(checkpoint["species"]), 256), dtype="int64")
+        for start in range(0, sample_cells, batch_size):
+            values = cells_of(inputs, rows[start:start + batch_size], cols[start:start + batch_size])
+            block = predict_block(values.T[:, None, :], model, checkpoint["mean"], checkpoint["std"], dev, batch_size)
+            histograms += code_histograms(block[0])
+        code, cells = average_k_from_histograms(histograms, k, checkpoint["thresholds"]), sample_cells
     probability = None if code == NODATA else float(decode(np.array([code], dtype="uint8"))[0])
-    return {"scenario": scenario, "k": k, "code": int(code), "probability": probability}
+    return {"scenario": scenario, "k": k, "code": int(code), "probability": probability, "cells": cells}
 
 
 def write_average_k(threshold: dict, path: str | Path) -> None:

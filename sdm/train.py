@@ -615,7 +615,7 @@ def training_table(cube: xr.DataArray, occurrences: pd.DataFrame, species: list[
         cells = cell_rows.astype("int64") * width + cell_cols
         background = np.arange(len(cells))
     else:
-        sample = _sample_valid(valid, background_cells, seed)
+        sample = sample_valid(valid, background_cells, seed)
         cells = np.union1d(sample, record_cells)
         cell_rows, cell_cols = np.divmod(cells, width)
         background = np.searchsorted(cells, sample)
@@ -634,7 +634,7 @@ def training_table(cube: xr.DataArray, occurrences: pd.DataFrame, species: list[
     return TrainingTable(values, cell_rows, cell_cols, presences, background, valid, variables)
 
 
-def _sample_valid(valid: np.ndarray, n: int, seed: int) -> np.ndarray:
+def sample_valid(valid: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Flat (row-major) indices of ``n`` valid cells drawn uniformly without replacement (seeded), sorted; found
     row by row from the per-row counts, without listing every valid cell."""
     per_row = valid.sum(axis=1, dtype="int64")

@@ -224,6 +224,29 @@ def test_average_k_threshold_once_per_scenario_saves_a_forward_and_changes_nothi
     xr.testing.assert_equal(alone["presence"].compute(), future["presence"].compute())
 
 
+def test_average_k_threshold_from_a_sample_of_cells_forwards_only_the_sample(world, monkeypatch):
+    """On a grid with more valid cells than ``sample_cells`` the threshold comes from a seeded uniform sample: only
+    the sampled cells go through the model, and the code is the whole grid's (nearly all cells) or within a couple
+    of codes of it (a third of them, on this small grid)."""
+    from sdm.climate import valid_mask
+    from sdm.fused import average_k_threshold
+
+    cube = world["cubes"]["warm"]
+    n_valid = int(valid_mask(cube).sum())
+    options = dict(scenario="warm", k="auto", chunk=16, device="cpu")
+    exact = average_k_threshold(cube, world["model"], **options)
+    assert exact["cells"] == n_valid
+    calls = count_forwards(monkeypatch)
+    nearly_all = average_k_threshold(cube, world["model"], sample_cells=n_valid - 2, batch_size=512, **options)
+    assert sum(int(np.prod(shape[1:])) for shape in calls) == n_valid - 2  # the sample, in batches of 512
+    assert max(shape[2] for shape in calls) == 512
+    assert nearly_all["cells"] == n_valid - 2 and nearly_all["code"] == exact["code"]
+    third = average_k_threshold(cube, world["model"], sample_cells=n_valid // 3, seed=1, **options)
+    assert abs(third["code"] - exact["code"]) <= 2
+    again = average_k_threshold(cube, world["model"], sample_cells=n_valid // 3, seed=1, **options)
+    assert again == third  # seeded
+
+
 @pytest.mark.parametrize("text", ["", "{}", '{"code": 300}', '{"code": "12"}'])
 def test_a_bad_average_k_file_is_one_line_naming_it(tmp_path, text):
     from sdm.fused import read_average_k

@@ -201,10 +201,10 @@ def test_the_lazy_cube_gives_the_loaded_cubes_training_table(world_on_disk, back
 
 
 def test_sampled_background_is_uniform_over_valid_cells():
-    from sdm.train import _distinct_draws, _sample_valid
+    from sdm.train import _distinct_draws, sample_valid
 
     valid = np.random.default_rng(0).random((300, 400)) < 0.3
-    picks = _sample_valid(valid, 5000, seed=1)
+    picks = sample_valid(valid, 5000, seed=1)
     assert len(np.unique(picks)) == 5000 and np.all(np.diff(picks) > 0)
     assert valid.ravel()[picks].all()
     # the same cells as drawing among the listed valid cells (which this avoids holding)

@@ -127,7 +127,7 @@ def test_shuffled_labels_give_chance_accuracy(taxonomy):
     shuffled = pd.Series(np.random.default_rng(6).permutation(labels.to_numpy()), index=labels.index)
     majority = shuffled.value_counts(normalize=True).max()  # about 0.43
     threatened_share = shuffled.isin(list(THREATENED)).mean()  # about 0.5
-    clf = StatusClassifier(folds=10, seed=0, n_jobs=1, taxonomy=taxonomy)
+    clf = StatusClassifier(folds=5, seed=0, n_jobs=2, taxonomy=taxonomy)
     metrics, _ = clf.cross_validate(features, shuffled)
     assert metrics["accuracy"] <= majority + 0.06
     assert metrics["binary_accuracy"] == pytest.approx(0.5, abs=0.08)
@@ -152,7 +152,7 @@ def test_genus_shares_are_learnt_when_they_carry_the_label():
     index = pd.Index([f"G{g} sp{i}" for i, g in enumerate(genera)], name="species")
     features = pd.DataFrame({"noise": rng.normal(size=300)}, index=index)
     labels = pd.Series(genus_cat[genera], index=index)
-    common = {"folds": 5, "n_jobs": 1, "features": ["noise"]}
+    common = {"folds": 5, "n_jobs": 2, "features": ["noise"]}
     with_genus, _ = StatusClassifier(**common).cross_validate(features, labels)
     without, _ = StatusClassifier(**common, taxonomy=False).cross_validate(features, labels)
     assert with_genus["accuracy"] > 0.9
