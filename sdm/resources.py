@@ -58,10 +58,18 @@ def size_of(rule: str, cells: float, variables: float, species: float, trained: 
     }[rule]
 
 
+MEMORY_CAP_MB = 8000
+"""Memory (MB) no job asks for more than. The linear fits come from runs whose jobs held grid-sized arrays; the
+ingest, training and prediction passes now work window by window, block by block and on samples, and every job of
+the global 30 arc-second bands stayed under 4 GB up to a quarter of the globe (README Performance), where the fits
+would ask for up to 167 GB per job and no cluster node would take it."""
+
+
 def mem_mb(rule: str, **size) -> int:
-    """Memory (MB) to ask for a job of ``rule`` (see :func:`size_of` for ``size``)."""
+    """Memory (MB) to ask for a job of ``rule`` (see :func:`size_of` for ``size``): the linear fit, at most
+    :data:`MEMORY_CAP_MB`."""
     intercept, slope, _, _ = MODELS[rule]
-    return int(math.ceil(intercept + slope * size_of(rule, **size)))
+    return min(MEMORY_CAP_MB, int(math.ceil(intercept + slope * size_of(rule, **size))))
 
 
 def runtime(rule: str, **size) -> int:

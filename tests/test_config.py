@@ -168,6 +168,18 @@ def test_resource_functions_cover_every_measured_job():
             assert math.isclose(shipped, value, rel_tol=2e-3, abs_tol=0.1), (rule, resources.MODELS[rule], fitted)
 
 
+def test_memory_asked_for_is_capped_on_the_global_kilometre_grid():
+    """A quarter of the global 30 arc-second grid (319 species trained) asks for at most the cap, which is above
+    every job's measured peak there (3.6 GB), not the linear fits' 50-170 GB."""
+    from sdm import resources
+
+    quarter = {"cells": 43_200 * 5_400, "variables": 19, "species": 600, "trained": 319}
+    asked = {rule: resources.mem_mb(rule, **quarter) for rule in resources.MODELS}
+    assert max(asked.values()) == resources.MEMORY_CAP_MB == 8000
+    assert min(asked[rule] for rule in ("ingest_climate", "train_sdm", "species_features", "indicators")) >= 3620
+    assert resources.mem_mb("train_iucn", **quarter) < 1000  # small jobs keep their fit
+
+
 def test_script_progress_and_warnings_reach_the_console_and_the_log(tmp_path, capfd):
     """workflow/scripts/common.log_to: stderr (tqdm and Dask progress bars, warnings) goes to the rule's log and to
     the console; logging to the log only."""
