@@ -355,3 +355,20 @@ def test_threat_features_at_records_and_over_the_range(tmp_path):
         threat_layers({"protected_areas": {"path": str(stacked)}}, grid)
     assert float(threat_layers({"protected_areas": {"path": str(stacked), "band": 2}}, grid)[
         "protected_areas"].values[0, 1]) == 0.5
+
+
+@pytest.mark.parametrize("per_compute", [1, 3, 100])
+def test_range_sums_in_batches_of_blocks_equal_the_whole_sum(per_compute, monkeypatch):
+    """The per-block sums are reduced a few blocks per Dask computation (memory bounded by the batch): the total is
+    the whole sum whatever the batch, and no computation takes more blocks than the batch."""
+    import dask
+    import dask.array as da
+
+    from sdm.features import sum_in_batches
+
+    values = np.random.default_rng(0).random((5, 4, 7, 9))  # species, statistic, block rows, block columns
+    blocks = da.from_array(values, chunks=(5, 4, 1, 1))
+    sizes, compute = [], dask.compute
+    monkeypatch.setattr(da, "compute", lambda *parts: sizes.append(len(parts)) or compute(*parts))
+    np.testing.assert_allclose(sum_in_batches(blocks, per_compute), values.sum(axis=(2, 3)), rtol=1e-12)
+    assert max(sizes) == min(per_compute, 63) and sum(sizes) == 63
