@@ -20,7 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from sdm.criteria import range_metrics
-from sdm.progress import shown
+from sdm.progress import batches_shown
 from sdm.storage import dask_blocks
 
 DISPERSAL = ("full", "none")
@@ -424,17 +424,18 @@ threaded scheduler keeps the forwards of many blocks alive beside the ones being
 global 30 arc-second grid (1,100 blocks) the job reached 6 GB, where one block alone needs 0.6 GB."""
 
 
-def sum_in_batches(blocks: "da.Array", per_compute: int | None = None) -> np.ndarray:
+def sum_in_batches(blocks: "da.Array", per_compute: int | None = None, label: str | None = None) -> np.ndarray:
     """Sum of ``blocks`` (..., block rows, block columns: one entry per block, from :func:`dask.array.map_blocks`)
     over its last two axes, computed :data:`BLOCKS_PER_COMPUTE` blocks at a time (row-major), so that memory is
-    bounded by the batch, not by the grid."""
+    bounded by the batch, not by the grid; one progress bar named ``label`` (none without) for the whole sum."""
     per_compute = per_compute or BLOCKS_PER_COMPUTE
     rows, cols = blocks.shape[-2:]
     total = np.zeros(blocks.shape[:-2])
-    for first in range(0, rows * cols, per_compute):
-        cells = [divmod(i, cols) for i in range(first, min(first + per_compute, rows * cols))]
-        parts = [blocks[..., r, c] for r, c in cells]
-        total += np.sum(da.compute(*parts), axis=0)
+    with batches_shown(label or "", enabled=label is not None) as done:
+        for first in range(0, rows * cols, per_compute):
+            cells = [divmod(i, cols) for i in range(first, min(first + per_compute, rows * cols))]
+            total += np.sum(da.compute(*[blocks[..., r, c] for r, c in cells]), axis=0)
+            done((first + len(cells)) / (rows * cols))
     return total
 
 
@@ -484,8 +485,7 @@ def scenario_ranges(
                            has_share=share is not None, coded=coded, chunks=((n_species,), (len(names),), (1,) * len(spatial[0]),
                                                                (1,) * len(spatial[1])),
                            new_axis=1, dtype="float64", meta=np.empty((0, 0, 0, 0), "float64"))
-    with shown(f"range sums ({', '.join(dispersals)})"):
-        totals = sum_in_batches(blocks)
+    totals = sum_in_batches(blocks, label=f"range sums ({', '.join(dispersals)})")
     sums = xr.Dataset({name: (("species",), totals[:, k]) for k, name in enumerate(names)})
     for dispersal in dispersals:
         with np.errstate(invalid="ignore", divide="ignore"):

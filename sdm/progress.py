@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 
 from dask.diagnostics import ProgressBar
 from dask.utils import format_time
@@ -47,6 +48,26 @@ def shown(label: str, enabled: bool = True, minimum: float | None = None):
         return
     with StepProgressBar(label, minimum=minimum):
         yield
+
+
+@contextlib.contextmanager
+def batches_shown(label: str, enabled: bool = True):
+    """One bar named ``label`` for a step made of several Dask computations (a grid reduced a batch of blocks at a
+    time): yields a function to call with the fraction done after each; drawn like :func:`shown`'s bar, once the
+    step has lasted :data:`MINIMUM_S`."""
+    bar, start, drawn = StepProgressBar(label), time.perf_counter(), []
+
+    def done(fraction: float) -> None:
+        elapsed = time.perf_counter() - start
+        if enabled and (drawn or elapsed >= MINIMUM_S):
+            bar._draw_bar(fraction, elapsed)
+            drawn.append(True)
+
+    yield done
+    if drawn:
+        with contextlib.suppress(ValueError):
+            bar._file.write("\n")
+            bar._file.flush()
 
 
 def compute_on(client, collection, label: str, enabled: bool = True):
