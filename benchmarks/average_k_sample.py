@@ -4,7 +4,7 @@ For a finished fused run whose threshold files were computed on every valid cell
 null``, or a release before the sample), recomputes each scenario's threshold on seeded uniform samples of
 ``--cells`` valid cells and prints the codes, their probabilities and the time of each:
 
-    python benchmarks/average_k_sample.py --run /work/scale/f4 --cells 1000000 --seeds 0 1 2
+    python benchmarks/average_k_sample.py --run scale_runs/f4 --cells 1000000 --seeds 0 1 2
 """
 
 from __future__ import annotations
