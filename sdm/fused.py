@@ -86,7 +86,7 @@ def average_k_threshold(cube: xr.DataArray, model_path: str | Path, *, scenario:
     else over a seeded uniform sample of that many valid cells, read chunk by chunk from the cube
     (:func:`sdm.train.sample_valid`, :func:`sdm.train.cells_of`) and forwarded a batch at a time.
     """
-    from sdm.assemblage import average_k_code, average_k_from_histograms, code_histograms
+    from sdm.assemblage import average_k_from_histograms, code_histograms, species_histograms
     from sdm.climate import valid_mask
     from sdm.codes import NODATA, decode
     from sdm.predict import predict_block
@@ -94,11 +94,11 @@ def average_k_threshold(cube: xr.DataArray, model_path: str | Path, *, scenario:
 
     cube, model, checkpoint, dev = _prepared(cube, model_path, scenario, chunk, device, threads)
     inputs = cube.sel(variable=checkpoint["variables"])
-    valid = valid_mask(inputs)
-    n_valid = int(valid.sum())
-    if sample_cells is None or n_valid <= sample_cells:
-        codes = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev)
-        code, cells = average_k_code(codes, k, checkpoint["thresholds"]), n_valid
+    # the valid mask (a read of the cube) only where the grid could hold more valid cells than the sample
+    large = sample_cells is not None and inputs.sizes["y"] * inputs.sizes["x"] > sample_cells
+    valid = valid_mask(inputs) if large else None
+    if valid is None or valid.sum() <= sample_cells:
+        histograms = species_histograms(suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev))
     else:
         rows, cols = np.divmod(sample_valid(valid, sample_cells, seed), valid.shape[1])
         histograms = np.zeros((len(checkpoint["species"]), 256), dtype="int64")
@@ -106,7 +106,8 @@ def average_k_threshold(cube: xr.DataArray, model_path: str | Path, *, scenario:
             values = cells_of(inputs, rows[start:start + batch_size], cols[start:start + batch_size])
             block = predict_block(values.T[:, None, :], model, checkpoint["mean"], checkpoint["std"], dev, batch_size)
             histograms += code_histograms(block[0])
-        code, cells = average_k_from_histograms(histograms, k, checkpoint["thresholds"]), sample_cells
+    code = average_k_from_histograms(histograms, k, checkpoint["thresholds"])
+    cells = int(histograms[0, :NODATA].sum())  # valid cells counted (the sample's size when sampled)
     probability = None if code == NODATA else float(decode(np.array([code], dtype="uint8"))[0])
     return {"scenario": scenario, "k": k, "code": int(code), "probability": probability, "cells": cells}
 
