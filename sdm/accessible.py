@@ -96,17 +96,15 @@ class AccessibleArea:
         return cls(lonlat[:, 0], lonlat[:, 1], np.asarray(stored["species_index"]), len(checkpoint["species"]),
                    float(stored["distance_km"]))
 
-    def contains(self, lon, lat, wanted: np.ndarray | None = None) -> np.ndarray:
-        """Bool (species, cells): the cell centre (WGS84 degrees) lies within the distance of a record of the
-        species. A species without records has no accessible cell. ``wanted`` (bool (species, cells)): only these
-        pairs are needed (the others come out False), e.g. the cells where a species is predicted present.
+    def decisions(self, points: np.ndarray) -> np.ndarray:
+        """Per species, for a set of points (unit vectors): 1 when every point is accessible, 0 when none is, -1
+        when they must be looked up one by one (:meth:`accessible_points`).
 
-        The cells are first bounded by one sphere (a centre and the largest chord to it): a species whose nearest
-        record to the centre lies beyond the distance plus that bound has no accessible cell among them, one whose
+        The points are bounded by one sphere (their centre and the largest chord to it): a species whose nearest
+        record to the centre lies beyond the distance plus that bound has no accessible point among them, one whose
         nearest record lies within the distance minus the bound has all of them (chords obey the triangle
-        inequality), and only the others are looked up cell by cell."""
-        points = unit_vectors(np.ravel(lon), np.ravel(lat))
-        out = np.zeros((self.n_species, len(points)), dtype=bool)
+        inequality). A species without records has none."""
+        out = np.zeros(self.n_species, dtype="int8")
         if not len(points):
             return out
         centre = points.mean(axis=0)
@@ -115,40 +113,65 @@ class AccessibleArea:
         for s, tree in enumerate(self._trees):
             if tree is None:
                 continue
-            cells = np.flatnonzero(wanted[s]) if wanted is not None else np.arange(len(points))
-            if not len(cells):
-                continue
             nearest = tree.query(centre, k=1)[0]
-            if nearest > self._radius + bound:
-                continue
-            if nearest + bound <= self._radius:
+            out[s] = 0 if nearest > self._radius + bound else 1 if nearest + bound <= self._radius else -1
+        return out
+
+    def accessible_points(self, species: int, points: np.ndarray) -> np.ndarray:
+        """Bool per point (unit vectors): within the distance of a record of ``species``."""
+        tree, inside = self._trees[species], np.zeros(len(points), dtype=bool)
+        if tree is None:
+            return inside
+        for start in range(0, len(points), PROBE_CELLS):
+            # distance_upper_bound: the tree stops searching beyond the radius (inf = none within it)
+            distance, _ = tree.query(points[start:start + PROBE_CELLS], k=1,
+                                     distance_upper_bound=self._radius * (1 + 1e-12))
+            inside[start:start + PROBE_CELLS] = np.isfinite(distance)
+        return inside
+
+    def contains(self, lon, lat, wanted: np.ndarray | None = None) -> np.ndarray:
+        """Bool (species, cells): the cell centre (WGS84 degrees) lies within the distance of a record of the
+        species. A species without records has no accessible cell. ``wanted`` (bool (species, cells)): only these
+        pairs are needed (the others come out False), e.g. the cells where a species is predicted present. Whole
+        sets of cells are decided at once where they can be (:meth:`decisions`)."""
+        points = unit_vectors(np.ravel(lon), np.ravel(lat))
+        out = np.zeros((self.n_species, len(points)), dtype=bool)
+        for s, decision in enumerate(self.decisions(points)):
+            cells = np.flatnonzero(wanted[s]) if wanted is not None else np.arange(len(points))
+            if decision == 1:
                 out[s, cells] = True
-                continue
-            for start in range(0, len(cells), PROBE_CELLS):
-                part = cells[start:start + PROBE_CELLS]
-                # distance_upper_bound: the tree stops searching beyond the radius (inf = none within it)
-                distance, _ = tree.query(points[part], k=1, distance_upper_bound=self._radius * (1 + 1e-12))
-                out[s, part] = np.isfinite(distance)
+            elif decision == -1 and len(cells):
+                out[s, cells] = self.accessible_points(s, points[cells])
         return out
 
 
 def _restrict_block(block: np.ndarray, x: np.ndarray, y: np.ndarray, crs, area: AccessibleArea,
                     block_info=None) -> np.ndarray:
+    """A block of presence codes (species, y, x) with every presence outside its species' accessible area set to
+    0. Species whose accessible area holds every cell of the block that has a presence are left alone at once
+    (:meth:`AccessibleArea.decisions`), so most cost nothing; the others are looked up at their present cells
+    only. Returns the block itself when nothing changes, else a changed copy."""
     from pyproj import Transformer
 
     (_, _), (y0, y1), (x0, x1) = block_info[0]["array-location"]
-    xx, yy = np.meshgrid(x[x0:x1], y[y0:y1])
-    present = (block == 1).any(axis=0)  # only cells with a presence need the trees
-    out = block.copy()
+    hit = block.reshape(block.shape[0], -1) == 1
+    present = hit.any(axis=0)  # only cells with a presence need the trees
     if not present.any():
-        return out
-    transformer = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    lon, lat = transformer.transform(xx[present], yy[present])
-    cells = out[:, present]
-    inside = area.contains(lon, lat, wanted=cells == 1)
-    cells[(cells == 1) & ~inside] = 0
-    out[:, present] = cells
-    return out
+        return block
+    xx, yy = np.meshgrid(x[x0:x1], y[y0:y1])
+    lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xx.ravel()[present],
+                                                                                 yy.ravel()[present])
+    points, columns = unit_vectors(lon, lat), np.flatnonzero(present)
+    out = None
+    for s in np.flatnonzero(area.decisions(points) != 1):
+        where = np.flatnonzero(hit[s, columns])
+        if not len(where):
+            continue
+        if out is None:
+            out = block.copy()
+        outside = where[~area.accessible_points(s, points[where])]
+        out.reshape(out.shape[0], -1)[s, columns[outside]] = 0
+    return block if out is None else out
 
 
 def restrict_presence(presence: xr.DataArray, area: AccessibleArea | None) -> xr.DataArray:

@@ -26,10 +26,30 @@ def presence_threshold(suitability: xr.DataArray, thresholds) -> xr.DataArray:
     return _presence_from_codes(suitability, threshold_codes(thresholds))
 
 
+def _presence_block(codes: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """uint8 presence of a block of codes: 1 where a code is >= its species' threshold code (``thresholds``
+    broadcast against ``codes``), 0 below, 255 where no data; two passes over the uint8 codes."""
+    presence = np.greater_equal(codes, thresholds).view(np.uint8)
+    np.copyto(presence, np.uint8(NODATA), where=codes == NODATA)
+    return presence
+
+
 def _presence_from_codes(suitability: xr.DataArray, codes) -> xr.DataArray:
-    """Presence where the suitability code is >= the species' code (one per species)."""
-    codes = xr.DataArray(np.asarray(codes), dims="species", coords={"species": suitability["species"]})
-    return xr.where(suitability == NODATA, NODATA, (suitability >= codes).astype("uint8")).astype("uint8")
+    """Presence where the suitability code is >= the species' code (one per species); lazy when the codes are."""
+    axis = suitability.get_axis_num("species")
+    shape = [1] * suitability.ndim
+    shape[axis] = -1
+    thresholds = np.clip(np.asarray(codes), 0, NODATA).astype("uint8").reshape(shape)
+    data = suitability.data
+    if isinstance(data, da.Array):  # the thresholds chunked like the species axis, broadcast over the others
+        thresholds = da.from_array(thresholds, chunks=[data.chunks[axis] if i == axis else (1,)
+                                                       for i in range(data.ndim)])
+        presence = da.map_blocks(_presence_block, data, thresholds, dtype="uint8")
+    else:
+        presence = _presence_block(np.asarray(data, dtype="uint8"), thresholds)
+    presence = suitability.copy(data=presence)
+    presence.attrs = {}
+    return presence
 
 
 def _top_k_block(block: np.ndarray, k: int) -> np.ndarray:

@@ -371,49 +371,71 @@ def range_features(
     return scenario_ranges(current, future, [dispersal], cell_area_km2, protected)[dispersal]
 
 
+SPARSE_ENTRIES = 1 << 24
+"""Species x cells entries of a presence mask scanned at once by :func:`_mask_sums` (bounds its index arrays)."""
+
+
+def _mask_sums(mask: np.ndarray, suit: np.ndarray, valid: np.ndarray, weight: np.ndarray,
+               protected: np.ndarray | None, coded: bool) -> list[np.ndarray]:
+    """Per-species (area, suitability sum, cell count[, protected area]) of one presence mask (species, cells),
+    over its present entries in ``valid`` cells only.
+
+    Presence is a few per cent of the entries: one scan finds them (a group of species at a time) and every sum
+    is a ``bincount`` over them, where dense products over all species x cells cost several times the model
+    forward. ``suit``: suitability (float, NaN no data) or, with ``coded``, its uint8 codes, decoded only at the
+    present entries."""
+    from sdm.codes import PROBABILITY
+
+    n_species, n_cells = mask.shape
+    sums = np.zeros((3 if protected is None else 4, n_species))
+    group = max(1, SPARSE_ENTRIES // max(n_cells, 1))
+    for first in range(0, n_species, group):
+        part = mask[first:first + group]
+        rows, cols = np.divmod(np.flatnonzero(part), n_cells)
+        kept = valid[cols]
+        rows, cols = rows[kept], cols[kept]
+        values = suit[first:first + group][rows, cols]
+        values = PROBABILITY[values].astype("float64") if coded else np.nan_to_num(values.astype("float64"))
+        n = len(part)
+        sums[0, first:first + n] = np.bincount(rows, weights=weight[cols], minlength=n)
+        sums[1, first:first + n] = np.bincount(rows, weights=values, minlength=n)
+        sums[2, first:first + n] = np.bincount(rows, minlength=n)
+        if protected is not None:
+            sums[3, first:first + n] = np.bincount(rows, weights=protected[cols], minlength=n)
+    return list(sums)
+
+
 def _block_sums(pres0, suit0, area, *rest, dispersals, has_future, has_share, coded):
     """Per-species sums of one block of cells: (species, statistic, 1, 1) in the order of
     :func:`scenario_ranges`' names (the present's range, then per dispersal: range area, suitability sum and
-    cell count over the range, protected range area). Only the block's cells with data are looked at; with
-    ``coded`` the suitability arrays are the stored uint8 codes, decoded only where a species is present."""
-    from sdm.codes import PROBABILITY
-
+    cell count over the range, protected range area). Only the block's cells with data are looked at (those where
+    the first species has a suitability); with ``coded`` the suitability arrays are the stored uint8 codes, decoded
+    only where a species is present (:func:`_mask_sums`)."""
     rest = list(rest)
     pres1, suit1 = (rest.pop(0), rest.pop(0)) if has_future else (None, None)
     share = rest.pop(0) if has_share else None
     n_species = pres0.shape[0]
-    first = suit0[0].ravel()
-    cols = np.flatnonzero(first != 255) if coded else np.flatnonzero(np.isfinite(first))
+
+    def flat(a):  # (species, cells), a view of the block
+        return np.asarray(a).reshape(a.shape[0], -1)
+
+    first = flat(suit0)[0]
+    valid = first != 255 if coded else np.isfinite(first)
     out = np.zeros((n_species, 1 + len(dispersals) * (4 if has_share else 3), 1, 1))
-    if not len(cols):
+    if not valid.any():
         return out
-
-    def flat(a):  # (species, cells with data)
-        return a.reshape(a.shape[0], -1)[:, cols]
-
-    weight = np.nan_to_num(np.asarray(area, dtype="float64").ravel()[cols])
-    protected = None if share is None else weight * np.nan_to_num(np.asarray(share, dtype="float64").ravel()[cols])
-    cells = flat(pres0).astype(bool)
-
-    def weighted(mask, values):  # mask (species, cells) @ values, a few species at a time (small temporaries)
-        return np.concatenate([mask[g:g + 16].astype("float64") @ values for g in range(0, n_species, 16)])
-
-    def suitability_sum(mask, suit):  # over each species' present cells only
-        rows, where = np.nonzero(mask)
-        values = suit[rows, where]
-        values = PROBABILITY[values].astype("float64") if coded else np.nan_to_num(values.astype("float64"))
-        return np.bincount(rows, weights=values, minlength=n_species)
-
-    columns = [weighted(cells, weight)]
+    weight = np.nan_to_num(np.asarray(area, dtype="float64").ravel())
+    protected = None if share is None else weight * np.nan_to_num(np.asarray(share, dtype="float64").ravel())
+    cells = flat(pres0).astype(bool, copy=False)
+    present = _mask_sums(cells, flat(suit0), valid, weight, protected, coded)
+    columns = [present[0]]
     for dispersal in dispersals:
-        if pres1 is None:
-            pres, suit = cells, flat(suit0)
-        else:
-            future = flat(pres1).astype(bool)
-            pres, suit = (future if dispersal == "full" else future & cells), flat(suit1)
-        columns += [weighted(pres, weight), suitability_sum(pres, suit), pres.sum(axis=1, dtype="float64")]
-        if protected is not None:
-            columns.append(weighted(pres, protected))
+        if pres1 is None:  # the present's own range
+            columns += present
+            continue
+        future = flat(pres1).astype(bool, copy=False)
+        pres, suit = (future if dispersal == "full" else future & cells), flat(suit1)
+        columns += _mask_sums(pres, suit, valid, weight, protected, coded)
     out[:, :, 0, 0] = np.stack(columns, axis=1)
     return out
 
