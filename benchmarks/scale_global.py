@@ -126,9 +126,12 @@ MODEL_RULES = ("average_k_threshold", "range_sums", "indicators")
 """Rules whose jobs run the model forward over the grid (fused mode)."""
 
 
-def forwards(rule: str, job: str) -> int:
-    """Model forwards over the grid in one job: the present's jobs one; a future scenario's range sums and
-    indicators two (its climate and the present's, for the overlap and the change); a threshold job one."""
+def forwards(workdir: Path, rule: str, job: str) -> int:
+    """Model forwards over the grid in one job: a threshold job and the present's jobs one; the fused job of all
+    runs (``all``) one per scenario, the present included; a future scenario's own range sums and indicators job
+    (releases before the all-runs job) two, its climate and the present's."""
+    if job == "all":
+        return 1 + len(yaml.safe_load((workdir / "config.yaml").read_text())["climate"].get("scenarios") or {})
     return 1 if job in ("current", "current_none") or rule == "average_k_threshold" else 2
 
 
@@ -157,11 +160,15 @@ def extrapolate(root: Path, globe_cells: float, globe_species: float, futures: i
         species, seconds = [], []  # per band: species, seconds per forward per cell forwarded
         for d in runs:
             part = table[d][table[d]["rule"] == rule]
-            forwarded = sum(forwards(rule, job) * forwarded_cells(d, rule, job, metrics[d]) for job in part["job"])
+            forwarded = sum(forwards(d, rule, job) * forwarded_cells(d, rule, job, metrics[d]) for job in part["job"])
             species.append(metrics[d]["n_species"])
             seconds.append(part["s"].sum() / forwarded)
         c1, c0 = np.polyfit(species, seconds, 1)
-        n_globe = 1 + futures if rule == "average_k_threshold" else 1 + 2 * futures
+        # one pass over every scenario per rule (the all-runs jobs of fused mode); 1 + 2 futures with the
+        # per-scenario jobs of earlier releases, which forwarded the present again for each scenario
+        merged = rule == "average_k_threshold" or "all" in set(table[runs[-1]].loc[table[runs[-1]]["rule"] == rule,
+                                                                                    "job"])
+        n_globe = 1 + futures if merged else 1 + 2 * futures
         cells = min(globe_cells, AVERAGE_K_CELLS) if rule == "average_k_threshold" else globe_cells
         hours = n_globe * cells * (c0 + c1 * globe_species) / 3600
         total += hours

@@ -405,15 +405,16 @@ def _mask_sums(mask: np.ndarray, suit: np.ndarray, valid: np.ndarray, weight: np
     return list(sums)
 
 
-def _block_sums(pres0, suit0, area, *rest, dispersals, has_future, has_share, coded):
+def _block_sums(pres0, suit0, area, *rest, n_futures, dispersals, has_share, coded):
     """Per-species sums of one block of cells: (species, statistic, 1, 1) in the order of
-    :func:`scenario_ranges`' names (the present's range, then per dispersal: range area, suitability sum and
-    cell count over the range, protected range area). Only the block's cells with data are looked at (those where
-    the first species has a suitability); with ``coded`` the suitability arrays are the stored uint8 codes, decoded
-    only where a species is present (:func:`_mask_sums`)."""
+    :func:`all_scenario_ranges`: the present's range (area, suitability sum, cell count[, protected area]), then
+    the same for every future scenario (``rest``: presence and suitability of each, then the protected share when
+    ``has_share``) and dispersal assumption. Only the block's cells with data are looked at (those where the first
+    species has a suitability); with ``coded`` the suitability arrays are the stored uint8 codes, decoded only where
+    a species is present (:func:`_mask_sums`)."""
     rest = list(rest)
-    pres1, suit1 = (rest.pop(0), rest.pop(0)) if has_future else (None, None)
-    share = rest.pop(0) if has_share else None
+    futures = [(rest[2 * i], rest[2 * i + 1]) for i in range(n_futures)]
+    share = rest[2 * n_futures] if has_share else None
     n_species = pres0.shape[0]
 
     def flat(a):  # (species, cells), a view of the block
@@ -421,21 +422,19 @@ def _block_sums(pres0, suit0, area, *rest, dispersals, has_future, has_share, co
 
     first = flat(suit0)[0]
     valid = first != 255 if coded else np.isfinite(first)
-    out = np.zeros((n_species, 1 + len(dispersals) * (4 if has_share else 3), 1, 1))
+    n_stats = 4 if has_share else 3
+    out = np.zeros((n_species, n_stats * (1 + n_futures * len(dispersals)), 1, 1))
     if not valid.any():
         return out
     weight = np.nan_to_num(np.asarray(area, dtype="float64").ravel())
     protected = None if share is None else weight * np.nan_to_num(np.asarray(share, dtype="float64").ravel())
     cells = flat(pres0).astype(bool, copy=False)
-    present = _mask_sums(cells, flat(suit0), valid, weight, protected, coded)
-    columns = [present[0]]
-    for dispersal in dispersals:
-        if pres1 is None:  # the present's own range
-            columns += present
-            continue
+    columns = _mask_sums(cells, flat(suit0), valid, weight, protected, coded)
+    for pres1, suit1 in futures:
         future = flat(pres1).astype(bool, copy=False)
-        pres, suit = (future if dispersal == "full" else future & cells), flat(suit1)
-        columns += _mask_sums(pres, suit, valid, weight, protected, coded)
+        for dispersal in dispersals:
+            pres = future if dispersal == "full" else future & cells
+            columns += _mask_sums(pres, flat(suit1), valid, weight, protected, coded)
     out[:, :, 0, 0] = np.stack(columns, axis=1)
     return out
 
@@ -468,20 +467,33 @@ def scenario_ranges(
     cell_area_km2: xr.DataArray,
     protected: xr.DataArray | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """:func:`range_features` of one scenario for every dispersal assumption in ``dispersals``, from one pass over
-    the predictions: every sum is reduced in the same Dask computation, so each chunk of the current and the future
-    predictions (in fused mode, each model forward) is made once for all of them. Returns dispersal -> table."""
+    """:func:`range_features` of one scenario (``future`` None: the present) for every dispersal assumption in
+    ``dispersals``, from one pass over the predictions (:func:`all_scenario_ranges`). Returns dispersal -> table."""
+    if future is None:
+        return all_scenario_ranges(current, {}, dispersals, cell_area_km2, protected)["current"]
+    return all_scenario_ranges(current, {"future": future}, dispersals, cell_area_km2, protected)["future"]
+
+
+def all_scenario_ranges(
+    current: xr.Dataset,
+    futures: dict[str, xr.Dataset],
+    dispersals: list[str],
+    cell_area_km2: xr.DataArray,
+    protected: xr.DataArray | None = None,
+) -> dict[str, dict[str, pd.DataFrame]]:
+    """:func:`range_features` of the present and of every future scenario (``futures``: name -> predictions) for
+    every dispersal assumption in ``dispersals``, from one pass over the predictions: one Dask task per block of
+    cells reduces the present's block and every scenario's to all the sums at once, so each block (in fused mode,
+    each model forward) is made once for every run, the present's included.
+
+    Returns scenario -> dispersal -> table; the present is ``"current"`` (the same table for every dispersal)."""
     for dispersal in dispersals:
         _check_dispersal(dispersal)
-    for name, ds in (("current", current), ("future", future)):
-        if ds is None:
-            continue
+    for name, ds in (("current", current), *futures.items()):
         for var in ("suitability", "presence"):
             if var not in ds:
                 raise ValueError(f"{name} predictions lack variable {var!r}; have {list(ds.data_vars)}")
-
-    if future is not None:
-        future = _match_coords(future, current, "future predictions")
+    futures = {name: _match_coords(ds, current, f"{name} predictions") for name, ds in futures.items()}
     pres0 = current["presence"]
     area = _match_coords(cell_area_km2, pres0, "cell_area_km2")
     share = None if protected is None else _match_coords(protected, pres0, "protected areas")
@@ -489,54 +501,54 @@ def scenario_ranges(
     # the predictions (a model forward in fused mode) is consumed where it is made: memory ~ threads x block.
     chunks = pres0.chunks if pres0.chunks is not None else tuple((n,) for n in pres0.shape)
     spatial = chunks[1:]
-
     species_chunks = ((pres0.sizes["species"],), *spatial)
     # the stored uint8 codes when the predictions carry them: decoded only at each species' present cells
-    coded = "suitability_code" in current and (future is None or "suitability_code" in future)
+    coded = "suitability_code" in current and all("suitability_code" in ds for ds in futures.values())
     suitability = "suitability_code" if coded else "suitability"
-    arrays = [dask_blocks(pres0, species_chunks), dask_blocks(current[suitability], species_chunks), dask_blocks(area, spatial)]
-    if future is not None:
-        arrays += [dask_blocks(future["presence"], species_chunks), dask_blocks(future[suitability], species_chunks)]
+    arrays = [dask_blocks(pres0, species_chunks), dask_blocks(current[suitability], species_chunks),
+              dask_blocks(area, spatial)]
+    for ds in futures.values():
+        arrays += [dask_blocks(ds["presence"], species_chunks), dask_blocks(ds[suitability], species_chunks)]
     if share is not None:
         arrays.append(dask_blocks(share, spatial))
-    names = ["current_range_km2"] + [f"{v} {d}" for d in dispersals for v in
-                                     ("range_km2", "suitability_sum", "range_cells")
-                                     + (("protected_range_km2",) if share is not None else ())]
+    n_stats = 4 if share is not None else 3
     n_species = pres0.sizes["species"]
-    blocks = da.map_blocks(_block_sums, *arrays, dispersals=tuple(dispersals), has_future=future is not None,
-                           has_share=share is not None, coded=coded, chunks=((n_species,), (len(names),), (1,) * len(spatial[0]),
-                                                               (1,) * len(spatial[1])),
+    blocks = da.map_blocks(_block_sums, *arrays, n_futures=len(futures), dispersals=tuple(dispersals),
+                           has_share=share is not None, coded=coded,
+                           chunks=((n_species,), (n_stats * (1 + len(futures) * len(dispersals)),),
+                                   (1,) * len(spatial[0]), (1,) * len(spatial[1])),
                            new_axis=1, dtype="float64", meta=np.empty((0, 0, 0, 0), "float64"))
-    totals = sum_in_batches(blocks, label=f"range sums ({', '.join(dispersals)})")
-    sums = xr.Dataset({name: (("species",), totals[:, k]) for k, name in enumerate(names)})
-    for dispersal in dispersals:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sums[f"mean_suitability {dispersal}"] = sums[f"suitability_sum {dispersal}"] / sums[
-                f"range_cells {dispersal}"].where(sums[f"range_cells {dispersal}"] > 0)
-    protected_area = share
-
+    runs = ", ".join(["current"] + [f"{name} {d}" for name in futures for d in dispersals])
+    totals = sum_in_batches(blocks, label=f"range sums ({runs})")
     species = pd.Index([str(s) for s in current["species"].to_numpy()], name="species")
-    current_km2 = sums["current_range_km2"].transpose("species").to_numpy().astype(float)
-    tables = {}
-    for dispersal in dispersals:
-        out = pd.DataFrame({
-            "range_km2": sums[f"range_km2 {dispersal}"].transpose("species").to_numpy().astype(float),
-            "mean_suitability": sums[f"mean_suitability {dispersal}"].transpose("species").to_numpy().astype(float),
-            "current_range_km2": current_km2,
-        }, index=species)
-        out["mean_suitability"] = out["mean_suitability"].fillna(0.0)
-        rng, cur = out["range_km2"].to_numpy(), current_km2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(cur > 0, rng / cur, np.where(rng > 0, np.inf, 0.0))
-        out["range_change"] = ratio
-        out["range_loss"] = np.where(cur > 0, np.clip(1.0 - ratio, 0.0, 1.0), 0.0)
-        columns = list(RANGE_FEATURES)
-        if protected_area is not None:
-            protected_km2 = sums[f"protected_range_km2 {dispersal}"].transpose("species").to_numpy().astype(float)
-            out["protected_share_range"] = protected_km2 / out["range_km2"].where(out["range_km2"] > 0)
-            columns.append("protected_share_range")
-        tables[dispersal] = out[columns]
+    present = totals[:, :n_stats]
+    tables = {"current": dict.fromkeys(dispersals, _range_table(species, present, present[:, 0]))}
+    column = n_stats
+    for name in futures:
+        tables[name] = {}
+        for dispersal in dispersals:
+            tables[name][dispersal] = _range_table(species, totals[:, column:column + n_stats], present[:, 0])
+            column += n_stats
     return tables
+
+
+def _range_table(species: pd.Index, sums: np.ndarray, current_km2: np.ndarray) -> pd.DataFrame:
+    """The :func:`range_features` table of one run from its per-species sums (species, statistic: range area,
+    suitability sum, cell count[, protected area]) and the present's range area."""
+    area, suitability, cells = sums[:, 0], sums[:, 1], sums[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(cells > 0, suitability / np.where(cells > 0, cells, 1), 0.0)
+        ratio = np.where(current_km2 > 0, area / current_km2, np.where(area > 0, np.inf, 0.0))
+    out = pd.DataFrame({"range_km2": area, "mean_suitability": mean, "current_range_km2": current_km2},
+                       index=species)
+    out["range_change"] = ratio
+    out["range_loss"] = np.where(current_km2 > 0, np.clip(1.0 - ratio, 0.0, 1.0), 0.0)
+    columns = list(RANGE_FEATURES)
+    if sums.shape[1] > 3:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["protected_share_range"] = np.where(area > 0, sums[:, 3] / np.where(area > 0, area, 1), np.nan)
+        columns.append("protected_share_range")
+    return out[columns]
 
 
 def species_features(

@@ -151,3 +151,16 @@ def run_predictions(inputs, scenario: str, prediction: dict, device: str = "auto
     current = load("current", "current")
     future = None if scenario == "current" else load("future", scenario)
     return current, future
+
+
+def scenario_predictions(model: str | Path, cubes: dict, prediction: dict, thresholds: dict | None = None,
+                         device: str = "auto", threads: int | None = None) -> dict[str, xr.Dataset]:
+    """Lazy predictions (:func:`lazy_predictions`) of every scenario of a fused pass: ``cubes`` maps scenario ->
+    climate cube (path), ``thresholds`` scenario -> average-K threshold file (:func:`write_average_k`), when the
+    assemblage has them."""
+    thresholds = thresholds or {}
+    return {name: lazy_predictions(open_cube(path), model, scenario=name, chunk=prediction["chunk"],
+                                   batch_size=prediction["batch_size"], assemblage=prediction["assemblage"],
+                                   k=prediction["k"], device=device, threads=threads,
+                                   average_k=read_average_k(thresholds[name]) if name in thresholds else None)
+            for name, path in cubes.items()}

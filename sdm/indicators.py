@@ -85,17 +85,16 @@ def _assemblage_block(present: np.ndarray, status: tuple[np.ndarray, np.ndarray]
     return np.stack([richness, threatened_count, share, most])
 
 
-def _indicators_block(valid: np.ndarray, current: np.ndarray, future: np.ndarray | None = None, *,
-                      runs: tuple, current_status) -> np.ndarray:
-    """Every layer of every run of one block, stacked in :func:`_run_layer_names` order: the present's layers
-    when ``future`` is None, else per run (``runs``: (dispersal, status arrays)) its layers then their change
-    against the present. NaN outside ``valid`` ((1, y, x) cells with data)."""
+def _indicators_block(valid: np.ndarray, current: np.ndarray, *futures: np.ndarray, runs: tuple, current_status,
+                      present: bool) -> np.ndarray:
+    """Every layer of every run of one block, stacked in :func:`_run_layer_names` order: the present's layers when
+    ``present``, then for each future scenario (``futures``: its presence block; ``runs``: per scenario its
+    (dispersal, status arrays)) each run's layers and their change against the present. NaN outside ``valid``
+    ((1, y, x) cells with data)."""
     now = _assemblage_block(current, current_status)
-    if future is None:
-        out = [now]
-    else:
-        out = []
-        for dispersal, status in runs:
+    out = [now] if present else []
+    for future, scenario_runs in zip(futures, runs):
+        for dispersal, status in scenario_runs:
             layers = _assemblage_block(scenario_presence(current, future, dispersal), status)
             n_change = len(CHANGE_LAYERS) if status is not None else 1
             out += [layers, layers[:n_change] - now[:n_change]]
@@ -120,39 +119,53 @@ def _attrs(name: str) -> dict:
 
 def run_layers(current: xr.DataArray, future: xr.DataArray | None, valid: xr.DataArray, statuses: dict,
                current_status: pd.Series | None) -> dict[str, xr.Dataset]:
-    """Indicator layers (float32, ``y``, ``x``, NaN outside ``valid``) of every run of one scenario, lazily, from
-    one Dask task per block of cells: each block of the presence cubes (bool ``species``, ``y``, ``x``; in fused
-    mode a model forward) is read once for every layer of every run and released, so memory stays at a few blocks
-    whatever the grid (separate xarray reductions per layer held the blocks until all of them had run).
+    """Indicator layers of every run of one scenario (:func:`all_run_layers`). ``future`` None: the present, one
+    run (``statuses`` names it). ``statuses``: dispersal -> status per species, or dispersal -> None for richness
+    alone (no Red List). Returns dispersal -> layers."""
+    if future is None:
+        (name,) = statuses
+        return {name: all_run_layers(current, {}, valid, {}, current_status, present=True)["current"]}
+    layers = all_run_layers(current, {"future": future}, valid, {"future": statuses}, current_status, present=False)
+    return {dispersal: layers[("future", dispersal)] for dispersal in statuses}
 
-    ``future`` None: the present, one run (``statuses`` names it). ``statuses``: dispersal -> status per species
-    (LC..CR; other values or missing species count as not threatened and unranked), or dispersal -> None for
-    richness alone (no Red List). A future run gets its layers and their ``*_change`` against the present.
+
+def all_run_layers(current: xr.DataArray, futures: dict[str, xr.DataArray], valid: xr.DataArray,
+                   statuses: dict[str, dict], current_status: pd.Series | None, present: bool = True) -> dict:
+    """Indicator layers (float32, ``y``, ``x``, NaN outside ``valid``) of the present (when ``present``) and of
+    every run of every future scenario, lazily, from one Dask task per block of cells: each block of the presence
+    cubes (bool ``species``, ``y``, ``x``; in fused mode a model forward) is read once for every layer of every
+    run and released, so memory stays at a few blocks whatever the grid, and the present's block serves its own
+    layers and every scenario's change.
+
+    ``futures``: scenario -> presence. ``statuses``: scenario -> dispersal -> status per species (LC..CR; other
+    values or missing species count as not threatened and unranked), or None for richness alone (no Red List).
+    Returns ``"current"`` -> the present's layers and (scenario, dispersal) -> a future run's layers with their
+    ``*_change`` against the present.
     """
     import dask.array as da
 
     species = [str(s) for s in current["species"].values]
     with_status = current_status is not None
-    runs = tuple((d, _status_arrays(species, s)) for d, s in statuses.items())
-    names = {d: _run_layer_names(future is not None, with_status) for d in statuses}
+    runs = tuple(tuple((d, _status_arrays(species, st)) for d, st in statuses[name].items()) for name in futures)
+    keys = (["current"] if present else []) + [(name, d) for name in futures for d in statuses[name]]
+    names = {key: _run_layer_names(key != "current", with_status) for key in keys}
     spatial = current.chunks[1:] if current.chunks is not None else tuple((n,) for n in current.shape[1:])
 
     species_chunks = ((len(species),), *spatial)
     arrays = [dask_blocks(valid.expand_dims("one"), ((1,), *spatial)), dask_blocks(current, species_chunks)]
-    if future is not None:
-        arrays.append(dask_blocks(future.transpose(*current.dims), species_chunks))
+    arrays += [dask_blocks(future.transpose(*current.dims), species_chunks) for future in futures.values()]
     n_out = sum(len(n) for n in names.values())
-    stacked = da.map_blocks(_indicators_block, *arrays, runs=runs if future is not None else (),
-                            current_status=_status_arrays(species, current_status),
-                            chunks=((n_out,), *spatial), dtype="float32", meta=np.empty((0, 0, 0), "float32"))
+    stacked = da.map_blocks(_indicators_block, *arrays, runs=runs, current_status=_status_arrays(species, current_status),
+                            present=present, chunks=((n_out,), *spatial), dtype="float32",
+                            meta=np.empty((0, 0, 0), "float32"))
     grid = valid.drop_vars([c for c in valid.coords if c not in ("y", "x")])
     out, i = {}, 0
-    for dispersal in statuses:
+    for key in keys:
         layers = {}
-        for name in names[dispersal]:
+        for name in names[key]:
             layers[name] = grid.copy(data=stacked[i]).rename(name).assign_attrs(_attrs(name))
             i += 1
-        out[dispersal] = xr.Dataset(layers)
+        out[key] = xr.Dataset(layers)
     return out
 
 
@@ -227,6 +240,11 @@ def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write
     return path
 
 
+def run_name(key) -> str:
+    """The workflow's name of a run key of :func:`all_indicators` (``"current"`` or (scenario, dispersal))."""
+    return key if isinstance(key, str) else f"{key[0]}_{key[1]}"
+
+
 def read_status(path) -> pd.Series:
     """The ``status`` column of a per-run status table, indexed by species."""
     return pd.read_csv(path).set_index("species")["status"]
@@ -247,28 +265,49 @@ def run_indicators(current, future, scenario: str, dispersal: str, out_dir, stat
 def scenario_indicators(current, future, scenario: str, out_dirs: dict[str, str | Path], statuses=None,
                         current_status=None) -> dict[str, list[Path]]:
     """Indicators of every run of one scenario (``out_dirs``: dispersal -> folder; ``statuses``: dispersal ->
-    status table, or None without a Red List) from one pass over the predictions: all runs' layers are computed
-    in the same Dask computation, so each chunk of the predictions (in fused mode, each model forward) is made once
-    for all of them. Returns dispersal -> the files written (see :func:`run_indicators`)."""
+    status table, or None without a Red List) from one pass over the predictions (:func:`all_indicators`).
+    Returns dispersal -> the files written (see :func:`run_indicators`)."""
+    if scenario == "current":
+        (dispersal,) = out_dirs
+        return {dispersal: all_indicators(current, {}, {"current": out_dirs[dispersal]}, None if statuses is None
+                                          else {"current": statuses[dispersal]}, current_status)["current"]}
+    written = all_indicators(current, {scenario: future}, {(scenario, d): out for d, out in out_dirs.items()},
+                             None if statuses is None else {(scenario, d): st for d, st in statuses.items()},
+                             current_status)
+    return {d: written[(scenario, d)] for d in out_dirs}
+
+
+def all_indicators(current, futures: dict, out_dirs: dict, statuses: dict | None = None,
+                   current_status=None) -> dict:
+    """Indicators of the present (when ``out_dirs`` has ``"current"``) and of future runs ((scenario, dispersal)
+    keys of ``out_dirs``, each a folder), from one pass over the predictions: every run's layers are computed in
+    the same Dask computation, so each chunk of the present's predictions and of every scenario's (in fused mode,
+    each model forward) is made once for all of them. ``current`` / ``futures`` (scenario -> predictions) are
+    prediction stores (paths) or decoded prediction Datasets (the lazy ones of fused mode). ``statuses``: run key
+    -> status table (path or Series) and ``current_status`` the present's, or None without a Red List (richness
+    alone). Each run also gets its scenario's MESS layer (:func:`extrapolation`). Returns run key -> files written.
+    """
     from sdm.predict import open_predictions
 
     def opened(predictions):
         return predictions if isinstance(predictions, xr.Dataset) else open_predictions(predictions)
 
     current = opened(current)
-    future = None if scenario == "current" else opened(future)
+    futures = {name: opened(ds) for name, ds in futures.items()}
     valid = current["suitability"].isel(species=0).notnull()
     crs = current.rio.crs
-    mess = extrapolation(current if future is None else future, scenario)
+    runs = {name: [key[1] for key in out_dirs if key != "current" and key[0] == name] for name in futures}
     if statuses is None:
-        statuses, present_status = {d: None for d in out_dirs}, None
+        run_statuses, present_status = {name: dict.fromkeys(ds, None) for name, ds in runs.items()}, None
     else:
-        statuses = {d: read_status(p) for d, p in statuses.items()}
-        present_status = read_status(current_status)
-    layers = run_layers(current["presence"], None if future is None else future["presence"], valid, statuses,
-                        present_status)
-    layers = {d: run.assign(mess) for d, run in layers.items()}
-    return write_indicators_streamed(layers, out_dirs, crs)
+        run_statuses = {name: {d: read_status(statuses[(name, d)]) for d in ds} for name, ds in runs.items()}
+        present_status = read_status(statuses["current"] if "current" in statuses else current_status)
+    layers = all_run_layers(current["presence"], {name: ds["presence"] for name, ds in futures.items()}, valid,
+                            run_statuses, present_status, present="current" in out_dirs)
+    sources = ({"current": current} if "current" in out_dirs else {}) | futures
+    mess = {name: extrapolation(ds, name) for name, ds in sources.items()}
+    layers = {key: run.assign(mess["current" if key == "current" else key[0]]) for key, run in layers.items()}
+    return write_indicators_streamed(layers, {key: out_dirs[key] for key in layers}, crs)
 
 
 def write_indicators_streamed(layers: dict[str, xr.Dataset], out_dirs: dict[str, str | Path], crs) -> dict[str, list[Path]]:
@@ -286,7 +325,7 @@ def write_indicators_streamed(layers: dict[str, xr.Dataset], out_dirs: dict[str,
         partials = {d: stack.enter_context(replacing(Path(out_dirs[d]) / "indicators.zarr")) for d in layers}
         writes = [zarr_ready(layers[d].rio.write_crs(crs)).to_zarr(partials[d], mode="w", consolidated=False,
                                                                       compute=False) for d in layers]
-        with shown(f"indicators {', '.join(layers)}"):
+        with shown(f"indicators {', '.join(run_name(key) for key in layers)}"):
             dask.compute(*writes)
     written = {}
     for d in layers:

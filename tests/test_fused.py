@@ -256,3 +256,48 @@ def test_a_bad_average_k_file_is_one_line_naming_it(tmp_path, text):
     with pytest.raises(ValueError, match=f"^{path}: .*average-K") as error:
         read_average_k(path)
     assert "\n" not in str(error.value)
+
+
+def test_every_run_of_every_scenario_from_one_forward_per_chunk_of_each_climate(world, monkeypatch, tmp_path):
+    """Fused mode's range sums and indicators of all runs at once: the present's forward of a chunk serves its own
+    range and layers and every scenario's overlap and change, so each climate goes through the model once per pass
+    (one scenario given twice here, under two names), with the numbers of one scenario at a time."""
+    import rasterio
+
+    from sdm.features import all_scenario_ranges, scenario_ranges
+    from sdm.indicators import all_indicators, run_indicators
+
+    area = cell_area_km2(world["cubes"]["current"].isel(variable=0, drop=True))
+    current = lazy(world, "current")
+    chunks = int(np.prod([len(c) for c in current["presence"].chunks[1:]]))
+    calls = count_forwards(monkeypatch)
+    tables = all_scenario_ranges(current, {"warm": lazy(world, "warm"), "warm2": lazy(world, "warm")},
+                                 ["full", "none"], area)
+    assert len(calls) == 3 * chunks  # the present once, each scenario once
+    pd.testing.assert_frame_equal(tables["current"]["none"],
+                                  scenario_ranges(lazy(world, "current"), None, ["none"], area)["none"])
+    for name in ("warm", "warm2"):
+        for dispersal in ("full", "none"):
+            pd.testing.assert_frame_equal(tables[name][dispersal], range_features(
+                lazy(world, "current"), lazy(world, "warm"), dispersal, area))
+    assert (tables["warm"]["none"]["range_km2"] <= tables["current"]["none"]["range_km2"]).all()
+
+    species = [str(s) for s in current["species"].values]
+    status = tmp_path / "status.csv"
+    pd.DataFrame({"species": species, "status": np.resize(["LC", "VU", "CR", "EN"], len(species))}).to_csv(
+        status, index=False)
+    keys = ["current", ("warm", "full"), ("warm", "none"), ("warm2", "none")]
+    calls.clear()
+    written = all_indicators(lazy(world, "current"), {"warm": lazy(world, "warm"), "warm2": lazy(world, "warm")},
+                             {key: tmp_path / "all" / str(key) for key in keys}, dict.fromkeys(keys, status), status)
+    assert len(calls) == 3 * chunks
+    expected = {"current": run_indicators(lazy(world, "current"), None, "current", "none", tmp_path / "now",
+                                          status=status, current_status=status)}
+    for key in keys[1:]:
+        expected[key] = run_indicators(lazy(world, "current"), lazy(world, "warm"), "warm", key[1],
+                                       tmp_path / f"alone_{key[1]}", status=status, current_status=status)
+    for key in keys:
+        assert sorted(p.name for p in written[key]) == sorted(p.name for p in expected[key])
+        for path in expected[key]:
+            with rasterio.open(path) as a, rasterio.open(tmp_path / "all" / str(key) / path.name) as b:
+                np.testing.assert_array_equal(a.read(1), b.read(1))

@@ -66,4 +66,4 @@ def test_fused_range_sums_and_average_k_histograms_show_progress(capfd, monkeypa
     scenario_ranges(current, current, ["full", "none"], area)
     err = capfd.readouterr().err
     assert "average-K thresholds (code histograms): [" in err
-    assert "range sums (full, none): [" in err and "100% Completed" in err
+    assert "range sums (current, future full, future none): [" in err and "100% Completed" in err

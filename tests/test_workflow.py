@@ -376,6 +376,16 @@ def test_fused_mode_stores_no_species_cube(tmp_path):
         with rasterio.open(tmp_path / f"results/indicators/warm_full/{name}.tif") as src:
             assert src.crs.to_epsg() == 3035
     assert (tmp_path / "results/maps/index.html").exists() and (tmp_path / "results/maps/mess.html").exists()
+    # one range-sums job and one indicators job for all runs (each a single pass: the present's forward serves all)
+    benchmarks = tmp_path / "logs/benchmarks"
+    assert [p.name for p in (benchmarks / "range_sums").iterdir()] == ["all.tsv"]
+    assert [p.name for p in (benchmarks / "indicators").iterdir()] == ["all.tsv"]
+    # a second scenario: still one job each
+    config["climate"]["scenarios"]["hot"] = "results/demo/climate/warm.tif"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "--dry-run")
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout + result.stderr, flags=re.MULTILINE))
+    assert jobs["range_sums"] == "1" and jobs["indicators"] == "1", result.stdout[-3000:]
 
 
 def test_a_failed_job_prints_its_reason_first_on_the_console(tmp_path):

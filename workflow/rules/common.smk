@@ -71,6 +71,22 @@ def average_k_inputs(roles):
     return {f"average_k_{role}": average_k_file(s) for role, s in roles.items()} if SHARED_AVERAGE_K else {}
 
 
+ALL_SCENARIOS = ["current", *SCENARIOS]
+
+
+def fused_inputs(wildcards=None):
+    """What fused mode's passes over every scenario at once read: the model, every scenario's climate cube (in the
+    order of ALL_SCENARIOS) and, with average-K, every scenario's threshold file."""
+    return {"model": "results/sdm/model.pt", "cubes": [f"results/cubes/{s}.zarr" for s in ALL_SCENARIOS],
+            "thresholds": [average_k_file(s) for s in ALL_SCENARIOS] if SHARED_AVERAGE_K else []}
+
+
+def fused_indicator_inputs(wildcards=None):
+    """Fused mode's indicator pass: :func:`fused_inputs` and, with a Red List, every run's status (in the order of
+    RUNS)."""
+    return fused_inputs() | {"statuses": [f"results/iucn/status/{run}.csv" for run in RUNS] if HAS_REDLIST else []}
+
+
 def threat_files(wildcards=None):
     """The rasters of the config's threats section (inputs of species_features, so that a new layer reruns it)."""
     threats = config.get("threats") or {}

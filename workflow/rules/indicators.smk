@@ -1,47 +1,18 @@
-rule indicators_current:
-    """Per-cell indicators of the present (richness, threatened count and share, most threatened status) and the
-    MESS extrapolation layer of the present climate."""
-    input:
-        unpack(indicator_inputs),
-    output:
-        expand("results/indicators/{{run}}/{name}.tif", name=layer_names(False, HAS_REDLIST)),
-        zarr=directory("results/indicators/{run}/indicators.zarr"),
-    wildcard_constraints:
-        run="current_none",
-    params:
-        prediction=config["prediction"],
-        device=config["sdm"]["device"],
-    threads: resource_threads("indicators")
-    resources:
-        mem_mb=resource_mb("indicators"),
-        runtime=resource_minutes("indicators"),
-    conda:
-        "../envs/sdm.yaml"
-    log:
-        "logs/indicators/{run}.log",
-    benchmark:
-        "logs/benchmarks/indicators/{run}.tsv",
-    script:
-        "../scripts/indicators.py"
+if FUSED:
 
-
-if SCENARIOS:
-
-    rule indicators_future:
-        """Per-cell indicators of every run of one future scenario (each dispersal assumption), their change
-        against the present, and the MESS extrapolation layer of the scenario's climate: one pass over the
-        scenario's predictions for all its runs (in fused mode one model forward per chunk)."""
+    rule indicators:
+        """Per-cell indicators of every run (richness, threatened count and share, most threatened status; for a
+        future run their change against the present) and each scenario's MESS extrapolation layer, from one pass
+        over the grid: each chunk's model forward, the present's included, is computed once for all runs."""
         input:
-            unpack(scenario_indicator_inputs),
+            unpack(fused_indicator_inputs),
         output:
-            expand("results/indicators/{{scenario}}_{dispersal}/{name}.tif", dispersal=config["dispersal"],
-                   name=layer_names(True, HAS_REDLIST)),
-            zarr=[directory(p) for p in expand("results/indicators/{{scenario}}_{dispersal}/indicators.zarr",
-                                               dispersal=config["dispersal"])],
-        wildcard_constraints:
-            scenario="|".join(re.escape(s) for s in SCENARIOS),
+            [f"results/indicators/{run}/{name}.tif" for run in RUNS
+             for name in layer_names(run != "current_none", HAS_REDLIST)],
+            zarr=[directory(f"results/indicators/{run}/indicators.zarr") for run in RUNS],
         params:
-            dispersal=config["dispersal"],
+            runs=RUNS,
+            scenarios=ALL_SCENARIOS,
             prediction=config["prediction"],
             device=config["sdm"]["device"],
         threads: resource_threads("indicators")
@@ -51,11 +22,72 @@ if SCENARIOS:
         conda:
             "../envs/sdm.yaml"
         log:
-            "logs/indicators/{scenario}.log",
+            "logs/indicators/all.log",
         benchmark:
-            "logs/benchmarks/indicators/{scenario}.tsv",
+            "logs/benchmarks/indicators/all.tsv",
         script:
             "../scripts/indicators.py"
+
+else:
+
+    rule indicators_current:
+        """Per-cell indicators of the present (richness, threatened count and share, most threatened status) and the
+        MESS extrapolation layer of the present climate."""
+        input:
+            unpack(indicator_inputs),
+        output:
+            expand("results/indicators/{{run}}/{name}.tif", name=layer_names(False, HAS_REDLIST)),
+            zarr=directory("results/indicators/{run}/indicators.zarr"),
+        wildcard_constraints:
+            run="current_none",
+        params:
+            prediction=config["prediction"],
+            device=config["sdm"]["device"],
+        threads: resource_threads("indicators")
+        resources:
+            mem_mb=resource_mb("indicators"),
+            runtime=resource_minutes("indicators"),
+        conda:
+            "../envs/sdm.yaml"
+        log:
+            "logs/indicators/{run}.log",
+        benchmark:
+            "logs/benchmarks/indicators/{run}.tsv",
+        script:
+            "../scripts/indicators.py"
+
+
+    if SCENARIOS:
+
+        rule indicators_future:
+            """Per-cell indicators of every run of one future scenario (each dispersal assumption), their change
+            against the present, and the MESS extrapolation layer of the scenario's climate: one pass over the
+            scenario's stored predictions (and the present's) for all its runs."""
+            input:
+                unpack(scenario_indicator_inputs),
+            output:
+                expand("results/indicators/{{scenario}}_{dispersal}/{name}.tif", dispersal=config["dispersal"],
+                       name=layer_names(True, HAS_REDLIST)),
+                zarr=[directory(p) for p in expand("results/indicators/{{scenario}}_{dispersal}/indicators.zarr",
+                                                   dispersal=config["dispersal"])],
+            wildcard_constraints:
+                scenario="|".join(re.escape(s) for s in SCENARIOS),
+            params:
+                dispersal=config["dispersal"],
+                prediction=config["prediction"],
+                device=config["sdm"]["device"],
+            threads: resource_threads("indicators")
+            resources:
+                mem_mb=resource_mb("indicators"),
+                runtime=resource_minutes("indicators"),
+            conda:
+                "../envs/sdm.yaml"
+            log:
+                "logs/indicators/{scenario}.log",
+            benchmark:
+                "logs/benchmarks/indicators/{scenario}.tsv",
+            script:
+                "../scripts/indicators.py"
 
 
 if ENSEMBLE_RUNS:

@@ -1,30 +1,62 @@
-rule range_sums:
-    """Predicted-range sums of one scenario for every dispersal assumption (range area, mean suitability, overlap
-    with the present range, protected area), from one pass over its predictions: in fused mode each chunk's model
-    forward is computed once for all of them."""
-    input:
-        unpack(scenario_predictions),
-        cube="results/cubes/current.zarr",
-        threats=threat_files,
-    output:
-        "results/iucn/ranges_{scenario}.parquet",
-    params:
-        dispersal=scenario_dispersal,
-        threats=config["threats"],
-        prediction=config["prediction"],
-        device=config["sdm"]["device"],
-    threads: resource_threads("species_features")
-    resources:
-        mem_mb=resource_mb("species_features"),
-        runtime=resource_minutes("species_features"),
-    conda:
-        "../envs/sdm.yaml"
-    log:
-        "logs/range_sums/{scenario}.log",
-    benchmark:
-        "logs/benchmarks/range_sums/{scenario}.tsv",
-    script:
-        "../scripts/range_sums.py"
+if FUSED:
+
+    rule range_sums:
+        """Predicted-range sums of every run (range area, mean suitability, overlap with the present range,
+        protected area), of the present and of every future scenario under every dispersal assumption, from one
+        pass over the grid: each chunk's model forward, the present's included, is computed once for all runs."""
+        input:
+            unpack(fused_inputs),
+            cube="results/cubes/current.zarr",
+            threats=threat_files,
+        output:
+            expand("results/iucn/ranges_{scenario}.parquet", scenario=ALL_SCENARIOS),
+        params:
+            scenarios=ALL_SCENARIOS,
+            dispersal=config["dispersal"],
+            threats=config["threats"],
+            prediction=config["prediction"],
+            device=config["sdm"]["device"],
+        threads: resource_threads("species_features")
+        resources:
+            mem_mb=resource_mb("species_features"),
+            runtime=resource_minutes("species_features"),
+        conda:
+            "../envs/sdm.yaml"
+        log:
+            "logs/range_sums/all.log",
+        benchmark:
+            "logs/benchmarks/range_sums/all.tsv",
+        script:
+            "../scripts/range_sums.py"
+
+else:
+
+    rule range_sums:
+        """Predicted-range sums of one scenario for every dispersal assumption (range area, mean suitability, overlap
+        with the present range, protected area), from one pass over its stored predictions and the present's."""
+        input:
+            unpack(scenario_predictions),
+            cube="results/cubes/current.zarr",
+            threats=threat_files,
+        output:
+            "results/iucn/ranges_{scenario}.parquet",
+        params:
+            dispersal=scenario_dispersal,
+            threats=config["threats"],
+            prediction=config["prediction"],
+            device=config["sdm"]["device"],
+        threads: resource_threads("species_features")
+        resources:
+            mem_mb=resource_mb("species_features"),
+            runtime=resource_minutes("species_features"),
+        conda:
+            "../envs/sdm.yaml"
+        log:
+            "logs/range_sums/{scenario}.log",
+        benchmark:
+            "logs/benchmarks/range_sums/{scenario}.tsv",
+        script:
+            "../scripts/range_sums.py"
 
 
 rule species_features:

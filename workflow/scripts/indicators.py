@@ -1,23 +1,33 @@
 from pathlib import Path
 
 from common import log_to
-from sdm.fused import run_predictions
-from sdm.indicators import scenario_indicators
+from sdm.fused import run_predictions, scenario_predictions
+from sdm.indicators import all_indicators, scenario_indicators
 
 log = log_to(snakemake.log[0])
-inputs, wildcards = snakemake.input, snakemake.wildcards
-if "run" in wildcards.keys():  # the present: one run
-    scenario, dispersals = "current", ["none"]
-else:  # a future scenario: all its runs in one pass
-    scenario, dispersals = wildcards.scenario, list(snakemake.params.dispersal)
-current, future = run_predictions(inputs, scenario, snakemake.params.prediction, snakemake.params.device,
-                                  snakemake.threads)
+inputs, wildcards, params = snakemake.input, snakemake.wildcards, snakemake.params
 zarrs = [snakemake.output.zarr] if isinstance(snakemake.output.zarr, str) else list(snakemake.output.zarr)
-out_dirs = {d: Path(z).parent for d, z in zip(dispersals, zarrs)}
-# with a Red List: the present run's "status", or a future scenario's "status_{dispersal}" per run
-statuses = ({d: inputs.get(f"status_{d}", inputs.get("status")) for d in dispersals}
-            if "current_status" in inputs.keys() else None)
-written = scenario_indicators(current, future, scenario, out_dirs, statuses, inputs.get("current_status"))
+if "runs" in params.keys():  # fused: every run of every scenario in one pass
+    scenarios, runs = list(params.scenarios), list(params.runs)
+    predictions = scenario_predictions(inputs.model, dict(zip(scenarios, inputs.cubes)), params.prediction,
+                                       dict(zip(scenarios, inputs.thresholds)), params.device, snakemake.threads)
+    current = predictions.pop("current")
+    keys = ["current" if run == "current_none" else tuple(run.rsplit("_", 1)) for run in runs]
+    statuses = dict(zip(keys, inputs.statuses)) if len(inputs.statuses) else None
+    written = all_indicators(current, predictions, {key: Path(z).parent for key, z in zip(keys, zarrs)}, statuses,
+                             statuses["current"] if statuses else None)
+    scenario = ", ".join(scenarios)
+else:
+    if "run" in wildcards.keys():  # the present: one run
+        scenario, dispersals = "current", ["none"]
+    else:  # a future scenario: all its runs in one pass
+        scenario, dispersals = wildcards.scenario, list(params.dispersal)
+    current, future = run_predictions(inputs, scenario, params.prediction, params.device, snakemake.threads)
+    out_dirs = {d: Path(z).parent for d, z in zip(dispersals, zarrs)}
+    # with a Red List: the present run's "status", or a future scenario's "status_{dispersal}" per run
+    statuses = ({d: inputs.get(f"status_{d}", inputs.get("status")) for d in dispersals}
+                if "current_status" in inputs.keys() else None)
+    written = scenario_indicators(current, future, scenario, out_dirs, statuses, inputs.get("current_status"))
 written = {str(p) for paths in written.values() for p in paths}
 log.info("wrote %s", sorted(written))
 declared = [str(Path(p)) for p in snakemake.output if not str(p).endswith(".zarr")]

@@ -1,20 +1,39 @@
 import pandas as pd
 from common import log_to
 from sdm.climate import open_cube
-from sdm.features import scenario_ranges
-from sdm.fused import run_predictions
+from sdm.features import all_scenario_ranges, scenario_ranges
+from sdm.fused import run_predictions, scenario_predictions
 from sdm.grid import cell_area_km2
 from sdm.threats import PROTECTED, threat_layers
 
 log = log_to(snakemake.log[0])
-scenario = snakemake.wildcards.scenario
-current, future = run_predictions(snakemake.input, scenario, snakemake.params.prediction, snakemake.params.device,
-                                  snakemake.threads)
+params = snakemake.params
 grid = open_cube(snakemake.input.cube).isel(variable=0, drop=True)
-protected = threat_layers({PROTECTED: snakemake.params.threats[PROTECTED]} if snakemake.params.threats.get(PROTECTED)
-                          else None, grid).get(PROTECTED)
-ranges = scenario_ranges(current, future, snakemake.params.dispersal, cell_area_km2(grid), protected)
-table = pd.concat([frame.assign(dispersal=d) for d, frame in ranges.items()])
-table.to_parquet(snakemake.output[0])
-log.info("range sums of %d species for %s (%s), one pass", len(ranges[snakemake.params.dispersal[0]]), scenario,
-         ", ".join(snakemake.params.dispersal))
+protected = threat_layers({PROTECTED: params.threats[PROTECTED]} if params.threats.get(PROTECTED) else None,
+                          grid).get(PROTECTED)
+
+
+def table(ranges: dict) -> pd.DataFrame:
+    return pd.concat([frame.assign(dispersal=d) for d, frame in ranges.items()])
+
+
+if "scenarios" in params.keys():  # fused: every scenario and the present in one pass
+    scenarios = list(params.scenarios)
+    predictions = scenario_predictions(snakemake.input.model, dict(zip(scenarios, snakemake.input.cubes)),
+                                       params.prediction, dict(zip(scenarios, snakemake.input.thresholds)),
+                                       params.device, snakemake.threads)
+    current = predictions.pop("current")
+    ranges = all_scenario_ranges(current, predictions, params.dispersal, cell_area_km2(grid), protected)
+    for scenario, path in zip(scenarios, snakemake.output):
+        runs = {"none": next(iter(ranges["current"].values()))} if scenario == "current" else ranges[scenario]
+        table(runs).to_parquet(path)
+    log.info("range sums of %d species for %s (%s), one pass", len(current["species"]), ", ".join(scenarios),
+             ", ".join(params.dispersal))
+else:
+    scenario = snakemake.wildcards.scenario
+    current, future = run_predictions(snakemake.input, scenario, params.prediction, params.device,
+                                      snakemake.threads)
+    ranges = scenario_ranges(current, future, params.dispersal, cell_area_km2(grid), protected)
+    table(ranges).to_parquet(snakemake.output[0])
+    log.info("range sums of %d species for %s (%s), one pass", len(ranges[params.dispersal[0]]), scenario,
+             ", ".join(params.dispersal))
