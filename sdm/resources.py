@@ -73,9 +73,11 @@ def mem_mb(rule: str, **size) -> int:
 
 
 def runtime(rule: str, **size) -> int:
-    """Run time (minutes) to ask for a job of ``rule``."""
+    """Run time (minutes) to ask for a job of ``rule``. A job reading more than two climate cubes (``climates``:
+    fused mode's range sums or indicators of every scenario at once) forwards each of them; the fits are of jobs
+    over one scenario and the present, so its time is scaled by ``climates - 1``."""
     _, _, intercept, slope = MODELS[rule]
-    seconds = TIME_FACTOR * (intercept + slope * size_of(rule, **size))
+    seconds = TIME_FACTOR * (intercept + slope * size_of(rule, **size)) * max(1.0, size.get("climates", 1.0) - 1)
     return max(MIN_RUNTIME, int(math.ceil(seconds / 60)))
 
 
@@ -99,14 +101,16 @@ def _zarr_shape(store: Path, variable: str) -> list[int] | None:
 
 
 def job_size(paths, grid_cells: int, grid_variables: int) -> dict:
-    """Cells, variables, species and trained species of a job from its input files: a climate cube (its shape),
-    a prediction store (its species), a model (the ``metrics.json`` beside it) or an occurrence table; what the
-    inputs do not tell comes from ``grid_cells`` / ``grid_variables`` (the config's grid) and is 1 species."""
-    size = {"cells": float(grid_cells), "variables": float(grid_variables), "species": 1.0, "trained": 1.0}
+    """Cells, variables, species, trained species and climate cubes of a job from its input files: a climate cube
+    (its shape; ``climates`` counts them), a prediction store (its species), a model (the ``metrics.json`` beside
+    it) or an occurrence table; what the inputs do not tell comes from ``grid_cells`` / ``grid_variables`` (the config's grid) and is 1 species."""
+    size = {"cells": float(grid_cells), "variables": float(grid_variables), "species": 1.0, "trained": 1.0,
+            "climates": 0.0}
     for path in map(Path, paths):
         cube = _zarr_shape(path, "climate")
         if cube:
             size["variables"], size["cells"] = float(cube[0]), float(cube[1] * cube[2])
+            size["climates"] += 1
         stored = _zarr_shape(path, "suitability")
         if stored:
             size["trained"], size["cells"] = float(stored[0]), float(stored[1] * stored[2])

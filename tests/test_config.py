@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,20 @@ def test_light_per_run_jobs_get_half_the_cores():
     orchids = {"cells": 720 * 360, "trained": 464}
     assert threads("species_features", 2, **demo) == 1 and threads("indicators", 8, **demo) == 4
     assert threads("predict", 8, **orchids) == 8 and threads("train_sdm", 8, **demo) == 8
+
+
+def test_a_fused_job_over_every_scenario_asks_for_the_time_of_its_passes(tmp_path):
+    """Fused mode's range sums and indicators forward every scenario's climate in one job: the run time asked for
+    grows with the climate cubes it reads (the fits are of jobs over one scenario and the present)."""
+    from sdm import resources
+
+    cubes = []
+    for name in ("current", "ssp126", "ssp585"):
+        meta = tmp_path / f"{name}.zarr" / "climate" / "zarr.json"
+        meta.parent.mkdir(parents=True)
+        meta.write_text(json.dumps({"shape": [19, 2000, 3000]}))
+        cubes.append(tmp_path / f"{name}.zarr")
+    one = resources.job_size(cubes[:2], 1, 1) | {"trained": 989}
+    three = resources.job_size(cubes, 1, 1) | {"trained": 989}
+    assert (one["climates"], three["climates"]) == (2, 3)
+    assert resources.runtime("indicators", **three) == pytest.approx(2 * resources.runtime("indicators", **one), abs=1)
