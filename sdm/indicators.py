@@ -155,8 +155,8 @@ def all_run_layers(current: xr.DataArray, futures: dict[str, xr.DataArray], vali
     arrays = [dask_blocks(valid.expand_dims("one"), ((1,), *spatial)), dask_blocks(current, species_chunks)]
     arrays += [dask_blocks(future.transpose(*current.dims), species_chunks) for future in futures.values()]
     n_out = sum(len(n) for n in names.values())
-    stacked = da.map_blocks(_indicators_block, *arrays, runs=runs, current_status=_status_arrays(species, current_status),
-                            present=present, chunks=((n_out,), *spatial), dtype="float32",
+    stacked = da.map_blocks(_indicators_block, *arrays, runs=runs,
+                            current_status=_status_arrays(species, current_status), present=present, chunks=((n_out,), *spatial), dtype="float32",
                             meta=np.empty((0, 0, 0), "float32"))
     grid = valid.drop_vars([c for c in valid.coords if c not in ("y", "x")])
     out, i = {}, 0
@@ -284,7 +284,7 @@ def all_indicators(current, futures: dict, out_dirs: dict, statuses: dict | None
     the same Dask computation, so each chunk of the present's predictions and of every scenario's (in fused mode,
     each model forward) is made once for all of them. ``current`` / ``futures`` (scenario -> predictions) are
     prediction stores (paths) or decoded prediction Datasets (the lazy ones of fused mode). ``statuses``: run key
-    -> status table (path or Series) and ``current_status`` the present's, or None without a Red List (richness
+    -> status table (a CSV path) and ``current_status`` the present's, or None without a Red List (richness
     alone). Each run also gets its scenario's MESS layer (:func:`extrapolation`). Returns run key -> files written.
     """
     from sdm.predict import open_predictions
@@ -310,8 +310,9 @@ def all_indicators(current, futures: dict, out_dirs: dict, statuses: dict | None
     return write_indicators_streamed(layers, {key: out_dirs[key] for key in layers}, crs)
 
 
-def write_indicators_streamed(layers: dict[str, xr.Dataset], out_dirs: dict[str, str | Path], crs) -> dict[str, list[Path]]:
-    """Write several runs' (possibly lazy) indicator layers chunk by chunk: first every run's ``indicators.zarr``
+def write_indicators_streamed(layers: dict, out_dirs: dict, crs) -> dict[str, list[Path]]:
+    """Write several runs' (possibly lazy) indicator layers (``layers``: run key -> Dataset, ``out_dirs``: run key ->
+    folder) chunk by chunk: first every run's ``indicators.zarr``
     in one Dask computation (the runs share each chunk of the predictions; no layer is whole in memory), then each
     layer's Cloud-Optimised GeoTIFF from its store, one layer in memory at a time. Same files as
     :func:`write_indicators`."""

@@ -103,7 +103,8 @@ def _zarr_shape(store: Path, variable: str) -> list[int] | None:
 def job_size(paths, grid_cells: int, grid_variables: int) -> dict:
     """Cells, variables, species, trained species and climate cubes of a job from its input files: a climate cube
     (its shape; ``climates`` counts them), a prediction store (its species), a model (the ``metrics.json`` beside
-    it) or an occurrence table; what the inputs do not tell comes from ``grid_cells`` / ``grid_variables`` (the config's grid) and is 1 species."""
+    it) or an occurrence table; what the inputs do not tell comes from ``grid_cells`` / ``grid_variables`` (the
+    config's grid) and is 1 species."""
     size = {"cells": float(grid_cells), "variables": float(grid_variables), "species": 1.0, "trained": 1.0,
             "climates": 0.0}
     for path in map(Path, paths):
