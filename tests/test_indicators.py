@@ -261,3 +261,28 @@ def test_streamed_indicators_equal_the_in_memory_ones(stores, tmp_path):
     again = write_indicators_streamed({"none": lazy}, {"none": tmp_path / "chunked"}, now.rio.crs)
     for path in again["none"]:
         np.testing.assert_array_equal(_read(path), _read(tmp_path / "in_memory" / path.name))
+
+
+def test_streamed_indicators_are_written_a_region_of_blocks_at_a_time(stores, tmp_path, monkeypatch):
+    """Memory bounded by a region, not the grid: one Dask computation per region of at most ``per_write`` blocks
+    (all runs' layers of the region at once), and the same files as one computation over the whole grid."""
+    import dask
+
+    from sdm.indicators import write_indicators_streamed
+    from sdm.predict import open_predictions
+
+    current, future = stores
+    now, then = open_predictions(current), open_predictions(future)
+    valid = now["suitability"].isel(species=0).notnull()
+    runs = run_layers(now["presence"], then["presence"], valid, {"full": STATUS, "none": STATUS}, STATUS)
+    runs = {d: layers.chunk({"y": 4, "x": 4}) for d, layers in runs.items()}
+    blocks_y, blocks_x = len(runs["none"].chunks["y"]), len(runs["none"].chunks["x"])
+    whole = write_indicators_streamed(runs, {d: tmp_path / f"whole_{d}" for d in runs}, now.rio.crs,
+                                      per_write=blocks_y * blocks_x)
+    computations, compute = [], dask.compute
+    monkeypatch.setattr(dask, "compute", lambda *a, **k: computations.append(len(a)) or compute(*a, **k))
+    regions = write_indicators_streamed(runs, {d: tmp_path / f"regions_{d}" for d in runs}, now.rio.crs, per_write=2)
+    assert len(computations) == blocks_y * -(-blocks_x // 2) and set(computations) == {2}  # both runs each time
+    for d in runs:
+        for path in whole[d]:
+            np.testing.assert_array_equal(_read(path), _read(tmp_path / f"regions_{d}" / path.name))
