@@ -154,6 +154,8 @@ def _restrict_block(block: np.ndarray, x: np.ndarray, y: np.ndarray, crs, area: 
     from pyproj import Transformer
 
     (_, _), (y0, y1), (x0, x1) = block_info[0]["array-location"]
+    if not block.size or (block[0] == 255).all():  # no cell with data (sea): nothing to restrict
+        return block
     hit = block.reshape(block.shape[0], -1) == 1
     present = hit.any(axis=0)  # only cells with a presence need the trees
     if not present.any():

@@ -26,9 +26,13 @@ def presence_threshold(suitability: xr.DataArray, thresholds) -> xr.DataArray:
     return _presence_from_codes(suitability, threshold_codes(thresholds))
 
 
-def _presence_block(codes: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+def _presence_block(codes: np.ndarray, thresholds: np.ndarray, axis: int = 0) -> np.ndarray:
     """uint8 presence of a block of codes: 1 where a code is >= its species' threshold code (``thresholds``
-    broadcast against ``codes``), 0 below, 255 where no data; two passes over the uint8 codes."""
+    broadcast against ``codes``; species along ``axis``), 0 below, 255 where no data; two passes over the uint8
+    codes, none for a block without data."""
+    # no cell with data (sea): no-data is the same for every species, so the first species' codes tell
+    if codes.size and (np.take(codes, 0, axis=axis) == NODATA).all():
+        return np.full(codes.shape, NODATA, dtype="uint8")
     presence = np.greater_equal(codes, thresholds).view(np.uint8)
     np.copyto(presence, np.uint8(NODATA), where=codes == NODATA)
     return presence
@@ -44,9 +48,9 @@ def _presence_from_codes(suitability: xr.DataArray, codes) -> xr.DataArray:
     if isinstance(data, da.Array):  # the thresholds chunked like the species axis, broadcast over the others
         thresholds = da.from_array(thresholds, chunks=[data.chunks[axis] if i == axis else (1,)
                                                        for i in range(data.ndim)])
-        presence = da.map_blocks(_presence_block, data, thresholds, dtype="uint8")
+        presence = da.map_blocks(_presence_block, data, thresholds, axis=axis, dtype="uint8")
     else:
-        presence = _presence_block(np.asarray(data, dtype="uint8"), thresholds)
+        presence = _presence_block(np.asarray(data, dtype="uint8"), thresholds, axis)
     presence = suitability.copy(data=presence)
     presence.attrs = {}
     return presence

@@ -91,6 +91,11 @@ def _indicators_block(valid: np.ndarray, current: np.ndarray, *futures: np.ndarr
     ``present``, then for each future scenario (``futures``: its presence block; ``runs``: per scenario its
     (dispersal, status arrays)) each run's layers and their change against the present. NaN outside ``valid``
     ((1, y, x) cells with data)."""
+    if not valid.any():  # no cell with data (sea): every layer NaN, no pass over the species
+        n_out = (len(LAYERS) if current_status is not None else 1) * present + sum(
+            len(LAYERS) + len(CHANGE_LAYERS) if status is not None else 2 for scenario_runs in runs
+            for _, status in scenario_runs)
+        return np.full((n_out, *valid.shape[1:]), np.nan, dtype="float32")
     now = _assemblage_block(current, current_status)
     out = [now] if present else []
     for future, scenario_runs in zip(futures, runs):

@@ -148,3 +148,21 @@ def test_average_k_auto_with_no_presence_under_the_thresholds_gives_empty_sets()
     codes = xr.DataArray(np.array([[[10, 20], [255, 30]]], dtype="uint8"), dims=("species", "y", "x"))
     presence = assemble(codes, "average_k", thresholds=[0.9], k="auto")
     assert presence.values.tolist() == [[[0, 0], [255, 0]]]
+
+
+def test_presence_of_a_block_without_data_is_no_data_and_restrict_leaves_it():
+    """The short ways for a block of sea: presence all 255 (as the full comparison gives), and the accessible area
+    returns the block unchanged without looking at it."""
+    from sdm.accessible import AccessibleArea, _restrict_block
+    from sdm.assemblage import _presence_block
+
+    sea = np.full((3, 4, 5), 255, dtype="uint8")
+    thresholds = np.array([0, 100, 254], dtype="uint8").reshape(-1, 1, 1)
+    assert (_presence_block(sea, thresholds) == 255).all()
+    land = sea.copy()
+    land[:, 0, 0] = [0, 150, 254]  # one cell with data: compared species by species
+    assert _presence_block(land, thresholds)[:, 0, 0].tolist() == [1, 1, 1]
+    assert _presence_block(np.moveaxis(land, 0, 2), thresholds.reshape(1, 1, -1), axis=2)[0, 0].tolist() == [1, 1, 1]
+    area = AccessibleArea([0.0], [0.0], [0], 3, 100.0)
+    info = [{"array-location": [(0, 3), (0, 4), (0, 5)]}]
+    assert _restrict_block(sea, np.arange(5.0), np.arange(4.0), "EPSG:4326", area, block_info=info) is sea

@@ -286,3 +286,21 @@ def test_streamed_indicators_are_written_a_region_of_blocks_at_a_time(stores, tm
     for d in runs:
         for path in whole[d]:
             np.testing.assert_array_equal(_read(path), _read(tmp_path / f"regions_{d}" / path.name))
+
+
+@pytest.mark.parametrize("with_status", [True, False])
+def test_a_block_without_data_takes_the_short_way_to_the_same_layers(with_status):
+    """A block of sea (no cell with data) skips the passes over the species; its layers are those of the full
+    computation: NaN everywhere, as many as for a block with data."""
+    from sdm.indicators import _indicators_block, _status_arrays
+
+    species = [f"s{i}" for i in range(6)]
+    status = _status_arrays(species, pd.Series(["LC", "VU", "CR", "EN", "NT", "LC"], index=species)) if with_status \
+        else None
+    runs = ((("full", status), ("none", status)), (("none", status),))
+    present = np.zeros((6, 3, 4), dtype=bool)
+    land = _indicators_block(np.ones((1, 3, 4), dtype=bool), present, present, present, runs=runs,
+                             current_status=status, present=True)
+    sea = _indicators_block(np.zeros((1, 3, 4), dtype=bool), present, present, present, runs=runs,
+                            current_status=status, present=True)
+    assert sea.shape == land.shape and sea.dtype == land.dtype and np.isnan(sea).all()
