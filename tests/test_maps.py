@@ -347,3 +347,29 @@ def test_mess_map_has_a_layer_per_scenario_a_fixed_scale_and_its_legend(tmp_path
     assert (vmin, vmax) == (-100.0, 100.0) and ticks == [-100.0, -50.0, 0.0, 50.0, 100.0]
     rgba = styles.colourise(np.array([[-500.0, 0.0, 100.0]]), "mess", vmin, vmax)
     assert tuple(rgba[0, 0, :3]) == styles.hex_rgb(styles.PALETTES["mess"][0])  # beyond the scale: its end colour
+
+
+def test_a_large_layer_is_read_decimated_for_its_picture(tmp_path):
+    """A layer larger than twice the picture's side is read at a coarser resolution (nearest), never whole; a small
+    one cell for cell. Values, NaN and georeferencing survive."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from sdm.maps.display import _read_for_display
+
+    rows, cols = np.mgrid[0:1200, 0:3000]
+    values = (rows // 100 * 100 + cols // 100).astype("float32")  # constant on 100 x 100 tiles
+    values[:100] = np.nan
+    path = tmp_path / "big.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=1200, width=3000, count=1, dtype="float32", nodata=np.nan,
+                       crs="EPSG:4326", transform=from_origin(-30.0, 10.0, 0.01, 0.01)) as dst:
+        dst.write(values, 1)
+    small = _read_for_display(path, 2000)
+    assert small.shape == (1200, 3000)
+    np.testing.assert_array_equal(small.values, values)
+    big = _read_for_display(path, 300)  # at most 600 cells a side: every 5th cell
+    assert big.shape == (240, 600) and big.rio.crs.to_epsg() == 4326
+    assert big.rio.bounds() == pytest.approx((-30.0, -2.0, 0.0, 10.0))
+    assert np.isnan(big.values[:20]).all() and not np.isnan(big.values[20:]).any()
+    centre = big.sel(x=-30.0 + 0.01 * 2050, y=10.0 - 0.01 * 650, method="nearest")
+    assert float(centre) == 6 * 100 + 20  # the tile holding that point

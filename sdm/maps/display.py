@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-import rioxarray
+import rioxarray  # noqa: F401 (the .rio accessor)
 import xarray as xr
 from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, transform
@@ -25,16 +25,7 @@ def read_display_grid(path: Path) -> dict:
     Returns ``values`` (float32 ``(y, x)``), ``x0``/``y0`` (top-left corner, metres), ``dx``/``dy`` (cell size,
     metres, both positive) and ``bounds`` (``[[south, west], [north, east]]``, degrees).
     """
-    with rioxarray.open_rasterio(path, masked=True) as src:
-        da = src.load()
-    if "band" in da.dims:
-        if da.sizes["band"] != 1:
-            raise ValueError(f"{path}: expected a single-band GeoTIFF, found {da.sizes['band']} bands")
-        da = da.squeeze("band", drop=True)
-    if da.rio.crs is None:
-        raise ValueError(f"{path}: GeoTIFF has no CRS")
-    da = da.astype("float32")
-
+    da = _read_for_display(Path(path), DISPLAY_MAX_PX)
     merc = to_web_mercator(da, DISPLAY_MAX_PX, np.nan)
     t = merc.rio.transform()
     x0, y0, dx, dy = t.c, t.f, t.a, -t.e
@@ -46,6 +37,31 @@ def read_display_grid(path: Path) -> dict:
         "dy": float(dy),
         "bounds": lonlat_bounds(merc),
     }
+
+
+def _read_for_display(path: Path, max_px: int) -> xr.DataArray:
+    """A single-band GeoTIFF as float32 (``y``, ``x``, NaN outside data, CRS set), read at no more than twice
+    ``max_px`` cells a side: a larger raster is read decimated (nearest; GDAL takes the COG's overviews), so that a
+    kilometre-grid layer (2.3e8 cells on a quarter of the globe) never comes into memory whole for a picture of at
+    most ``max_px`` pixels a side."""
+    import rasterio
+    from affine import Affine
+
+    with rasterio.open(path) as src:
+        if src.count != 1:
+            raise ValueError(f"{path}: expected a single-band GeoTIFF, found {src.count} bands")
+        if src.crs is None:
+            raise ValueError(f"{path}: GeoTIFF has no CRS")
+        factor = max(1, math.floor(max(src.width, src.height) / (2 * max_px)))
+        height, width = max(1, src.height // factor), max(1, src.width // factor)
+        values = src.read(1, out_shape=(height, width), masked=True, resampling=Resampling.nearest)
+        transform_ = src.transform * Affine.scale(src.width / width, src.height / height)
+        crs = src.crs
+    values = np.ma.filled(values.astype("float32"), np.nan)
+    x = transform_.c + transform_.a * (np.arange(width) + 0.5)
+    y = transform_.f + transform_.e * (np.arange(height) + 0.5)
+    da = xr.DataArray(values, dims=("y", "x"), coords={"y": y, "x": x})
+    return da.rio.write_crs(crs).rio.write_transform(transform_)
 
 
 def to_web_mercator(da: xr.DataArray, max_px: int, nodata) -> xr.DataArray:
