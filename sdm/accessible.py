@@ -113,9 +113,13 @@ class AccessibleArea:
         for s, tree in enumerate(self._trees):
             if tree is None:
                 continue
-            nearest = tree.query(centre, k=1)[0]
-            out[s] = 0 if nearest > self._radius + bound else 1 if nearest + bound <= self._radius else -1
+            out[s] = self._decide(tree.query(centre, k=1)[0], bound)
         return out
+
+    def _decide(self, nearest, bound):
+        """1 where a sphere of chord radius ``bound`` whose centre has its nearest record at chord ``nearest`` lies
+        wholly within the distance, 0 where wholly beyond it, -1 where it may be cut (elementwise)."""
+        return np.where(nearest > self._radius + bound, 0, np.where(nearest + bound <= self._radius, 1, -1))
 
     def accessible_points(self, species: int, points: np.ndarray) -> np.ndarray:
         """Bool per point (unit vectors): within the distance of a record of ``species``."""
@@ -137,9 +141,8 @@ class AccessibleArea:
         if tree is None:
             return where
         tile, centres, bounds = tiles
-        nearest = tree.query(centres, k=1)[0]  # every tile of the block: a few hundred queries
-        decision = np.where(nearest > self._radius + bounds, 0, np.where(nearest + bounds <= self._radius, 1, -1))
-        decision = decision.astype("int8")[tile[where]]
+        # every tile of the block: a few hundred queries
+        decision = self._decide(tree.query(centres, k=1)[0], bounds).astype("int8")[tile[where]]
         look = where[decision == -1]
         return np.concatenate([where[decision == 0], look[~self.accessible_points(species, points[look])]])
 

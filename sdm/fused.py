@@ -149,10 +149,8 @@ def run_predictions(inputs, scenario: str, prediction: dict, device: str = "auto
         if not prediction.get("fused"):
             return open_predictions(inputs[role])
         code = inputs.get(f"average_k_{role}")
-        return lazy_predictions(open_cube(inputs[role]), inputs["model"], scenario=name, chunk=prediction["chunk"],
-                                batch_size=prediction["batch_size"], assemblage=prediction["assemblage"],
-                                k=prediction["k"], device=device, threads=threads,
-                                average_k=None if code is None else read_average_k(code))
+        return scenario_predictions(inputs["model"], {name: inputs[role]}, prediction,
+                                    None if code is None else {name: code}, device, threads)[name]
 
     current = load("current", "current")
     future = None if scenario == "current" else load("future", scenario)
