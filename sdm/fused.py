@@ -44,7 +44,8 @@ def _prepared(cube: xr.DataArray, model_path: str | Path, scenario: str, chunk: 
 
 def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: str, chunk: int | None = None,
                      batch_size: int = 65536, assemblage: str = "threshold", k: float = 5,
-                     device: str = "auto", threads: int | None = None, average_k: int | None = None) -> xr.Dataset:
+                     device: str = "auto", threads: int | None = None, average_k: int | None = None,
+                     precision: str = "float32") -> xr.Dataset:
     """Decoded predictions (``suitability`` float32 in [0, 1] with NaN no data, ``presence`` bool, and the uint8
     ``suitability_code`` they decode, for reductions that need few of them) as a lazy graph,
     with the MESS layers (``mess``, ``most_dissimilar``) of the climate cube when the checkpoint holds its reference.
@@ -53,11 +54,11 @@ def lazy_predictions(cube: xr.DataArray, model_path: str | Path, *, scenario: st
     :func:`sdm.predict.predict_scenario` with the same settings (both go through the uint8 codes). ``average_k``
     first streams once over the grid for the code histograms that fix its single threshold, unless that threshold
     is given (``average_k``: the code of :func:`average_k_threshold`). ``chunk`` None: the side of
-    :func:`sdm.predict.chunk_cells`.
+    :func:`sdm.predict.chunk_cells`. ``precision``: the forward's matrix products (``prediction.precision``).
     """
     cube, model, checkpoint, dev = _prepared(cube, model_path, scenario, chunk, device, threads)
     codes, presence = lazy_codes(cube, model, checkpoint, assemblage=assemblage, k=k, batch_size=batch_size,
-                                 device=dev, average_k=average_k)
+                                 device=dev, average_k=average_k, precision=precision)
     novelty = extrapolation_layers(cube, checkpoint, scenario)
     decoded = xr.Dataset({
         "suitability": decode_suitability(codes),
@@ -77,7 +78,7 @@ under the step between two codes; a sampled threshold costs a forward of the sam
 def average_k_threshold(cube: xr.DataArray, model_path: str | Path, *, scenario: str, k: float | str,
                         chunk: int | None = None, batch_size: int = 65536, device: str = "auto",
                         threads: int | None = None, sample_cells: int | None = AVERAGE_K_CELLS,
-                        seed: int = 0) -> dict:
+                        seed: int = 0, precision: str = "float32") -> dict:
     """The ``average_k`` code threshold of one scenario (:func:`sdm.assemblage.average_k_code`):
     ``{"scenario", "k", "code", "probability", "cells"}`` (``code`` 255 and ``probability`` None when no species
     is present anywhere; ``cells`` the valid cells it was chosen on), for :func:`write_average_k`.
@@ -101,7 +102,8 @@ def average_k_threshold(cube: xr.DataArray, model_path: str | Path, *, scenario:
     large = sample_cells is not None and inputs.sizes["y"] * inputs.sizes["x"] > sample_cells
     valid = valid_mask(inputs) if large else None
     if valid is None or valid.sum() <= sample_cells:
-        histograms = species_histograms(suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev))
+        histograms = species_histograms(suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=dev,
+                                                         precision=precision))
     else:
         rows, cols = np.divmod(sample_valid(valid, sample_cells, seed), valid.shape[1])
         # every sampled cell in one read (each chunk of the cube once: 76 MB for 1e6 cells x 19 variables), where
@@ -110,7 +112,7 @@ def average_k_threshold(cube: xr.DataArray, model_path: str | Path, *, scenario:
         histograms = np.zeros((len(checkpoint["species"]), 256), dtype="int64")
         for start in range(0, sample_cells, batch_size):
             block = predict_block(values[start:start + batch_size].T[:, None, :], model, checkpoint["mean"],
-                                  checkpoint["std"], dev, batch_size)
+                                  checkpoint["std"], dev, batch_size, precision=precision)
             histograms += code_histograms(block[0])
     code = average_k_from_histograms(histograms, k, checkpoint["thresholds"])
     cells = int(histograms[0, :NODATA].sum())  # valid cells counted (the sample's size when sampled)
@@ -166,5 +168,6 @@ def scenario_predictions(model: str | Path, cubes: dict, prediction: dict, thres
     return {name: lazy_predictions(open_cube(path), model, scenario=name, chunk=prediction["chunk"],
                                    batch_size=prediction["batch_size"], assemblage=prediction["assemblage"],
                                    k=prediction["k"], device=device, threads=threads,
-                                   average_k=read_average_k(thresholds[name]) if name in thresholds else None)
+                                   average_k=read_average_k(thresholds[name]) if name in thresholds else None,
+                                   precision=prediction.get("precision", "float32"))
             for name, path in cubes.items()}

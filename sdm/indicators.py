@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sdm.codes import NODATA
 from sdm.progress import shown
 from sdm.storage import dask_blocks, replacing, write_zarr
 from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
@@ -222,9 +223,11 @@ def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write
     path = Path(path)
     layer = layer.transpose("y", "x")
     height, width = layer.sizes["y"], layer.sizes["x"]
+    # the intermediate file is read once: the fastest compression (ZSTD level 1; LZW took as long as the COG copy)
     profile = {"driver": "GTiff", "dtype": "float32", "count": 1, "height": height, "width": width,
                "crs": layer.rio.crs, "transform": layer.rio.transform(), "nodata": np.nan, "tiled": True,
-               "blockxsize": COG_BLOCK, "blockysize": COG_BLOCK, "compress": "lzw", "BIGTIFF": "IF_SAFER"}
+               "blockxsize": COG_BLOCK, "blockysize": COG_BLOCK, "compress": "zstd", "zstd_level": 1,
+               "BIGTIFF": "IF_SAFER"}
     tags = {"units": layer.attrs.get("units", ""), "categories": ",".join(CATEGORIES)}
     if layer.attrs.get("long_name"):
         tags["long_name"] = layer.attrs["long_name"]
@@ -239,10 +242,18 @@ def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write
                 dst.update_tags(**tags)
             rasterio.shutil.copy(tiled, partial, driver="COG", compress="DEFLATE", blocksize=COG_BLOCK,
                                  overview_resampling="MODE" if name in CATEGORICAL_LAYERS else "AVERAGE",
-                                 BIGTIFF="IF_SAFER")
+                                 BIGTIFF="IF_SAFER", NUM_THREADS=str(usable_cores()))
         finally:
             tiled.unlink(missing_ok=True)
     return path
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a cluster job's allocation, not the node's), for GDAL's compression
+    threads."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def run_name(key) -> str:
@@ -299,7 +310,9 @@ def all_indicators(current, futures: dict, out_dirs: dict, statuses: dict | None
 
     current = opened(current)
     futures = {name: opened(ds) for name, ds in futures.items()}
-    valid = current["suitability"].isel(species=0).notnull()
+    # the valid cells from one species' codes: decoding the suitability of every species (a Dask chunk is all of
+    # them) to look at one cost 7 % of the fused pass on the 1/16 global band
+    valid = current["suitability_code"].isel(species=0) != NODATA
     crs = current.rio.crs
     runs = {name: [key[1] for key in out_dirs if key != "current" and key[0] == name] for name in futures}
     if statuses is None:

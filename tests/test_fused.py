@@ -301,3 +301,21 @@ def test_every_run_of_every_scenario_from_one_forward_per_chunk_of_each_climate(
         for path in expected[key]:
             with rasterio.open(path) as a, rasterio.open(tmp_path / "all" / str(key) / path.name) as b:
                 np.testing.assert_array_equal(a.read(1), b.read(1))
+
+
+def test_fused_mode_honours_the_prediction_precision(world, tmp_path):
+    """``prediction.precision`` reaches the fused forwards (it used to apply to stored predictions only)."""
+    from sdm.climate import write_cube
+
+    write_cube(world["cubes"]["warm"], tmp_path / "warm.zarr", chunk=16)
+    stored = {}
+    for precision in ("float32", "bfloat16"):
+        predict_scenario(world["cubes"]["warm"], world["model"], tmp_path / f"{precision}.zarr", scenario="warm",
+                         chunk=16, device="cpu", precision=precision)
+        stored[precision] = open_predictions(tmp_path / f"{precision}.zarr")["suitability_code"].values
+    assert (stored["float32"] != stored["bfloat16"]).any()  # the demo model's codes move with the precision
+    inputs = {"model": world["model"], "current": tmp_path / "warm.zarr", "future": tmp_path / "warm.zarr"}
+    prediction = {"fused": True, "chunk": 16, "batch_size": 4096, "assemblage": "threshold", "k": 5,
+                  "precision": "bfloat16"}
+    _, fused = run_predictions(inputs, "warm", prediction, device="cpu")
+    np.testing.assert_array_equal(fused["suitability_code"].values, stored["bfloat16"])

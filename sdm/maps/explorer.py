@@ -419,7 +419,7 @@ def display_predictions(sources: dict[str, str | Path], prediction: dict, model:
             out[scenario] = lazy_predictions(
                 cube.isel(y=rows, x=cols), model, scenario=scenario, batch_size=prediction["batch_size"],
                 assemblage=prediction["assemblage"], k=prediction["k"], device=device, threads=threads,
-                average_k=(average_k or {}).get(scenario))
+                average_k=(average_k or {}).get(scenario), precision=prediction.get("precision", "float32"))
         else:
             stored = open_predictions(path)
             rows, cols = display_cells(stored["suitability"].isel(species=0), max_px)
