@@ -319,3 +319,32 @@ def test_fused_mode_honours_the_prediction_precision(world, tmp_path):
                   "precision": "bfloat16"}
     _, fused = run_predictions(inputs, "warm", prediction, device="cpu")
     np.testing.assert_array_equal(fused["suitability_code"].values, stored["bfloat16"])
+
+
+def test_explorer_display_predictions_written_once_per_scenario(world, monkeypatch, tmp_path):
+    """Fused explorer: with a scratch folder the display predictions of every species come from one forward per
+    chunk, however many species batches the explorer reads, and equal the lazy ones."""
+    from sdm.climate import write_cube
+    from sdm.maps.explorer import display_predictions
+
+    write_cube(world["cubes"]["warm"], tmp_path / "warm.zarr", chunk=16)
+    prediction = {"fused": True, "batch_size": 4096, "assemblage": "threshold", "k": 5}
+    lazy = display_predictions({"warm": tmp_path / "warm.zarr"}, prediction, world["model"], "cpu", 1,
+                               max_px=12)["warm"]
+    species = lazy["species"].values
+    calls = count_forwards(monkeypatch)
+    stored = display_predictions({"warm": tmp_path / "warm.zarr"}, prediction, world["model"], "cpu", 1,
+                                 max_px=12, scratch=tmp_path / "scratch")["warm"]
+    n_chunks = len(calls)
+    assert n_chunks > 0 and (tmp_path / "scratch" / "warm.zarr").is_dir()
+    for start in range(0, len(species), 3):  # the explorer reads batches of species
+        batch = species[start:start + 3]
+        xr.testing.assert_equal(stored["presence"].sel(species=batch).compute(),
+                                lazy["presence"].sel(species=batch).compute())
+        np.testing.assert_array_equal(stored["suitability"].sel(species=batch).values,
+                                      lazy["suitability"].sel(species=batch).values)
+    assert len(calls) > n_chunks  # the lazy reads forwarded again ...
+    calls.clear()
+    for start in range(0, len(species), 3):
+        stored["suitability"].sel(species=species[start:start + 3]).values
+    assert calls == []  # ... the stored ones never do

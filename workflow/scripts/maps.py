@@ -1,4 +1,5 @@
 import json
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -28,14 +29,15 @@ if params.maps["explorer"]:
     # fused average-K: each scenario's threshold as set on the whole grid
     average_k = {s: read_average_k(inputs[f"average_k_{s}"]) for s in params.scenarios
                  if inputs.get(f"average_k_{s}")}
-    predictions = display_predictions(sources, params.prediction, inputs.get("model"), params.device,
-                                      snakemake.threads, average_k=average_k)
     records = cleaned_records(pd.read_parquet(inputs.occurrences), pd.read_parquet(inputs.rejected))
     outlines = write_outlines(regions, out_dir / "lib") if regions else None
     log.info("species explorer: %d species with records", records["species"].nunique())
-    pages["Species explorer: search a species"] = species_explorer(
-        predictions, params.runs, records,
-        status, out_dir, min_records=params.min_records, outlines=outlines)
+    # fused: each scenario's display predictions are written once to a scratch folder beside the maps
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".explorer-") as scratch:
+        predictions = display_predictions(sources, params.prediction, inputs.get("model"), params.device,
+                                          snakemake.threads, average_k=average_k, scratch=scratch)
+        pages["Species explorer: search a species"] = species_explorer(
+            predictions, params.runs, records, status, out_dir, min_records=params.min_records, outlines=outlines)
 maps = render_maps(layers, out_dir, metrics, status, tiles=params.maps["tiles"], config=params.config, pages=pages,
                    regions=regions, region_table=pd.read_csv(inputs.region_table) if inputs.region_table else None,
                    protection=pd.read_csv(inputs.protection) if inputs.protection else None)
