@@ -337,6 +337,12 @@ def test_explorer_display_predictions_written_once_per_scenario(world, monkeypat
                                  max_px=12, scratch=tmp_path / "scratch")["warm"]
     n_chunks = len(calls)
     assert n_chunks > 0 and (tmp_path / "scratch" / "warm.zarr").is_dir()
+    import zarr
+
+    from sdm.maps.explorer import SPECIES_PER_CHUNK
+
+    stored_chunks = zarr.open_group(tmp_path / "scratch" / "warm.zarr", mode="r")["suitability"].chunks
+    assert stored_chunks[0] == min(SPECIES_PER_CHUNK, len(species))  # a batch of species reads its own chunks
     for start in range(0, len(species), 3):  # the explorer reads batches of species
         batch = species[start:start + 3]
         xr.testing.assert_equal(stored["presence"].sel(species=batch).compute(),

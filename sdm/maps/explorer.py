@@ -397,15 +397,27 @@ _EXPLORER_JS = """<script>
 </script>"""
 
 
+SPECIES_PER_CHUNK = 16
+"""Species per Zarr chunk of the explorer's scratch predictions (:func:`_materialised`)."""
+
+
 def _materialised(predictions: xr.Dataset, path: Path) -> xr.Dataset:
     """Write lazy decoded predictions' codes and presence as a prediction store at ``path`` (one computation: each
     chunk's forward once for both) and open it decoded (:func:`sdm.predict.open_predictions`)."""
     from sdm.predict import open_predictions
     from sdm.storage import zarr_ready
 
-    store = xr.Dataset({"suitability": predictions["suitability_code"],
-                        "presence": predictions["presence"].astype("uint8")})
-    zarr_ready(store.rio.write_crs(predictions.rio.crs)).to_zarr(path, mode="w", consolidated=False)
+    store = zarr_ready(xr.Dataset({"suitability": predictions["suitability_code"],
+                                   "presence": predictions["presence"].astype("uint8")}).rio.write_crs(
+        predictions.rio.crs))
+    # stored SPECIES_PER_CHUNK species at a time (the forward's chunks hold every species): a batch of species
+    # read back decompresses its own species only
+    for name in ("suitability", "presence"):
+        array = store[name].transpose("species", "y", "x")
+        store[name] = array
+        spatial = [c[0] for c in array.chunks[1:]] if array.chunks else list(array.shape[1:])
+        store[name].encoding = {"chunks": (min(SPECIES_PER_CHUNK, array.sizes["species"]), *spatial)}
+    store.to_zarr(path, mode="w", consolidated=False)
     return open_predictions(path)
 
 
