@@ -213,6 +213,36 @@ def run_myrcia(seeds: int = 5, threads: int | None = None, progress: bool = Fals
                               "note": "both fitted on the training blocks only (about 80 % of the cells)"})
 
 
+MYRCIA_CANDIDATES = {
+    "residual MLP (64 wide, 2 blocks; the data set's setting)": {},
+    "additive, 8 units per input": {"additive": 8},
+    "additive, 16 units per input": {"additive": 16},
+    "additive, 32 units per input": {"additive": 32},
+}
+"""Architectures :func:`select_myrcia` compares on inner blocks of the training records."""
+
+
+def select_myrcia(seeds: int = 10, threads: int | None = None) -> dict:
+    """Choose the Myrcia network on the training records only: for each seed the 42 record cells' blocks are split
+    60 / 20 / 20 % into training, validation (early stopping) and inner test blocks, each candidate of
+    :data:`MYRCIA_CANDIDATES` (on :data:`DEEP` ``["myrcia"]``) and MaxEnt are fitted on the training blocks, and the
+    AUC of the inner test blocks' records against their cells is averaged over seeds. The independent test records
+    are not read. Returns ``{candidate: mean AUC}`` with ``per_seed`` lists."""
+    cube, occurrences, _ = load_myrcia()
+    scores = {name: [] for name in [*MYRCIA_CANDIDATES, MAXENT]}
+    for seed in range(seeds):
+        for i, (name, params) in enumerate(MYRCIA_CANDIDATES.items()):
+            _, info = train_sdm(cube, occurrences, seed=seed, baseline="maxent" if i == 0 else "none",
+                                fractions=(0.6, 0.2, 0.2), threads=threads, progress=False, device="cpu",
+                                **{**DEEP["myrcia"], **params})
+            test = info["metrics"]["test"]
+            scores[name].append(test["deep_sdm"]["mean_auc"])
+            if i == 0:
+                scores[MAXENT].append(test["baseline"]["mean_auc"])
+    return {name: {"mean_auc": round(float(np.nanmean(v)), 4), "per_seed": [round(float(x), 4) for x in v]}
+            for name, v in scores.items()}
+
+
 def mammal_records(truth: xr.DataArray, fraction: float, seed: int, minimum: int = 5) -> pd.DataFrame:
     """Presence-only records: a random ``fraction`` (at least ``minimum``) of each species' true presence cells."""
     rng = np.random.default_rng(seed)
@@ -550,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true", help="show training progress bars")
     parser.add_argument("--maxent-location", action="store_true",
                         help="orchids: also fit MaxEnt on climate + location (adds about 20 minutes)")
+    parser.add_argument("--select-myrcia", action="store_true",
+                        help="choose the Myrcia network on inner blocks of its training records (10 seeds), then exit")
     parser.add_argument("--richness", type=Path, metavar="RESULTS",
                         help="richness far from records vs near on a finished run's results folder (deep + MaxEnt on "
                              "100 species), then exit")
@@ -557,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     if args.richness:
         print(json.dumps(run_orchid_richness(args.richness, progress=args.progress), indent=2))
+        return 0
+    if args.select_myrcia:
+        print(json.dumps(select_myrcia(threads=args.threads), indent=2))
         return 0
     tables = {}
     for name in args.dataset or DATASETS:

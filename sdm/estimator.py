@@ -38,6 +38,7 @@ class DeepSDM(BaseEstimator):
                  batch_size: int = _DEFAULTS.batch_size, background_per_batch: int = _DEFAULTS.background_per_batch,
                  learning_rate: float = _DEFAULTS.learning_rate, weight_decay: float = _DEFAULTS.weight_decay,
                  loss: str = _DEFAULTS.loss, members: int = _DEFAULTS.members, quadratic: bool = _DEFAULTS.quadratic,
+                 additive: int = _DEFAULTS.additive,
                  input_noise: float = _DEFAULTS.input_noise, sampling_exponent: float = _DEFAULTS.sampling_exponent,
                  target_group: float = _DEFAULTS.target_group, steps_per_epoch: int | None = None,
                  validation_fraction: float = 0.2, refit: bool = True, device: str = "auto",
@@ -54,6 +55,7 @@ class DeepSDM(BaseEstimator):
         self.loss = loss
         self.members = members
         self.quadratic = quadratic
+        self.additive = additive
         self.input_noise = input_noise
         self.sampling_exponent = sampling_exponent
         self.target_group = target_group
@@ -107,7 +109,7 @@ class DeepSDM(BaseEstimator):
             hidden=self.hidden, blocks=self.blocks, dropout=self.dropout, epochs=self.epochs, patience=self.patience,
             batch_size=self.batch_size, background_per_batch=self.background_per_batch,
             learning_rate=self.learning_rate, weight_decay=self.weight_decay, loss=self.loss, members=self.members,
-            quadratic=self.quadratic, input_noise=self.input_noise, sampling_exponent=self.sampling_exponent,
+            quadratic=self.quadratic, additive=self.additive, input_noise=self.input_noise, sampling_exponent=self.sampling_exponent,
             target_group=self.target_group, steps_per_epoch=self.steps_per_epoch, seed=seed)
 
     # --- fit / predict ---------------------------------------------------------------------------------------------

@@ -48,6 +48,27 @@ class InputEncoder(nn.Sequential):
         return super().forward(x)
 
 
+class AdditiveFeatures(nn.Module):
+    """Features of an additive model: each input through its own small ReLU network (1 -> ``units`` -> ``units``),
+    the features of all inputs side by side, (batch, inputs x units). A linear head over them gives each species a
+    sum of one response curve per input and no interactions: the family of MaxEnt's linear, quadratic and hinge
+    features (products left out, as MaxEnt leaves them out for small samples), with learned knots shared by all
+    species. The first layer's biases spread the knots over about +-2 standard deviations."""
+
+    def __init__(self, n_inputs: int, units: int, dropout: float):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(n_inputs, units))
+        self.b1 = nn.Parameter(torch.empty(n_inputs, units).uniform_(-2.0, 2.0))
+        self.w2 = nn.Parameter(torch.randn(n_inputs, units, units) / units ** 0.5)
+        self.b2 = nn.Parameter(torch.zeros(n_inputs, units))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(x[:, :, None] * self.w1 + self.b1)  # (batch, inputs, units)
+        h = torch.relu(torch.einsum("biu,iuk->bik", self.dropout(h), self.w2) + self.b2)
+        return h.reshape(len(x), -1)
+
+
 class ResidualMLP(nn.Module):
     """Multi-species SDM on a cell's input vector (as in SINR, Cole et al. 2023): logits (batch, species).
 
@@ -55,22 +76,32 @@ class ResidualMLP(nn.Module):
     away (MaxEnt's quadratic features); it matters when records are few. ``members`` > 1 makes the module a deep
     ensemble: that many independently initialised networks whose logits are averaged (:meth:`member_logits` gives
     them one by one for training). Inputs are clamped to the training range first (:class:`InputEncoder`).
+    ``additive`` > 0 replaces the residual trunk by :class:`AdditiveFeatures` with that many units per input
+    (``hidden`` and ``blocks`` then unused): one smooth response curve per input and species, no interactions.
     """
 
     def __init__(self, n_inputs: int, n_species: int, hidden: int = 256, blocks: int = 4, dropout: float = 0.1,
-                 quadratic: bool = False, members: int = 1):
+                 quadratic: bool = False, members: int = 1, additive: int = 0):
         super().__init__()
         if members < 1:
             raise ValueError(f"members must be >= 1, got {members}")
+        if additive < 0:
+            raise ValueError(f"additive must be >= 0, got {additive}")
         self.hparams = {"n_inputs": n_inputs, "n_species": n_species, "hidden": hidden, "blocks": blocks,
-                        "dropout": dropout, "quadratic": bool(quadratic), "members": int(members)}
+                        "dropout": dropout, "quadratic": bool(quadratic), "members": int(members),
+                        "additive": int(additive)}
         if members > 1:
             self.members = nn.ModuleList(
-                ResidualMLP(n_inputs, n_species, hidden, blocks, dropout, quadratic) for _ in range(members)
+                ResidualMLP(n_inputs, n_species, hidden, blocks, dropout, quadratic, additive=additive)
+                for _ in range(members)
             )
             return
         self.members = None
         width_in = 2 * n_inputs if quadratic else n_inputs
+        if additive:
+            self.encoder = InputEncoder(n_inputs, quadratic, AdditiveFeatures(width_in, additive, dropout))
+            self.head = nn.Linear(width_in * additive, n_species)
+            return
         self.encoder = InputEncoder(
             n_inputs, quadratic, nn.Linear(width_in, hidden), nn.ReLU(inplace=True),
             *[ResidualBlock(hidden, dropout) for _ in range(blocks)],

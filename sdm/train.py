@@ -72,6 +72,7 @@ class NetworkParams:
     loss: str = "maxent"
     members: int = 1
     quadratic: bool = False
+    additive: int = 0
     input_noise: float = 0.0
     sampling_exponent: float = 0.0
     target_group: float = 0.8
@@ -344,7 +345,7 @@ def fit_network(x: torch.Tensor, presences: np.ndarray, background: np.ndarray, 
             200, max(MIN_STEPS_PER_EPOCH, int(np.ceil(len(presences) / params.batch_size))))
 
     model = ResidualMLP(x.shape[1], n_species, hidden=params.hidden, blocks=params.blocks, dropout=params.dropout,
-                        quadratic=params.quadratic, members=params.members).to(device)
+                        quadratic=params.quadratic, members=params.members, additive=params.additive).to(device)
     seen = torch.from_numpy(np.union1d(background, record_rows)).to(device)
     model.set_input_bounds(x[seen].min(dim=0).values, x[seen].max(dim=0).values)
     optimiser = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)

@@ -98,12 +98,36 @@ def test_checkpoint_without_new_hparams_still_loads(tmp_path):
     save_checkpoint(path, model, species=list("abcde"), variables=["bio1", "bio12", "bio4"], mean=np.zeros(3),
                     std=np.ones(3), thresholds=np.full(5, 0.5), config={})
     checkpoint = torch.load(path, weights_only=True)
-    checkpoint["hparams"] = {k: v for k, v in checkpoint["hparams"].items() if k not in ("quadratic", "members")}
+    checkpoint["hparams"] = {k: v for k, v in checkpoint["hparams"].items() if k not in ("quadratic", "members", "additive")}
     torch.save(checkpoint, path)
     loaded, _ = load_checkpoint(path)
     x = torch.randn(8, 3)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_additive_network_has_no_interactions_and_round_trips(tmp_path):
+    """``additive``: each species' logit is a sum of one curve per input, so the mixed difference of any two inputs
+    is zero (a residual MLP's is not), and the model saves, loads and predicts through the head like the MLP."""
+    from sdm.predict import _logits_t
+
+    torch.manual_seed(0)
+    model = ResidualMLP(3, 5, additive=8, dropout=0.0).eval()
+    assert model.hparams["additive"] == 8 and model.head.in_features == 24
+    a, b = torch.randn(64, 3), torch.randn(64, 3)
+    mixed = torch.cat([a[:, :1], b[:, 1:]], dim=1), torch.cat([b[:, :1], a[:, 1:]], dim=1)
+    with torch.no_grad():
+        interaction = model(a) + model(b) - model(mixed[0]) - model(mixed[1])
+        torch.testing.assert_close(interaction, torch.zeros_like(interaction), rtol=0, atol=1e-4)
+        mlp = _model(seed=3).eval()
+        assert (mlp(a) + mlp(b) - mlp(mixed[0]) - mlp(mixed[1])).abs().max() > 1e-2
+    path = tmp_path / "additive.pt"
+    save_checkpoint(path, model, species=list("abcde"), variables=["a", "b", "c"], mean=np.zeros(3),
+                    std=np.ones(3), thresholds=np.full(5, 0.5), config={})
+    loaded, _ = load_checkpoint(path)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(a), model(a), rtol=0, atol=0)
+        torch.testing.assert_close(_logits_t(loaded, a), model(a).T)
 
 
 def test_quadratic_inputs_double_the_first_layer():

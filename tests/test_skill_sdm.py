@@ -217,3 +217,23 @@ def test_distance_to_records_and_richness_far_and_near():
 def test_schema_defaults_are_what_a_bare_config_runs():
     defaults = skill.schema_defaults()
     assert defaults["loss"] == "maxent" and defaults["block_cells"] == 20
+
+
+def test_myrcia_selection_scores_inner_test_blocks_and_never_the_independent_records(monkeypatch):
+    skill_sdm = skill
+    calls = []
+    monkeypatch.setattr(skill_sdm, "load_myrcia", lambda: ("cube", "occurrences", None))  # no independent records
+
+    def fake_train(cube, occurrences, *, seed, baseline, fractions, **params):
+        calls.append((seed, baseline, fractions, params))
+        auc = 0.6 + 0.1 * params.get("additive", 0) / 32
+        return None, {"metrics": {"test": {"deep_sdm": {"mean_auc": auc},
+                                           **({"baseline": {"mean_auc": 0.7}} if baseline != "none" else {})}}}
+
+    monkeypatch.setattr(skill_sdm, "train_sdm", fake_train)
+    result = skill_sdm.select_myrcia(seeds=2)
+    assert len(calls) == 2 * len(skill_sdm.MYRCIA_CANDIDATES)
+    assert all(fractions[2] > 0 for _, _, fractions, _ in calls)  # inner test blocks cut from the training records
+    assert all(params["hidden"] == skill_sdm.DEEP["myrcia"]["hidden"] for *_, params in calls)
+    assert result["additive, 32 units per input"]["mean_auc"] == 0.7
+    assert result[skill_sdm.MAXENT]["per_seed"] == [0.7, 0.7]
