@@ -207,6 +207,10 @@ def read_layer(path: str | Path) -> xr.DataArray:
         return src.squeeze("band", drop=True).load()
 
 
+GDAL_CACHE_MB = 256
+"""GDAL block cache (MB) while a layer's GeoTIFF is written (:func:`write_layer`)."""
+
+
 def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write: int = 4 * COG_BLOCK) -> Path:
     """One layer (``y``, ``x``, CRS set; in memory or lazy, e.g. from a Zarr store) as a Cloud-Optimised GeoTIFF:
     float32, NaN no data, tiled, with overviews (QGIS and web viewers open large grids fast); the overviews of a
@@ -231,7 +235,9 @@ def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write
     tags = {"units": layer.attrs.get("units", ""), "categories": ",".join(CATEGORIES)}
     if layer.attrs.get("long_name"):
         tags["long_name"] = layer.attrs["long_name"]
-    with replacing(path) as partial:
+    # GDAL's block cache defaults to 5 % of the machine's memory and fills with the layer's blocks: 1 GB more for
+    # a 2.3e8-cell layer of the 1/4 global band on this 24 GB machine, same speed with 256 MB
+    with replacing(path) as partial, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
         tiled = Path(partial).with_name(Path(partial).name + ".tiled.tif")
         try:
             with rasterio.open(tiled, "w", **profile) as dst:
