@@ -37,7 +37,7 @@ STEPS = {  # step: (module file suffix, function) whose cumulative time it is
 
 def profile(run: Path, cols: tuple[int, int]) -> dict:
     from sdm.fused import scenario_predictions
-    from sdm.indicators import all_indicators
+    from sdm.indicators import all_indicators, run_name
 
     config = yaml.safe_load((run / "config.yaml").read_text())
     results = run / "results"
@@ -50,11 +50,11 @@ def profile(run: Path, cols: tuple[int, int]) -> dict:
     predictions = {s: ds.isel(x=slice(*cols)) for s, ds in predictions.items()}
     current = predictions.pop("current")
     keys = ["current"] + [(s, d) for s in predictions for d in config["dispersal"]]
-    statuses = {key: results / "iucn" / "status" / f"{key if key == 'current' else '_'.join(key)}.csv"
-                for key in keys}
-    statuses["current"] = results / "iucn" / "status" / "current_none.csv"
+    names = {key: run_name(key) for key in keys}
+    names["current"] = "current_none"  # the workflow's name of the present's run
+    statuses = {key: results / "iucn" / "status" / f"{name}.csv" for key, name in names.items()}
     with tempfile.TemporaryDirectory() as out, dask.config.set(scheduler="synchronous"):
-        dirs = {key: Path(out) / (key if key == "current" else "_".join(key)) for key in keys}
+        dirs = {key: Path(out) / name for key, name in names.items()}
         profiler = cProfile.Profile()
         start = time.perf_counter()
         profiler.enable()

@@ -109,8 +109,8 @@ class DeepSDM(BaseEstimator):
             hidden=self.hidden, blocks=self.blocks, dropout=self.dropout, epochs=self.epochs, patience=self.patience,
             batch_size=self.batch_size, background_per_batch=self.background_per_batch,
             learning_rate=self.learning_rate, weight_decay=self.weight_decay, loss=self.loss, members=self.members,
-            quadratic=self.quadratic, additive=self.additive, input_noise=self.input_noise, sampling_exponent=self.sampling_exponent,
-            target_group=self.target_group, steps_per_epoch=self.steps_per_epoch, seed=seed)
+            quadratic=self.quadratic, additive=self.additive, input_noise=self.input_noise,
+            sampling_exponent=self.sampling_exponent, target_group=self.target_group, steps_per_epoch=self.steps_per_epoch, seed=seed)
 
     # --- fit / predict ---------------------------------------------------------------------------------------------
     def fit(self, X: pd.DataFrame, y, groups=None) -> DeepSDM:

@@ -165,9 +165,14 @@ def scenario_predictions(model: str | Path, cubes: dict, prediction: dict, thres
     climate cube (path), ``thresholds`` scenario -> average-K threshold file (:func:`write_average_k`), when the
     assemblage has them."""
     thresholds = thresholds or {}
-    return {name: lazy_predictions(open_cube(path), model, scenario=name, chunk=prediction["chunk"],
-                                   batch_size=prediction["batch_size"], assemblage=prediction["assemblage"],
-                                   k=prediction["k"], device=device, threads=threads,
-                                   average_k=read_average_k(thresholds[name]) if name in thresholds else None,
-                                   precision=prediction.get("precision", "float32"))
+    return {name: lazy_predictions(open_cube(path), model, scenario=name, chunk=prediction["chunk"], device=device,
+                                   threads=threads, **prediction_options(prediction),
+                                   average_k=read_average_k(thresholds[name]) if name in thresholds else None)
             for name, path in cubes.items()}
+
+
+def prediction_options(prediction: dict) -> dict:
+    """The keyword arguments of :func:`lazy_predictions` that the config's ``prediction`` section sets (but the
+    chunk side): one place, so that a fused pass cannot leave a setting out."""
+    return {"batch_size": prediction["batch_size"], "assemblage": prediction["assemblage"], "k": prediction["k"],
+            "precision": prediction.get("precision", "float32")}

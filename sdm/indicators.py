@@ -8,6 +8,7 @@ scenario's MESS extrapolation layer (``mess``, :mod:`sdm.novelty`) beside them.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -208,7 +209,8 @@ def read_layer(path: str | Path) -> xr.DataArray:
 
 
 GDAL_CACHE_MB = 256
-"""GDAL block cache (MB) while a layer's GeoTIFF is written (:func:`write_layer`)."""
+"""GDAL block cache (MB) while a layer's GeoTIFF is written (:func:`write_layer`), unless ``GDAL_CACHEMAX`` is
+set."""
 
 
 def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write: int = 4 * COG_BLOCK) -> Path:
@@ -236,8 +238,10 @@ def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write
     if layer.attrs.get("long_name"):
         tags["long_name"] = layer.attrs["long_name"]
     # GDAL's block cache defaults to 5 % of the machine's memory and fills with the layer's blocks: 1 GB more for
-    # a 2.3e8-cell layer of the 1/4 global band on this 24 GB machine, same speed with 256 MB
-    with replacing(path) as partial, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    # a 2.3e8-cell layer of the 1/4 global band on this 24 GB machine, same speed with 256 MB (a GDAL_CACHEMAX the
+    # user has set is kept)
+    cache = os.environ.get("GDAL_CACHEMAX", GDAL_CACHE_MB)
+    with replacing(path) as partial, rasterio.Env(GDAL_CACHEMAX=cache):
         tiled = Path(partial).with_name(Path(partial).name + ".tiled.tif")
         try:
             with rasterio.open(tiled, "w", **profile) as dst:
@@ -248,18 +252,10 @@ def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write
                 dst.update_tags(**tags)
             rasterio.shutil.copy(tiled, partial, driver="COG", compress="DEFLATE", blocksize=COG_BLOCK,
                                  overview_resampling="MODE" if name in CATEGORICAL_LAYERS else "AVERAGE",
-                                 BIGTIFF="IF_SAFER", NUM_THREADS=str(usable_cores()))
+                                 BIGTIFF="IF_SAFER", NUM_THREADS=str(len(os.sched_getaffinity(0))))
         finally:
             tiled.unlink(missing_ok=True)
     return path
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (a cluster job's allocation, not the node's), for GDAL's compression
-    threads."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def run_name(key) -> str:

@@ -412,12 +412,8 @@ def _materialised(predictions: xr.Dataset, path: Path) -> xr.Dataset:
         predictions.rio.crs))
     # stored SPECIES_PER_CHUNK species at a time (the forward's chunks hold every species): a batch of species
     # read back decompresses its own species only
-    for name in ("suitability", "presence"):
-        array = store[name].transpose("species", "y", "x")
-        store[name] = array
-        spatial = [c[0] for c in array.chunks[1:]] if array.chunks else list(array.shape[1:])
-        store[name].encoding = {"chunks": (min(SPECIES_PER_CHUNK, array.sizes["species"]), *spatial)}
-    store.to_zarr(path, mode="w", consolidated=False)
+    chunks = (min(SPECIES_PER_CHUNK, store.sizes["species"]), store.chunksizes["y"][0], store.chunksizes["x"][0])
+    store.to_zarr(path, mode="w", consolidated=False, encoding={name: {"chunks": chunks} for name in store.data_vars})
     return open_predictions(path)
 
 
@@ -437,7 +433,7 @@ def display_predictions(sources: dict[str, str | Path], prediction: dict, model:
     the explorer, which reads them a batch of species at a time, runs the forward of every species again for each
     batch (3 batches of 138 species on the 1/4 global band, 29 by the same rule for 989 species on the globe)."""
     from sdm.climate import open_cube
-    from sdm.fused import lazy_predictions
+    from sdm.fused import lazy_predictions, prediction_options
     from sdm.predict import open_predictions
 
     out = {}
@@ -445,10 +441,9 @@ def display_predictions(sources: dict[str, str | Path], prediction: dict, model:
         if prediction.get("fused"):
             cube = open_cube(path)
             rows, cols = display_cells(cube.isel(variable=0), max_px)
-            lazy = lazy_predictions(
-                cube.isel(y=rows, x=cols), model, scenario=scenario, batch_size=prediction["batch_size"],
-                assemblage=prediction["assemblage"], k=prediction["k"], device=device, threads=threads,
-                average_k=(average_k or {}).get(scenario), precision=prediction.get("precision", "float32"))
+            lazy = lazy_predictions(cube.isel(y=rows, x=cols), model, scenario=scenario, device=device,
+                                    threads=threads, average_k=(average_k or {}).get(scenario),
+                                    **prediction_options(prediction))
             out[scenario] = lazy if scratch is None else _materialised(lazy, Path(scratch) / f"{scenario}.zarr")
         else:
             stored = open_predictions(path)

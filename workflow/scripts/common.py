@@ -2,14 +2,9 @@
 put a failed job's reason on the console in one line."""
 
 import logging
-import os
 import sys
 import traceback
 from pathlib import Path
-
-# GDAL's block cache defaults to 5 % of the machine's memory, so a job's memory grew with the rasters it read or
-# wrote (1 GB more for one 2.3e8-cell GeoTIFF of the 1/4 global band): a fixed 256 MB unless the user sets it
-os.environ.setdefault("GDAL_CACHEMAX", "256")
 
 # the sdm package, also in an environment that has only its dependencies (snakemake --use-conda)
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
