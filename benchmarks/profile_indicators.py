@@ -29,13 +29,14 @@ STEPS = {  # step: (module file suffix, function) whose cumulative time it is
     "MESS (novelty.mess)": ("sdm/novelty.py", "mess"),
     "decode codes to probabilities": ("sdm/codes.py", "decode"),
     "presence from codes": ("sdm/assemblage.py", "_presence_block"),
+    "accessible area in the prediction task": ("sdm/accessible.py", "restrict_block_"),
     "accessible area": ("sdm/accessible.py", "_restrict_block"),
     "indicator sums": ("sdm/indicators.py", "_indicators_block"),
     "GeoTIFF layers (write_layer)": ("sdm/indicators.py", "write_layer"),
 }
 
 
-def profile(run: Path, cols: tuple[int, int]) -> dict:
+def profile(run: Path, cols: tuple[int, int], dump: Path | None = None) -> dict:
     from sdm.fused import scenario_predictions
     from sdm.indicators import all_indicators, run_name
 
@@ -61,6 +62,8 @@ def profile(run: Path, cols: tuple[int, int]) -> dict:
         all_indicators(current, predictions, dirs, statuses, statuses["current"])
         profiler.disable()
         wall = time.perf_counter() - start
+    if dump:
+        profiler.dump_stats(dump)
     stats = pstats.Stats(profiler).stats
     seconds = {}
     for step, (suffix, name) in STEPS.items():
@@ -74,8 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished band run (scale_global.py's f{n})")
     parser.add_argument("--cols", type=int, nargs=2, default=(12480, 26208), help="columns of the grid to profile")
+    parser.add_argument("--dump", type=Path, help="also write the whole profile here (pstats; snakeviz opens it)")
     args = parser.parse_args()
-    result = profile(args.run, tuple(args.cols))
+    result = profile(args.run, tuple(args.cols), args.dump)
     print(f"{args.run}: {result['cells']:.3e} cells, {result['species']} species, columns {args.cols[0]}-"
           f"{args.cols[1]}, one thread")
     for step, seconds in result["steps"].items():

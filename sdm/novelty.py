@@ -155,24 +155,35 @@ def mess(values: np.ndarray, reference_quantiles, *, most_dissimilar: bool = Fal
     reference = _check_reference(reference_quantiles, values.shape[0])
     used = [(i, _Piecewise(reference[i])) for i in np.flatnonzero(~constant_variables(reference))]
     n_cells = values.shape[1]
-    lowest = np.full(n_cells, np.inf)
-    index = np.full(n_cells, MOD_NODATA, dtype="int16")
-    for a in range(0, n_cells, SLICE):
-        b = min(a + SLICE, n_cells)
+    missing = np.isnan(values).any(axis=0) if values.dtype.kind == "f" else np.zeros(n_cells, bool)
+    # only the cells with data: on a global grid most cells are sea (about 3 in 4 at 30 arc-seconds)
+    kept = None if not missing.any() else np.flatnonzero(~missing)
+    data = values if kept is None else values[:, kept]
+    n_kept = data.shape[1]
+    lowest = np.full(n_kept, np.inf)
+    index = np.full(n_kept, MOD_NODATA, dtype="int16")
+    for a in range(0, n_kept, SLICE):
+        b = min(a + SLICE, n_kept)
         low, at = lowest[a:b], index[a:b]
         for i, piecewise in used:
-            s = piecewise(values[i, a:b].astype("float64"))
+            s = piecewise(data[i, a:b].astype("float64"))
             lower = s < low
             np.copyto(low, s, where=lower)
             np.copyto(at, i, where=lower)
-    missing = np.isnan(values).any(axis=0) if values.dtype.kind == "f" else np.zeros(n_cells, bool)
     if not used:
-        missing[:] = True
-    lowest[missing] = np.nan
+        lowest[:], index[:] = np.nan, MOD_NODATA
+    if kept is not None:
+        lowest, index = _scattered(lowest, kept, n_cells, np.nan), _scattered(index, kept, n_cells, MOD_NODATA)
     if not most_dissimilar:
         return lowest
-    index[missing] = MOD_NODATA
     return lowest, index.astype("int8" if values.shape[0] <= 127 else "int16")
+
+
+def _scattered(values: np.ndarray, at: np.ndarray, n: int, fill) -> np.ndarray:
+    """``values`` placed at positions ``at`` of an array of ``n`` entries, ``fill`` elsewhere."""
+    out = np.full(n, fill, dtype=values.dtype)
+    out[at] = values
+    return out
 
 
 def _mess_block(values: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -276,14 +276,24 @@ def _cached_model(path: str, device: str) -> ResidualMLP:
         return _MODELS[key]
 
 
-def _predict_chunk(block, *, model, mean, std, device, batch_size, threshold_codes, precision):
+def _predict_chunk(block, *, model, mean, std, device, batch_size, threshold_codes, precision, accessible=None,
+                   block_info=None):
     if isinstance(model, (str, Path)):
         # shipped as a path: each worker process loads the checkpoint once (not pickled into every task)
         # (torch keeps the worker's thread settings: Dask's nanny starts workers with OMP_NUM_THREADS=1)
         device = str(_resolve(device))
         model = _cached_model(str(model), device)
-    return predict_block(np.asarray(block), model, mean, std, torch.device(device), batch_size,
-                         threshold_codes=threshold_codes, precision=precision)
+    layers = predict_block(np.asarray(block), model, mean, std, torch.device(device), batch_size,
+                           threshold_codes=threshold_codes, precision=precision)
+    if accessible is not None:
+        # presence kept to the accessible area in the task that made it: the task's own array, changed in place
+        # (as a task of its own, the restriction copied every block it changed: 4.7 s of a 118 s indicator pass)
+        from sdm.accessible import restrict_block_
+
+        area, x, y, crs = accessible
+        (_, _), (y0, y1), (x0, x1) = block_info[0]["array-location"]
+        restrict_block_(layers[1], x[x0:x1], y[y0:y1], crs, area)
+    return layers
 
 
 def _resolve(device) -> torch.device:
@@ -293,8 +303,10 @@ def _resolve(device) -> torch.device:
 
 
 def _predict_layers(cube: xr.DataArray, model, checkpoint: dict, *, batch_size, device, precision,
-                    threshold_codes=None) -> tuple[xr.DataArray, da.Array]:
-    """The cube restricted to the model's variables, and the lazy uint8 (layer, species, y, x) of predict_block."""
+                    threshold_codes=None, area=None) -> tuple[xr.DataArray, da.Array]:
+    """The cube restricted to the model's variables, and the lazy uint8 (layer, species, y, x) of predict_block;
+    with ``area`` (an :class:`sdm.accessible.AccessibleArea`; needs ``threshold_codes``), presence (layer 1) kept to
+    each species' accessible area in the same task."""
     variables = checkpoint["variables"]
     cube = cube.sel(variable=variables).chunk({"variable": -1})
     species = checkpoint["species"]
@@ -312,15 +324,36 @@ def _predict_layers(cube: xr.DataArray, model, checkpoint: dict, *, batch_size, 
     std = np.asarray(checkpoint["std"], dtype="float64")
     layers = 1 if threshold_codes is None else 2
     # an explicit name: dask would otherwise hash the model's weights to name the tasks
+    accessible = None
+    if area is not None:
+        from pyproj import CRS
+
+        if threshold_codes is None:
+            raise ValueError("the accessible area restricts presence: give threshold_codes too")
+        accessible = (area, cube["x"].values, cube["y"].values, CRS.from_user_input(cube.rio.crs).to_wkt())
     name = "predict-" + tokenize(data.name, list(species), model_token, mean, std, str(device), batch_size,
-                                 precision, None if threshold_codes is None else np.asarray(threshold_codes))
+                                 precision, None if threshold_codes is None else np.asarray(threshold_codes),
+                                 area)
     out = da.map_blocks(
         _predict_chunk, data, name=name, dtype="uint8", new_axis=0,
         chunks=((layers,), (len(species),), data.chunks[1], data.chunks[2]), meta=np.empty((0, 0, 0, 0), "uint8"),
         model=model, mean=mean, std=std, device=device, batch_size=batch_size, precision=precision,
-        threshold_codes=threshold_codes,
+        threshold_codes=threshold_codes, accessible=accessible,
     )
     return cube, out
+
+
+def _view_of_layer(blocks: list, layer: int) -> np.ndarray:
+    (block,) = blocks  # the layer axis is one chunk
+    return block[layer]
+
+
+def _layer(layers: da.Array, layer: int) -> da.Array:
+    """One layer of :func:`_predict_layers`' (layer, species, y, x) blocks, each block a view of the task's array:
+    Dask's own indexing copies a selection of half a block or less (2 s of copies in a 102 s indicator pass), and
+    so does ``map_blocks`` with ``drop_axis`` (it concatenates along the dropped axis)."""
+    return da.blockwise(_view_of_layer, "syx", layers, "lsyx", layer, None, dtype=layers.dtype,
+                        name=f"layer-{layer}-" + tokenize(layers.name), meta=np.empty((0, 0, 0), layers.dtype))
 
 
 def _as_suitability(cube: xr.DataArray, data: da.Array, species) -> xr.DataArray:
@@ -349,29 +382,38 @@ def lazy_codes(cube: xr.DataArray, model: ResidualMLP | str | Path, checkpoint: 
                precision: str = "float32", average_k: int | None = None) -> tuple[xr.DataArray, xr.DataArray]:
     """Lazy uint8 (suitability, presence) codes (``species``, ``y``, ``x``) of every species on the cube's grid.
 
-    ``threshold``: presence comes out of the same pass over each cached batch (:func:`predict_block`'s second
-    layer); the other assemblages apply :func:`sdm.assemblage.assemble` to the suitability codes (``average_k``
-    streams over them once more for its single threshold, unless its code ``average_k`` is given). Presence is then kept to each species' accessible area
-    when the checkpoint has one (:func:`sdm.accessible.restrict_presence`).
+    ``threshold``, and ``average_k`` with its code given (``average_k``, as fused passes have it): presence comes
+    out of the same pass over each cached batch (:func:`predict_block`'s second layer; on the device under CUDA)
+    and is kept to each species' accessible area, when the checkpoint has one, in the same task
+    (:func:`sdm.accessible.restrict_block_`). The other assemblages apply :func:`sdm.assemblage.assemble` to the
+    suitability codes (``average_k`` without its code streams over them once more for its single threshold), then
+    :func:`sdm.accessible.restrict_presence`. Both ways give the same codes.
     """
     from sdm.accessible import AccessibleArea, restrict_presence
     from sdm.assemblage import assemble
     from sdm.codes import threshold_codes
 
-    if assemblage != "threshold":
+    area = AccessibleArea.from_checkpoint(checkpoint)
+    if assemblage == "threshold":
+        codes = threshold_codes(checkpoint["thresholds"]).astype("uint8")
+    elif assemblage == "average_k" and average_k is not None:
+        # one known code for every species: the same comparison as the threshold's (code 255, no species present
+        # anywhere, is above every code a forward makes)
+        codes = np.full(len(checkpoint["species"]), average_k, dtype="uint8")
+    else:
         suitability = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=device,
                                        precision=precision)
         presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k, average_k=average_k)
-        return suitability, restrict_presence(presence.rio.write_crs(cube.rio.crs),
-                                              AccessibleArea.from_checkpoint(checkpoint))
+        return suitability, restrict_presence(presence.rio.write_crs(cube.rio.crs), area)
     cube, layers = _predict_layers(cube, model, checkpoint, batch_size=batch_size, device=device,
-                                   precision=precision,
-                                   threshold_codes=threshold_codes(checkpoint["thresholds"]).astype("uint8"))
-    suitability = _as_suitability(cube, layers[0], checkpoint["species"])
-    presence = xr.DataArray(layers[1], dims=suitability.dims, coords=suitability.coords, name="presence")
+                                   precision=precision, threshold_codes=codes, area=area)
+    suitability = _as_suitability(cube, _layer(layers, 0), checkpoint["species"])
+    presence = xr.DataArray(_layer(layers, 1), dims=suitability.dims, coords=suitability.coords, name="presence")
     presence.attrs = {"long_name": f"predicted presence ({assemblage})", "units": "1 present, 0 absent, 255 no data"}
-    presence = restrict_presence(presence.rio.write_crs(cube.rio.crs), AccessibleArea.from_checkpoint(checkpoint))
-    return suitability, presence
+    if area is not None:  # the attributes restrict_presence gives
+        presence.attrs["accessible_area_km"] = round(area.distance_km, 1)
+        presence.attrs["long_name"] += f", within {area.distance_km:.0f} km of the species' records"
+    return suitability, presence.rio.write_crs(cube.rio.crs)
 
 
 def extrapolation_layers(cube: xr.DataArray, checkpoint: dict, scenario: str = "") -> xr.Dataset | None:

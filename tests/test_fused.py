@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import xarray as xr
 
 from sdm.climate import ingest_climate, valid_mask
@@ -184,6 +187,37 @@ def test_range_sums_from_codes_equal_those_from_decoded_suitability(world):
     pd.testing.assert_series_equal(coded["range_km2"], decoded["range_km2"])
     np.testing.assert_allclose(coded["mean_suitability"], decoded["mean_suitability"], rtol=1e-12)
     assert (coded["mean_suitability"] > 0).any()
+
+
+def test_average_k_with_its_code_restricts_presence_in_the_prediction_task(world):
+    """Fused average-K with its code given (as every fused pass has it): presence is made and kept to the accessible
+    area in the prediction task itself (no presence or restriction tasks of their own), with the codes of the
+    materialised way: threshold the stored codes, then restrict."""
+    import dask
+
+    from sdm.accessible import AccessibleArea, restrict_presence
+    from sdm.assemblage import assemble, average_k_code
+    from sdm.model import load_checkpoint
+
+    raw = torch.load(world["model"], weights_only=True)
+    raw["accessible"]["distance_km"] = 15.0  # cuts the 200 km wide world
+    path = Path(str(world["model"]).replace(".pt", "_tight.pt"))
+    torch.save(raw, path)
+    tight = load_checkpoint(path)[1]
+    stored = xr.open_zarr(world["stores"]["current"], consolidated=False, decode_coords="all")["suitability"]
+    code = average_k_code(stored, 2.0)
+    unrestricted = assemble(stored, "average_k", average_k=code).rio.write_crs(world["cubes"]["current"].rio.crs)
+    expected = restrict_presence(unrestricted, AccessibleArea.from_checkpoint(tight))
+    fused = lazy_predictions(world["cubes"]["current"], path, scenario="current", chunk=16, device="cpu",
+                             assemblage="average_k", k=2.0, average_k=code)
+    tasks = " ".join(str(key) for key in dict(fused["presence"].data.__dask_graph__()))
+    assert "restrict" not in tasks and "presence_block" not in tasks
+    np.testing.assert_array_equal((expected == 1).values, fused["presence"].values)
+    removed = int((unrestricted == 1).sum() - (expected == 1).sum())
+    assert removed > 0  # the 15 km area removes presences: the test would pass vacuously otherwise
+    assert fused["presence"].attrs["accessible_area_km"] == 15.0
+    with dask.config.set(scheduler="threads"):  # the tasks change their own arrays: the same codes twice
+        np.testing.assert_array_equal(fused["presence"].values, fused["presence"].values)
 
 
 def test_average_k_threshold_once_per_scenario_saves_a_forward_and_changes_nothing(world, monkeypatch, tmp_path):
