@@ -206,7 +206,7 @@ def restrict_block_(block: np.ndarray, xs: np.ndarray, ys: np.ndarray, crs, area
     """In place: every presence of a block of presence codes (species, y, x; C-contiguous; cell centres ``xs`` /
     ``ys`` in ``crs``) outside its species' accessible area set to 0. For a block no one else holds (the one a
     prediction task has just made), where :func:`_restrict_block` would copy it."""
-    flat = block.reshape(block.shape[0], -1)  # a view: raises rather than copy a non-contiguous block
+    flat = block.reshape(block.shape[0], -1, copy=False)  # a view: raises rather than copy a non-contiguous block
     for s, cells in _outside(block, xs, ys, crs, area):
         flat[s, cells] = 0
     return block

@@ -333,7 +333,7 @@ def _predict_layers(cube: xr.DataArray, model, checkpoint: dict, *, batch_size, 
         accessible = (area, cube["x"].values, cube["y"].values, CRS.from_user_input(cube.rio.crs).to_wkt())
     name = "predict-" + tokenize(data.name, list(species), model_token, mean, std, str(device), batch_size,
                                  precision, None if threshold_codes is None else np.asarray(threshold_codes),
-                                 area)
+                                 *(accessible or ()))  # the area and the grid it restricts on (coordinates, CRS)
     out = da.map_blocks(
         _predict_chunk, data, name=name, dtype="uint8", new_axis=0,
         chunks=((layers,), (len(species),), data.chunks[1], data.chunks[2]), meta=np.empty((0, 0, 0, 0), "uint8"),

@@ -96,3 +96,20 @@ def test_contains_with_the_bounding_sphere_equals_cell_by_cell():
             np.testing.assert_array_equal(fast[s], nearest <= chord(700.0) * (1 + 1e-12))
         wanted = np.random.default_rng(1).random(fast.shape) < 0.3
         np.testing.assert_array_equal(area.contains(lon.ravel(), lat.ravel(), wanted=wanted), fast & wanted)
+
+
+def test_restrict_block_in_place_equals_the_copying_restriction_and_refuses_a_strided_block():
+    """The prediction task's in-place restriction gives the codes of :func:`restrict_presence` in the task's own
+    array; a block it cannot change in place (not contiguous) is an error, not a silently lost write."""
+    from sdm.accessible import restrict_block_
+
+    codes = np.ones((2, 2, 4), dtype="uint8")
+    codes[:, 1, 3] = 255
+    area = AccessibleArea([5.0, 35.0], [5.0, -5.0], [0, 1], 2, distance_km=1600)
+    expected = restrict_presence(_presence(codes), area).values
+    block = codes.copy()
+    out = restrict_block_(block, np.arange(4) * 10 + 5.0, np.array([5.0, -5.0]), "EPSG:4326", area)
+    assert out is block and block.tolist() == expected.tolist() and (block != codes).any()
+    with pytest.raises(ValueError, match="copy"):
+        restrict_block_(np.ones((2, 2, 8), "uint8")[:, :, :4], np.arange(4) * 10 + 5.0, np.array([5.0, -5.0]),
+                        "EPSG:4326", area)
