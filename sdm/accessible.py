@@ -189,9 +189,13 @@ def _outside(block: np.ndarray, xs: np.ndarray, ys: np.ndarray, crs, area: Acces
     lon, lat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xx.ravel()[present],
                                                                                  yy.ravel()[present])
     points, columns = unit_vectors(lon, lat), np.flatnonzero(present)
+    # the index into ``points`` of every cell with a presence: a species' present cells are found in its whole
+    # row, a contiguous pass (gathering the row at ``columns`` first was 3x slower on a tropical block)
+    point_of_cell = np.full(flat.shape[1], -1, dtype="int64")
+    point_of_cell[columns] = np.arange(len(columns))
     tiles, out = None, []
     for s in np.flatnonzero(area.decisions(points) != 1):
-        where = np.flatnonzero(flat[s, columns] == 1)
+        where = point_of_cell[np.flatnonzero(flat[s] == 1)]
         if not len(where):
             continue
         if tiles is None:
