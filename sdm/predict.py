@@ -126,9 +126,13 @@ def _prepare(block: np.ndarray, mean, std, device: torch.device):
         valid = None
     else:
         cells = cells[:, valid]
-    # float64 arithmetic on (variables x cells) costs ~1 % of the forward even at 100 species; keeps z exact
-    z = np.ascontiguousarray(standardise(cells.T, np.asarray(mean, dtype="float64"),
-                                         np.asarray(std, dtype="float64")), dtype="float32")
+    # float64 arithmetic keeps z exact; one variable's row at a time (contiguous), then one transpose to cell-major
+    # (arithmetic on the strided (cells, variables) view took 28 ms of a 624 x 624 block, this 16 ms)
+    mean, std = np.asarray(mean, dtype="float64"), np.asarray(std, dtype="float64")
+    by_variable = np.empty(cells.shape, dtype="float32")
+    for v in range(n_var):
+        by_variable[v] = standardise(cells[v], mean[v], std[v])
+    z = np.ascontiguousarray(by_variable.T)
     x = torch.from_numpy(z)
     if device.type == "cuda":
         x = x.pin_memory().to(device, non_blocking=True)
