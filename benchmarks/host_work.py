@@ -62,6 +62,7 @@ def main() -> None:
     statuses = {run: _status_arrays(species, read_status(results / "iucn" / "status" / f"{run}.csv"))
                 for run in ("current_none", f"{future}_full", f"{future}_none")}
     runs = ((("full", statuses[f"{future}_full"]), ("none", statuses[f"{future}_none"])),)
+    crs = cubes["current"].rio.crs.to_wkt()
     seconds = dict.fromkeys(["accessible area", "presence as booleans", "range sums", "indicator sums"], 0.0)
     species_cells = 0
     for r, c in chosen:
@@ -73,7 +74,7 @@ def main() -> None:
                                         torch.device("cpu"), threshold_codes=codes[name],
                                         precision=config.get("prediction", {}).get("precision", "float32")),
                           block["x"].values, block["y"].values)
-        crs = cubes["current"].rio.crs.to_wkt()
+        cell_area = cell_area_km2(cubes["current"].isel(variable=0, **window)).values
         best = dict.fromkeys(seconds, np.inf)
         for _ in range(args.repeat):
             layers = {name: (m[0].copy(), m[1], m[2]) for name, m in made.items()}
@@ -85,7 +86,6 @@ def main() -> None:
             present = {name: block[1] == 1 for name, (block, _, _) in layers.items()}
             best["presence as booleans"] = min(best["presence as booleans"], time.perf_counter() - start)
             suit = {name: block[0] for name, (block, _, _) in layers.items()}
-            cell_area = cell_area_km2(cubes["current"].isel(variable=0, **window)).values
             start = time.perf_counter()
             _block_sums(present["current"], suit["current"], cell_area, present[future], suit[future],
                         n_futures=1, dispersals=("full", "none"), has_share=False, coded=True)
