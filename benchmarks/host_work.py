@@ -8,8 +8,9 @@ Takes the ``--blocks`` prediction blocks with the most cells with data of a fini
 (``scale_global.py``'s ``f{n}``), makes each block's codes and presence for the present and the run's first future
 scenario once (the forward, not timed), then times, one thread, each step that follows the forward in the fused
 passes: the accessible area (:func:`sdm.accessible.restrict_block_`), presence as booleans (the ``presence == 1`` of
-:func:`sdm.fused.lazy_predictions`), the range sums of every run (:func:`sdm.features._block_sums`) and the
-indicators of every run (:func:`sdm.indicators._indicators_block`). Prints nanoseconds per species-cell (species x
+:func:`sdm.fused.lazy_predictions`), the range sums of every run (:func:`sdm.features._block_sums`), presence
+packed as bits for the presence stores (:func:`sdm.packed.pack_presence`) and the indicators of every run from the
+packed presence (:func:`sdm.indicators._indicators_block`). Prints nanoseconds per species-cell (species x
 cells of the block, both climates) of each step, best of ``--repeat``.
 """
 
@@ -40,6 +41,7 @@ def main() -> None:
     from sdm.grid import cell_area_km2
     from sdm.indicators import _indicators_block, _status_arrays, read_status
     from sdm.model import load_checkpoint, with_coordinate_layers
+    from sdm.packed import pack_presence
     from sdm.predict import chunk_cells, predict_block
 
     config = yaml.safe_load((args.run / "config.yaml").read_text())
@@ -63,7 +65,8 @@ def main() -> None:
                 for run in ("current_none", f"{future}_full", f"{future}_none")}
     runs = ((("full", statuses[f"{future}_full"]), ("none", statuses[f"{future}_none"])),)
     crs = cubes["current"].rio.crs.to_wkt()
-    seconds = dict.fromkeys(["accessible area", "presence as booleans", "range sums", "indicator sums"], 0.0)
+    seconds = dict.fromkeys(["accessible area", "presence as booleans", "range sums", "presence packed",
+                             "indicator sums"], 0.0)
     species_cells = 0
     for r, c in chosen:
         window = dict(y=slice(r * side, (r + 1) * side), x=slice(c * side, (c + 1) * side))
@@ -90,10 +93,13 @@ def main() -> None:
             _block_sums(present["current"], suit["current"], cell_area, present[future], suit[future],
                         n_futures=1, dispersals=("full", "none"), has_share=False, coded=True)
             best["range sums"] = min(best["range sums"], time.perf_counter() - start)
+            start = time.perf_counter()
+            packed = {name: pack_presence(p) for name, p in present.items()}
+            best["presence packed"] = min(best["presence packed"], time.perf_counter() - start)
             valid = (suit["current"][0] != NODATA)[None]
             start = time.perf_counter()
-            _indicators_block(valid, present["current"], present[future], runs=runs,
-                              current_status=statuses["current_none"], present=True)
+            _indicators_block(valid, packed["current"], packed[future], runs=runs,
+                              current_status=statuses["current_none"], present=True, packed=True)
             best["indicator sums"] = min(best["indicator sums"], time.perf_counter() - start)
         for step in seconds:
             seconds[step] += best[step]

@@ -14,11 +14,14 @@ Areas are km2, coordinates WGS84 degrees. One row per species, indexed by ``spec
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sdm.codes import NODATA
 from sdm.criteria import range_metrics
 from sdm.progress import batches_shown
 from sdm.storage import dask_blocks
@@ -445,17 +448,29 @@ threaded scheduler keeps the forwards of many blocks alive beside the ones being
 global 30 arc-second grid (1,100 blocks) the job reached 6 GB, where one block alone needs 0.6 GB."""
 
 
-def sum_in_batches(blocks: "da.Array", per_compute: int | None = None, label: str | None = None) -> np.ndarray:
+def sum_in_batches(blocks: "da.Array", per_compute: int | None = None, label: str | None = None,
+                   stored: list | None = None) -> np.ndarray:
     """Sum of ``blocks`` (..., block rows, block columns: one entry per block, from :func:`dask.array.map_blocks`)
     over its last two axes, computed :data:`BLOCKS_PER_COMPUTE` blocks at a time (row-major), so that memory is
-    bounded by the batch, not by the grid; one progress bar named ``label`` (none without) for the whole sum."""
+    bounded by the batch, not by the grid; one progress bar named ``label`` (none without) for the whole sum.
+
+    ``stored``: (Dask array, Zarr array) pairs on the same grid of blocks (their last two axes): each block is
+    computed in the same Dask computation as its sums (so the tasks they share, a fused model forward, run once)
+    and written to the Zarr array."""
     per_compute = per_compute or BLOCKS_PER_COMPUTE
+    stored = stored or []
     rows, cols = blocks.shape[-2:]
     total = np.zeros(blocks.shape[:-2])
     with batches_shown(label or "", enabled=label is not None) as done:
         for first in range(0, rows * cols, per_compute):
             cells = [divmod(i, cols) for i in range(first, min(first + per_compute, rows * cols))]
-            total += np.sum(da.compute(*[blocks[..., r, c] for r, c in cells]), axis=0)
+            parts = [array.blocks[(0,) * (array.ndim - 2) + (r, c)] for array, _ in stored for r, c in cells]
+            results = da.compute(*[blocks[..., r, c] for r, c in cells], *parts)
+            total += np.sum(results[:len(cells)], axis=0)
+            for (array, target), (r, c), block in zip([s for s in stored for _ in cells], cells * len(stored),
+                                                      results[len(cells):]):
+                y0, x0 = sum(array.chunks[-2][:r]), sum(array.chunks[-1][:c])
+                target[..., y0:y0 + block.shape[-2], x0:x0 + block.shape[-1]] = block
             done((first + len(cells)) / (rows * cols))
     return total
 
@@ -480,11 +495,16 @@ def all_scenario_ranges(
     dispersals: list[str],
     cell_area_km2: xr.DataArray,
     protected: xr.DataArray | None = None,
+    presence_stores: dict | None = None,
 ) -> dict[str, dict[str, pd.DataFrame]]:
     """:func:`range_features` of the present and of every future scenario (``futures``: name -> predictions) for
     every dispersal assumption in ``dispersals``, from one pass over the predictions: one Dask task per block of
     cells reduces the present's block and every scenario's to all the sums at once, so each block (in fused mode,
     each model forward) is made once for every run, the present's included.
+
+    ``presence_stores``: scenario (``"current"`` for the present) -> path of a presence store to write in the same
+    pass (:func:`sdm.packed.presence_store`: presence as bits, the cells with data and the MESS layer), for the
+    indicator pass to read instead of making the predictions again; each appears only once complete.
 
     Returns scenario -> dispersal -> table; the present is ``"current"`` (the same table for every dispersal)."""
     for dispersal in dispersals:
@@ -519,7 +539,13 @@ def all_scenario_ranges(
                                    (1,) * len(spatial[0]), (1,) * len(spatial[1])),
                            new_axis=1, dtype="float64", meta=np.empty((0, 0, 0, 0), "float64"))
     runs = ", ".join(["current"] + [f"{name} {d}" for name in futures for d in dispersals])
-    totals = sum_in_batches(blocks, label=f"range sums ({runs})")
+    with ExitStack() as stack:
+        stored = []
+        if presence_stores:
+            first = current[suitability].isel(species=0)
+            valid = first != NODATA if coded else first.notnull()
+            stored = _presence_targets({"current": current} | futures, presence_stores, valid, spatial, stack)
+        totals = sum_in_batches(blocks, label=f"range sums ({runs})", stored=stored)
     species = pd.Index([str(s) for s in current["species"].to_numpy()], name="species")
     present = totals[:, :n_stats]
     tables = {"current": dict.fromkeys(dispersals, _range_table(species, present, present[:, 0]))}
@@ -530,6 +556,29 @@ def all_scenario_ranges(
             tables[name][dispersal] = _range_table(species, totals[:, column:column + n_stats], present[:, 0])
             column += n_stats
     return tables
+
+
+def _presence_targets(predictions: dict, paths: dict, valid: xr.DataArray, spatial: tuple, stack) -> list:
+    """(Dask array, Zarr array) pairs of every layer of the presence stores ``paths`` (scenario -> path) of
+    ``predictions`` (scenario -> predictions) for :func:`sum_in_batches` to write, into partial stores that
+    replace ``paths`` when ``stack`` closes without an error (:func:`sdm.storage.replacing`)."""
+    import zarr
+
+    from sdm.packed import presence_codecs, presence_store
+    from sdm.storage import replacing, zarr_ready
+
+    pairs = []
+    for name, path in paths.items():
+        if name not in predictions:
+            raise ValueError(f"presence store {path}: no predictions of scenario {name!r} in this pass "
+                             f"(have {sorted(predictions)})")
+        store = zarr_ready(presence_store(predictions[name], valid, spatial))
+        partial = stack.enter_context(replacing(path))
+        store.to_zarr(partial, mode="w", consolidated=False, compute=False, encoding=presence_codecs())
+        group = zarr.open_group(partial, mode="r+")
+        # every chunk written as it is: comparing each with the fill value first costs a pass over it
+        pairs += [(store[v].data, group[v].with_config({"write_empty_chunks": True})) for v in store.data_vars]
+    return pairs
 
 
 def _range_table(species: pd.Index, sums: np.ndarray, current_km2: np.ndarray) -> pd.DataFrame:

@@ -16,6 +16,7 @@ import pandas as pd
 import xarray as xr
 
 from sdm.codes import NODATA
+from sdm.packed import PRESENCE_BITS, any_present, count_present, pack_presence, species_words
 from sdm.progress import shown
 from sdm.storage import dask_blocks, replacing, write_zarr
 from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
@@ -59,45 +60,51 @@ def scenario_presence(current: xr.DataArray, future: xr.DataArray | None, disper
     raise ValueError(f"dispersal must be 'full' or 'none', got '{dispersal}'")
 
 
-def _status_arrays(species: list[str], status: pd.Series | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """(threatened bool, rank int16: category code + 1, 0 for no or unknown category) per species, or None
-    without a status table."""
+def _status_arrays(species: list[str], status: pd.Series | None) -> tuple[np.ndarray, list] | None:
+    """(words of the threatened species, [(rank, words of its species), ...] from the highest rank down; rank is
+    category code + 1) per :func:`sdm.packed.species_words`, or None without a status table. Species with no or an
+    unknown category are neither threatened nor ranked."""
     if status is None:
         return None
     aligned = status.reindex(species)
     rank = (aligned.map(CATEGORY_CODE).fillna(-1).to_numpy() + 1).astype("int16")
-    return aligned.isin(THREATENED).to_numpy(), rank
+    ranks = [(int(r), species_words(rank == r)) for r in np.unique(rank[rank > 0])[::-1]]
+    return species_words(aligned.isin(THREATENED).to_numpy()), ranks
 
 
-def _assemblage_block(present: np.ndarray, status: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """float32 (layer, y, x) indicators of one block of presence (bool species x y x): :data:`LAYERS` with a
-    status, richness alone without; not yet masked to the cells with data."""
-    counts = present.sum(axis=0, dtype="int32")
+def _assemblage_block(present: np.ndarray, status: tuple | None) -> np.ndarray:
+    """float32 (layer, y, x) indicators of one block of presence (packed, ``uint64`` word x y x:
+    :func:`sdm.packed.pack_presence`): :data:`LAYERS` with a status, richness alone without; not yet masked to the
+    cells with data."""
+    counts = count_present(present)
     richness = counts.astype("float32")
     if status is None:
         return richness[None]
-    threatened, rank = status
-    threatened_count = present[threatened].sum(axis=0, dtype="int32").astype("float32")
+    threatened, ranks = status
+    threatened_count = count_present(present, threatened).astype("float32")
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(counts > 0, threatened_count / richness, np.nan).astype("float32")
     most = np.full(counts.shape, np.nan, dtype="float32")
-    for r in np.unique(rank[rank > 0])[::-1]:  # the highest category present in a cell wins
-        here = present[rank == r].any(axis=0) & np.isnan(most)
+    for r, words in ranks:  # the highest category present in a cell wins
+        here = any_present(present, words) & np.isnan(most)
         most[here] = r - 1
     return np.stack([richness, threatened_count, share, most])
 
 
 def _indicators_block(valid: np.ndarray, current: np.ndarray, *futures: np.ndarray, runs: tuple, current_status,
-                      present: bool) -> np.ndarray:
+                      present: bool, packed: bool) -> np.ndarray:
     """Every layer of every run of one block, stacked in :func:`_run_layer_names` order: the present's layers when
     ``present``, then for each future scenario (``futures``: its presence block; ``runs``: per scenario its
     (dispersal, status arrays)) each run's layers and their change against the present. NaN outside ``valid``
-    ((1, y, x) cells with data)."""
+    ((1, y, x) cells with data). Presence blocks are bool (species, y, x), or with ``packed`` already words
+    (:func:`sdm.packed.pack_presence`), as the indicators count them: 64 species per operation."""
     if not valid.any():  # no cell with data (sea): every layer NaN, no pass over the species
         n_out = (len(LAYERS) if current_status is not None else 1) * present + sum(
             len(LAYERS) + len(CHANGE_LAYERS) if status is not None else 2 for scenario_runs in runs
             for _, status in scenario_runs)
         return np.full((n_out, *valid.shape[1:]), np.nan, dtype="float32")
+    if not packed:
+        current, futures = pack_presence(current), [pack_presence(future) for future in futures]
     now = _assemblage_block(current, current_status)
     out = [now] if present else []
     for future, scenario_runs in zip(futures, runs):
@@ -137,12 +144,14 @@ def run_layers(current: xr.DataArray, future: xr.DataArray | None, valid: xr.Dat
 
 
 def all_run_layers(current: xr.DataArray, futures: dict[str, xr.DataArray], valid: xr.DataArray,
-                   statuses: dict[str, dict], current_status: pd.Series | None, present: bool = True) -> dict:
+                   statuses: dict[str, dict], current_status: pd.Series | None, present: bool = True,
+                   species: list[str] | None = None) -> dict:
     """Indicator layers (float32, ``y``, ``x``, NaN outside ``valid``) of the present (when ``present``) and of
     every run of every future scenario, lazily, from one Dask task per block of cells: each block of the presence
     cubes (bool ``species``, ``y``, ``x``; in fused mode a model forward) is read once for every layer of every
     run and released, so memory stays at a few blocks whatever the grid, and the present's block serves its own
-    layers and every scenario's change.
+    layers and every scenario's change. With ``species`` (their names in bit order) the presence cubes are packed
+    (``uint64`` ``word``, ``y``, ``x``; the presence stores of :func:`sdm.packed.presence_store`).
 
     ``futures``: scenario -> presence. ``statuses``: scenario -> dispersal -> status per species (LC..CR; other
     values or missing species count as not threatened and unranked), or None for richness alone (no Red List).
@@ -151,19 +160,20 @@ def all_run_layers(current: xr.DataArray, futures: dict[str, xr.DataArray], vali
     """
     import dask.array as da
 
-    species = [str(s) for s in current["species"].values]
+    packed = species is not None
+    species = species if packed else [str(s) for s in current["species"].values]
     with_status = current_status is not None
     runs = tuple(tuple((d, _status_arrays(species, st)) for d, st in statuses[name].items()) for name in futures)
     keys = (["current"] if present else []) + [(name, d) for name in futures for d in statuses[name]]
     names = {key: _run_layer_names(key != "current", with_status) for key in keys}
     spatial = current.chunks[1:] if current.chunks is not None else tuple((n,) for n in current.shape[1:])
 
-    species_chunks = ((len(species),), *spatial)
-    arrays = [dask_blocks(valid.expand_dims("one"), ((1,), *spatial)), dask_blocks(current, species_chunks)]
-    arrays += [dask_blocks(future.transpose(*current.dims), species_chunks) for future in futures.values()]
+    first_chunks = ((current.shape[0],), *spatial)
+    arrays = [dask_blocks(valid.expand_dims("one"), ((1,), *spatial)), dask_blocks(current, first_chunks)]
+    arrays += [dask_blocks(future.transpose(*current.dims), first_chunks) for future in futures.values()]
     n_out = sum(len(n) for n in names.values())
-    stacked = da.map_blocks(_indicators_block, *arrays, runs=runs,
-                            current_status=_status_arrays(species, current_status), present=present, chunks=((n_out,), *spatial), dtype="float32",
+    stacked = da.map_blocks(_indicators_block, *arrays, runs=runs, current_status=_status_arrays(species, current_status),
+                            present=present, packed=packed, chunks=((n_out,), *spatial), dtype="float32",
                             meta=np.empty((0, 0, 0), "float32"))
     grid = valid.drop_vars([c for c in valid.coords if c not in ("y", "x")])
     out, i = {}, 0
@@ -301,7 +311,8 @@ def all_indicators(current, futures: dict, out_dirs: dict, statuses: dict | None
     keys of ``out_dirs``, each a folder), from one pass over the predictions: every run's layers are computed in
     the same Dask computation, so each chunk of the present's predictions and of every scenario's (in fused mode,
     each model forward) is made once for all of them. ``current`` / ``futures`` (scenario -> predictions) are
-    prediction stores (paths) or decoded prediction Datasets (the lazy ones of fused mode). ``statuses``: run key
+    prediction stores (paths), decoded prediction Datasets (the lazy ones of fused mode) or the presence stores
+    of fused mode's range pass (:func:`sdm.packed.open_presence_store`). ``statuses``: run key
     -> status table (a CSV path) and ``current_status`` the present's, or None without a Red List (richness
     alone). Each run also gets its scenario's MESS layer (:func:`extrapolation`). Returns run key -> files written.
     """
@@ -312,9 +323,18 @@ def all_indicators(current, futures: dict, out_dirs: dict, statuses: dict | None
 
     current = opened(current)
     futures = {name: opened(ds) for name, ds in futures.items()}
-    # the valid cells from one species' codes: decoding the suitability of every species (a Dask chunk is all of
-    # them) to look at one cost 7 % of the fused pass on the 1/16 global band
-    valid = current["suitability_code"].isel(species=0) != NODATA
+    species = None
+    if PRESENCE_BITS in current:  # presence stores of fused mode's range pass: packed presence
+        species = [str(s) for s in current.attrs["species"]]
+        for name, ds in futures.items():
+            if [str(s) for s in ds.attrs.get("species", [])] != species:
+                raise ValueError(f"presence store of {name}: its species differ from the present's; rerun the "
+                                 "range pass: snakemake --forcerun range_sums")
+        valid, variable = current["valid"], PRESENCE_BITS
+    else:
+        # the valid cells from one species' codes: decoding the suitability of every species (a Dask chunk is all
+        # of them) to look at one cost 7 % of the fused pass on the 1/16 global band
+        valid, variable = current["suitability_code"].isel(species=0) != NODATA, "presence"
     crs = current.rio.crs
     runs = {name: [key[1] for key in out_dirs if key != "current" and key[0] == name] for name in futures}
     if statuses is None:
@@ -322,8 +342,8 @@ def all_indicators(current, futures: dict, out_dirs: dict, statuses: dict | None
     else:
         run_statuses = {name: {d: read_status(statuses[(name, d)]) for d in ds} for name, ds in runs.items()}
         present_status = read_status(statuses["current"] if "current" in statuses else current_status)
-    layers = all_run_layers(current["presence"], {name: ds["presence"] for name, ds in futures.items()}, valid,
-                            run_statuses, present_status, present="current" in out_dirs)
+    layers = all_run_layers(current[variable], {name: ds[variable] for name, ds in futures.items()}, valid,
+                            run_statuses, present_status, present="current" in out_dirs, species=species)
     sources = ({"current": current} if "current" in out_dirs else {}) | futures
     mess = {name: extrapolation(ds, name) for name, ds in sources.items()}
     layers = {key: run.assign(mess["current" if key == "current" else key[0]]) for key, run in layers.items()}

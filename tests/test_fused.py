@@ -294,20 +294,32 @@ def test_a_bad_average_k_file_is_one_line_naming_it(tmp_path, text):
 
 def test_every_run_of_every_scenario_from_one_forward_per_chunk_of_each_climate(world, monkeypatch, tmp_path):
     """Fused mode's range sums and indicators of all runs at once: the present's forward of a chunk serves its own
-    range and layers and every scenario's overlap and change, so each climate goes through the model once per pass
-    (one scenario given twice here, under two names), with the numbers of one scenario at a time."""
+    range and every scenario's overlap, so each climate goes through the model once (one scenario given twice here,
+    under two names), and the same pass stores presence as bits, from which the indicators of every run are made
+    with no forward at all; the numbers are those of one scenario at a time from the predictions."""
     import rasterio
 
     from sdm.features import all_scenario_ranges, scenario_ranges
     from sdm.indicators import all_indicators, run_indicators
+    from sdm.packed import PRESENCE_BITS, open_presence_store, unpack_presence
 
     area = cell_area_km2(world["cubes"]["current"].isel(variable=0, drop=True))
     current = lazy(world, "current")
     chunks = int(np.prod([len(c) for c in current["presence"].chunks[1:]]))
     calls = count_forwards(monkeypatch)
+    stores = {name: tmp_path / "presence" / f"{name}.zarr" for name in ("current", "warm", "warm2")}
     tables = all_scenario_ranges(current, {"warm": lazy(world, "warm"), "warm2": lazy(world, "warm")},
-                                 ["full", "none"], area)
-    assert len(calls) == 3 * chunks  # the present once, each scenario once
+                                 ["full", "none"], area, presence_stores=stores)
+    assert len(calls) == 3 * chunks  # the present once, each scenario once, stores included
+    assert not list((tmp_path / "presence").glob(".*partial"))
+    for name, source in (("current", "current"), ("warm2", "warm")):
+        store, predicted = open_presence_store(stores[name]), lazy(world, source)
+        assert store.attrs["species"] == [str(s) for s in predicted["species"].values]
+        assert store.rio.crs == predicted.rio.crs and store[PRESENCE_BITS].dtype == np.uint64
+        np.testing.assert_array_equal(unpack_presence(store[PRESENCE_BITS].values, len(predicted["species"])),
+                                      predicted["presence"].values)
+        np.testing.assert_array_equal(store["mess"].values, predicted["mess"].values)
+        np.testing.assert_array_equal(store["valid"].values, predicted["suitability"].isel(species=0).notnull())
     pd.testing.assert_frame_equal(tables["current"]["none"],
                                   scenario_ranges(lazy(world, "current"), None, ["none"], area)["none"])
     for name in ("warm", "warm2"):
@@ -322,9 +334,10 @@ def test_every_run_of_every_scenario_from_one_forward_per_chunk_of_each_climate(
         status, index=False)
     keys = ["current", ("warm", "full"), ("warm", "none"), ("warm2", "none")]
     calls.clear()
-    written = all_indicators(lazy(world, "current"), {"warm": lazy(world, "warm"), "warm2": lazy(world, "warm")},
+    written = all_indicators(open_presence_store(stores["current"]),
+                             {name: open_presence_store(stores[name]) for name in ("warm", "warm2")},
                              {key: tmp_path / "all" / str(key) for key in keys}, dict.fromkeys(keys, status), status)
-    assert len(calls) == 3 * chunks
+    assert calls == []  # presence read back as bits: no forward
     expected = {"current": run_indicators(lazy(world, "current"), None, "current", "none", tmp_path / "now",
                                           status=status, current_status=status)}
     for key in keys[1:]:
@@ -335,6 +348,17 @@ def test_every_run_of_every_scenario_from_one_forward_per_chunk_of_each_climate(
         for path in expected[key]:
             with rasterio.open(path) as a, rasterio.open(tmp_path / "all" / str(key) / path.name) as b:
                 np.testing.assert_array_equal(a.read(1), b.read(1))
+
+
+def test_a_folder_that_is_not_a_presence_store_is_one_line_naming_it(world, tmp_path):
+    from sdm.packed import open_presence_store
+
+    stored = world["stores"]["current"]  # a prediction store: no packed presence
+    with pytest.raises(ValueError, match=f"^{stored}: not a presence store .*--forcerun range_sums$") as error:
+        open_presence_store(stored)
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'absent.zarr'}: not a presence store") as error:
+        open_presence_store(tmp_path / "absent.zarr")
+    assert "\n" not in str(error.value)
 
 
 def test_fused_mode_honours_the_prediction_precision(world, tmp_path):

@@ -300,7 +300,7 @@ def test_a_block_without_data_takes_the_short_way_to_the_same_layers(with_status
     runs = ((("full", status), ("none", status)), (("none", status),))
     present = np.zeros((6, 3, 4), dtype=bool)
     land = _indicators_block(np.ones((1, 3, 4), dtype=bool), present, present, present, runs=runs,
-                             current_status=status, present=True)
+                             current_status=status, present=True, packed=False)
     sea = _indicators_block(np.zeros((1, 3, 4), dtype=bool), present, present, present, runs=runs,
-                            current_status=status, present=True)
+                            current_status=status, present=True, packed=False)
     assert sea.shape == land.shape and sea.dtype == land.dtype and np.isnan(sea).all()

@@ -367,6 +367,8 @@ def test_fused_mode_stores_no_species_cube(tmp_path):
     result = snakemake(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not (tmp_path / "results/predictions").exists()
+    # presence as bits, one store per scenario, written by the range pass and read by the indicator pass
+    assert sorted(p.name for p in (tmp_path / "results/sdm/presence").iterdir()) == ["current.zarr", "warm.zarr"]
     # the default average-K: each scenario's threshold computed once, for every pass over it
     for scenario in ("current", "warm"):
         assert 0 < json.loads((tmp_path / f"results/sdm/average_k/{scenario}.json").read_text())["code"] < 255

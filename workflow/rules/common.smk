@@ -82,9 +82,10 @@ def fused_inputs(wildcards=None):
 
 
 def fused_indicator_inputs(wildcards=None):
-    """Fused mode's indicator pass: :func:`fused_inputs` and, with a Red List, every run's status (in the order of
-    RUNS)."""
-    return fused_inputs() | {"statuses": [f"results/iucn/status/{run}.csv" for run in RUNS] if HAS_REDLIST else []}
+    """Fused mode's indicator pass: the presence store of every scenario (in the order of ALL_SCENARIOS, written by
+    the range pass) and, with a Red List, every run's status (in the order of RUNS)."""
+    return {"presence": [f"results/sdm/presence/{scenario}.zarr" for scenario in ALL_SCENARIOS],
+            "statuses": [f"results/iucn/status/{run}.csv" for run in RUNS] if HAS_REDLIST else []}
 
 
 def threat_files(wildcards=None):

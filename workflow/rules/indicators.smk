@@ -3,7 +3,7 @@ if FUSED:
     rule indicators:
         """Per-cell indicators of every run (richness, threatened count and share, most threatened status; for a
         future run their change against the present) and each scenario's MESS extrapolation layer, from one pass
-        over the grid: each chunk's model forward, the present's included, is computed once for all runs."""
+        over the presence stores of the range pass (presence as bits: no model forward here)."""
         input:
             unpack(fused_indicator_inputs),
         output:
@@ -13,8 +13,6 @@ if FUSED:
         params:
             runs=RUNS,
             scenarios=ALL_SCENARIOS,
-            prediction=config["prediction"],
-            device=config["sdm"]["device"],
         threads: resource_threads("indicators")
         resources:
             mem_mb=resource_mb("indicators"),

@@ -3,13 +3,15 @@ if FUSED:
     rule range_sums:
         """Predicted-range sums of every run (range area, mean suitability, overlap with the present range,
         protected area), of the present and of every future scenario under every dispersal assumption, from one
-        pass over the grid: each chunk's model forward, the present's included, is computed once for all runs."""
+        pass over the grid: each chunk's model forward, the present's included, is computed once for all runs.
+        The same pass stores each scenario's presence as bits (and its MESS layer) for the indicator pass."""
         input:
             unpack(fused_inputs),
             cube="results/cubes/current.zarr",
             threats=threat_files,
         output:
-            expand("results/iucn/ranges_{scenario}.parquet", scenario=ALL_SCENARIOS),
+            ranges=expand("results/iucn/ranges_{scenario}.parquet", scenario=ALL_SCENARIOS),
+            presence=[directory(f"results/sdm/presence/{scenario}.zarr") for scenario in ALL_SCENARIOS],
         params:
             scenarios=ALL_SCENARIOS,
             dispersal=config["dispersal"],

@@ -1,16 +1,16 @@
 from pathlib import Path
 
 from common import log_to
-from sdm.fused import run_predictions, scenario_predictions
+from sdm.fused import run_predictions
 from sdm.indicators import all_indicators, scenario_indicators
+from sdm.packed import open_presence_store
 
 log = log_to(snakemake.log[0])
 inputs, wildcards, params = snakemake.input, snakemake.wildcards, snakemake.params
 zarrs = [snakemake.output.zarr] if isinstance(snakemake.output.zarr, str) else list(snakemake.output.zarr)
-if "runs" in params.keys():  # fused: every run of every scenario in one pass
+if "runs" in params.keys():  # fused: every run of every scenario in one pass over the range pass's presence stores
     scenarios, runs = list(params.scenarios), list(params.runs)
-    predictions = scenario_predictions(inputs.model, dict(zip(scenarios, inputs.cubes)), params.prediction,
-                                       dict(zip(scenarios, inputs.thresholds)), params.device, snakemake.threads)
+    predictions = {name: open_presence_store(path) for name, path in zip(scenarios, inputs.presence)}
     current = predictions.pop("current")
     keys = ["current" if run == "current_none" else tuple(run.rsplit("_", 1)) for run in runs]
     statuses = dict(zip(keys, inputs.statuses)) if len(inputs.statuses) else None

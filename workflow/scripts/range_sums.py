@@ -23,12 +23,13 @@ if "scenarios" in params.keys():  # fused: every scenario and the present in one
                                        params.prediction, dict(zip(scenarios, snakemake.input.thresholds)),
                                        params.device, snakemake.threads)
     current = predictions.pop("current")
-    ranges = all_scenario_ranges(current, predictions, params.dispersal, cell_area_km2(grid), protected)
-    for scenario, path in zip(scenarios, snakemake.output):
+    ranges = all_scenario_ranges(current, predictions, params.dispersal, cell_area_km2(grid), protected,
+                                 presence_stores=dict(zip(scenarios, snakemake.output.presence)))
+    for scenario, path in zip(scenarios, snakemake.output.ranges):
         runs = {"none": next(iter(ranges["current"].values()))} if scenario == "current" else ranges[scenario]
         table(runs).to_parquet(path)
-    log.info("range sums of %d species for %s (%s), one pass", len(current["species"]), ", ".join(scenarios),
-             ", ".join(params.dispersal))
+    log.info("range sums of %d species for %s (%s), one pass; presence stores %s", len(current["species"]),
+             ", ".join(scenarios), ", ".join(params.dispersal), ", ".join(snakemake.output.presence))
 else:
     scenario = snakemake.wildcards.scenario
     current, future = run_predictions(snakemake.input, scenario, params.prediction, params.device,
