@@ -2,11 +2,14 @@
 
 The species cube (species x cells) is the only product whose size grows with species times cells. In fused mode
 it is a lazy Dask graph: each chunk's model forward is computed, reduced to per-species sums (range area,
-suitability, overlap of current and future ranges) or per-cell indicators, and dropped. The reductions are the
-same functions as in the materialised mode (:func:`sdm.features.range_features`,
-:func:`sdm.indicators.indicator_layers`) fed with lazy instead of stored predictions, so both modes give the same
-numbers. Two streaming passes are needed, not one: the indicators need each species' status, and the status needs
-the per-species sums. Recomputing a forward pass costs far less than storing and re-reading the cube.
+suitability, overlap of current and future ranges), and dropped. The reductions are the same functions as in the
+materialised mode (:func:`sdm.features.range_features`, :func:`sdm.indicators.indicator_layers`) fed with lazy
+instead of stored predictions, so both modes give the same numbers. Two streaming passes are needed, not one: the
+indicators need each species' status, and the status needs the per-species sums. The first pass (range sums) also
+stores each scenario's presence as bits (:mod:`sdm.packed`: one bit per species and cell, LZ4-compressed; about
+4.4-4.7 bytes per cell with data for 151-319 species on the global bands), and the second pass (indicators) counts
+from those stores, so each scenario's model forward runs once. The uint8 codes would be 8 bits per species-cell and
+compress 2.7x; presence is all the indicators need.
 
 With ``average_k``, the single threshold needs code histograms of the scenario's predictions: they are computed
 once per scenario (:func:`average_k_threshold`, written by the workflow as a small JSON file), from a seeded
