@@ -123,7 +123,9 @@ def report(root: Path) -> None:
 
 
 MODEL_RULES = ("average_k_threshold", "range_sums", "indicators")
-"""Rules whose jobs run the model forward over the grid (fused mode)."""
+"""Rules whose jobs pass over every climate's grid (fused mode): the threshold and range-sums jobs run the model
+forward; the indicator job ran it too until it read the range pass's presence stores instead, and its time is still
+fitted per climate and cell."""
 
 
 def forwards(workdir: Path, rule: str, job: str) -> int:
@@ -172,7 +174,7 @@ def extrapolate(root: Path, globe_cells: float, globe_species: float, futures: i
         cells = min(globe_cells, AVERAGE_K_CELLS) if rule == "average_k_threshold" else globe_cells
         hours = n_globe * cells * (c0 + c1 * globe_species) / 3600
         total += hours
-        print(f"  {rule:22} c0 {c0 * 1e6:6.2f} us, c1 {c1:.2e} s per species-cell; {n_globe} forwards: {hours:5.1f} h")
+        print(f"  {rule:22} c0 {c0 * 1e6:6.2f} us, c1 {c1:.2e} s per species-cell; {n_globe} climates: {hours:5.1f} h")
     print(f"  model passes in all: {total:.1f} h")
 
 
