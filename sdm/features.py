@@ -464,11 +464,11 @@ def sum_in_batches(blocks: "da.Array", per_compute: int | None = None, label: st
     with batches_shown(label or "", enabled=label is not None) as done:
         for first in range(0, rows * cols, per_compute):
             cells = [divmod(i, cols) for i in range(first, min(first + per_compute, rows * cols))]
-            parts = [array.blocks[(0,) * (array.ndim - 2) + (r, c)] for array, _ in stored for r, c in cells]
-            results = da.compute(*[blocks[..., r, c] for r, c in cells], *parts)
+            writes = [(array, target, r, c) for array, target in stored for r, c in cells]
+            results = da.compute(*[blocks[..., r, c] for r, c in cells],
+                                 *[array.blocks[(0,) * (array.ndim - 2) + (r, c)] for array, _, r, c in writes])
             total += np.sum(results[:len(cells)], axis=0)
-            for (array, target), (r, c), block in zip([s for s in stored for _ in cells], cells * len(stored),
-                                                      results[len(cells):]):
+            for (array, target, r, c), block in zip(writes, results[len(cells):]):
                 y0, x0 = sum(array.chunks[-2][:r]), sum(array.chunks[-1][:c])
                 target[..., y0:y0 + block.shape[-2], x0:x0 + block.shape[-1]] = block
             done((first + len(cells)) / (rows * cols))

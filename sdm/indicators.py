@@ -172,9 +172,9 @@ def all_run_layers(current: xr.DataArray, futures: dict[str, xr.DataArray], vali
     arrays = [dask_blocks(valid.expand_dims("one"), ((1,), *spatial)), dask_blocks(current, first_chunks)]
     arrays += [dask_blocks(future.transpose(*current.dims), first_chunks) for future in futures.values()]
     n_out = sum(len(n) for n in names.values())
-    stacked = da.map_blocks(_indicators_block, *arrays, runs=runs, current_status=_status_arrays(species, current_status),
-                            present=present, packed=packed, chunks=((n_out,), *spatial), dtype="float32",
-                            meta=np.empty((0, 0, 0), "float32"))
+    stacked = da.map_blocks(_indicators_block, *arrays, runs=runs,
+                            current_status=_status_arrays(species, current_status), present=present, packed=packed,
+                            chunks=((n_out,), *spatial), dtype="float32", meta=np.empty((0, 0, 0), "float32"))
     grid = valid.drop_vars([c for c in valid.coords if c not in ("y", "x")])
     out, i = {}, 0
     for key in keys:

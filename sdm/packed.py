@@ -50,16 +50,13 @@ def pack_presence(presence: np.ndarray) -> np.ndarray:
             for bit in range(1, 8):
                 np.left_shift(groups[:, bit, start:stop], np.uint64(bit), out=scratch)
                 np.bitwise_or(target, scratch, out=target)
-    # what the 64-bit views leave: the last partial group of species, the last cells (fewer than 8)
+    # what the 64-bit views leave (the last partial group of species, the last cells): numpy's packbits, one byte
+    # per cell from at most 8 rows
     for group in range(n_bytes):
         first = group * 8
         cells = slice(0, n_cells) if first + 8 > n_species else slice(whole_cells, n_cells)
-        if cells.start == cells.stop:
-            continue
-        byte = np.zeros(cells.stop - cells.start, dtype=np.uint8)
-        for bit, row in enumerate(rows[first:min(first + 8, n_species), cells]):
-            byte |= row << np.uint8(bit)
-        packed[group, cells] = byte
+        if cells.start < cells.stop:
+            packed[group, cells] = np.packbits(rows[first:first + 8, cells].view(bool), axis=0, bitorder="little")[0]
     words = packed.reshape(-1, 8, n_cells).transpose(0, 2, 1)  # (word, cell, byte of the word)
     return np.ascontiguousarray(words).view(WORD_DTYPE)[..., 0].reshape(-1, *cell_shape)
 
@@ -67,11 +64,7 @@ def pack_presence(presence: np.ndarray) -> np.ndarray:
 def species_words(selected: np.ndarray) -> np.ndarray:
     """The words (word,) whose set bits are the ``selected`` species (bool, one per species): a mask for
     :func:`count_present` and :func:`any_present`."""
-    selected = np.asarray(selected, dtype=bool)
-    words = np.zeros(n_words(len(selected)), dtype=WORD_DTYPE)
-    for species in np.flatnonzero(selected):
-        words[species // WORD] |= np.uint64(1) << np.uint64(species % WORD)
-    return words
+    return pack_presence(np.asarray(selected, dtype=bool).reshape(-1, 1))[:, 0]
 
 
 def _masked(bits: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
