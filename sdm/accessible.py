@@ -169,6 +169,98 @@ class AccessibleArea:
         return out
 
 
+class DeviceArea:
+    """An :class:`AccessibleArea` as torch tensors on a device, deciding every (species, cell) pair of a block at
+    once (for the range pass on an accelerator, :mod:`sdm.device_pass`): the same cells as the trees of
+    :class:`AccessibleArea` (chords within the distance, the same ``1e-12`` margin), computed with dense distance
+    matrices instead of per-species lookups.
+
+    Per block: the block's cells are cut into tiles (:func:`_tiles`); the chord from each tile's centre to each
+    record near the block gives, per tile and species, the nearest record, and so (by the triangle inequality, as
+    :meth:`AccessibleArea.decisions`) whether the species reaches all of the tile, none of it, or part of it; only
+    the records that may reach a tile a species only partly reaches are compared with that tile's cells."""
+
+    PAIRS = 4096
+    """(tile, record) pairs compared with their tile's cells per step (bounds the step's distance array)."""
+    RECORDS = 1 << 16
+    """Records compared with the tile centres per step."""
+
+    def __init__(self, area: AccessibleArea, device):
+        import torch
+
+        self.device, self.n_species = torch.device(device), area.n_species
+        points = [tree.data for tree in area._trees if tree is not None]
+        species = [np.full(len(tree.data), s) for s, tree in enumerate(area._trees) if tree is not None]
+        self.records = torch.as_tensor(np.concatenate(points) if points else np.zeros((0, 3)),
+                                       dtype=torch.float64, device=self.device)
+        self.species = torch.as_tensor(np.concatenate(species) if species else np.zeros(0), dtype=torch.int64,
+                                       device=self.device)
+        self.radius = area._radius
+
+    def keep(self, points: np.ndarray, rows: np.ndarray, cols: np.ndarray):
+        """Bool tensor (species, points): the point (unit vectors, at block ``rows`` / ``cols``) lies in the
+        species' accessible area."""
+        import torch
+
+        dev, n_points = self.device, len(points)
+        keep = torch.zeros((self.n_species, n_points), dtype=torch.bool, device=dev)
+        if not n_points or not len(self.records):
+            return keep
+        tile, centres, bounds = _tiles(points, rows, cols)
+        pts = torch.as_tensor(points, dtype=torch.float64, device=dev)
+        centres = torch.as_tensor(centres, dtype=torch.float64, device=dev)
+        bounds = torch.as_tensor(bounds, dtype=torch.float64, device=dev)
+        tile = torch.as_tensor(tile, dtype=torch.int64, device=dev)
+        # records that can reach the block: within the distance plus the block's bounding sphere of its centre
+        centre = pts.mean(dim=0)
+        centre = centre / (torch.linalg.vector_norm(centre) or 1.0)
+        margin = self.radius * (1 + 1e-12)  # as the trees' upper bound
+        # (a further 1e-12 on the bounds: rounding never drops a record that can reach a cell)
+        reach = _chords(centre[None], self.records)[0] <= margin + float(_chords(centre[None], pts).max()) + 1e-12
+        records, species = self.records[reach], self.species[reach]
+        if not len(records):
+            return keep
+        # the nearest record of each species to each tile's centre
+        nearest = torch.full((len(centres), self.n_species), float("inf"), dtype=torch.float64, device=dev)
+        for start in range(0, len(records), self.RECORDS):
+            chords = _chords(centres, records[start:start + self.RECORDS])
+            nearest.scatter_reduce_(1, species[start:start + self.RECORDS].expand_as(chords), chords, "amin")
+        whole = nearest + bounds[:, None] <= self.radius  # (tile, species): every cell of the tile
+        cut = ~whole & (nearest <= margin + bounds[:, None] + 1e-12)
+        keep |= whole[tile].T
+        if not bool(cut.any()):
+            return keep
+        # cells of each tile, padded with -1 to the largest tile
+        order = torch.argsort(tile, stable=True)
+        counts = torch.bincount(tile, minlength=len(centres))
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(int(counts.max()), device=dev)
+        members = torch.where(slot[None] < counts[:, None], order[(starts[:, None] + slot[None]).clamp(max=n_points - 1)],
+                              torch.full((), -1, device=dev))
+        for start in range(0, len(records), self.RECORDS):
+            part, part_species = records[start:start + self.RECORDS], species[start:start + self.RECORDS]
+            chords = _chords(centres, part)
+            # (tile, record) pairs where the record's species partly reaches the tile and the record may reach it
+            t, r = torch.nonzero(cut[:, part_species] & (chords <= margin + bounds[:, None] + 1e-12),
+                                 as_tuple=True)
+            for first in range(0, len(t), self.PAIRS):
+                cells = members[t[first:first + self.PAIRS]]  # (pair, cell of its tile)
+                near = torch.linalg.vector_norm(pts[cells.clamp(min=0)] - part[r[first:first + self.PAIRS], None],
+                                                dim=-1) <= margin
+                near &= cells >= 0
+                pair, k = torch.nonzero(near, as_tuple=True)
+                keep[part_species[r[first:first + self.PAIRS]][pair], cells[pair, k]] = True
+        return keep
+
+
+def _chords(a, b):
+    """(len(a), len(b)) chords between two sets of unit vectors (torch, float64), by the difference of each pair
+    (as the trees compute them; the matrix-product form of ``torch.cdist`` rounds differently)."""
+    import torch
+
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
+
+
 def _outside(block: np.ndarray, xs: np.ndarray, ys: np.ndarray, crs, area: AccessibleArea
              ) -> list[tuple[int, np.ndarray]]:
     """(species, flat cell indices) of every presence of a block of presence codes (species, y, x; cell centres

@@ -542,11 +542,26 @@ def all_scenario_ranges(
     with ExitStack() as stack:
         stored = []
         if presence_stores:
+            from sdm.packed import presence_store
+
             first = current[suitability].isel(species=0)
             valid = first != NODATA if coded else first.notnull()
-            stored = _presence_targets({"current": current} | futures, presence_stores, valid, spatial, stack)
+            predictions = {"current": current} | futures
+            missing = sorted(set(presence_stores) - set(predictions))
+            if missing:
+                raise ValueError(f"presence store {presence_stores[missing[0]]}: no predictions of scenario "
+                                 f"{missing[0]!r} in this pass (have {sorted(predictions)})")
+            stored = store_targets({name: presence_store(predictions[name], valid, spatial)
+                                    for name in presence_stores}, presence_stores, stack)
         totals = sum_in_batches(blocks, label=f"range sums ({runs})", stored=stored)
     species = pd.Index([str(s) for s in current["species"].to_numpy()], name="species")
+    return run_tables(species, totals, list(futures), dispersals, n_stats)
+
+
+def run_tables(species: pd.Index, totals: np.ndarray, futures: list, dispersals, n_stats: int) -> dict:
+    """scenario -> dispersal -> :func:`range_features` table of the per-species sums ``totals`` (species, the
+    statistics of the present, then of every future scenario and dispersal assumption, ``n_stats`` each, in the
+    order of :func:`all_scenario_ranges`)."""
     present = totals[:, :n_stats]
     tables = {"current": dict.fromkeys(dispersals, _range_table(species, present, present[:, 0]))}
     column = n_stats
@@ -558,22 +573,19 @@ def all_scenario_ranges(
     return tables
 
 
-def _presence_targets(predictions: dict, paths: dict, valid: xr.DataArray, spatial: tuple, stack) -> list:
-    """(Dask array, Zarr array) pairs of every layer of the presence stores ``paths`` (scenario -> path) of
-    ``predictions`` (scenario -> predictions) for :func:`sum_in_batches` to write, into partial stores that
-    replace ``paths`` when ``stack`` closes without an error (:func:`sdm.storage.replacing`)."""
+def store_targets(stores: dict, paths: dict, stack) -> list:
+    """(Dask array, Zarr array) pairs of every layer of the presence stores ``stores`` (scenario -> lazy dataset of
+    :func:`sdm.packed.presence_store`) for :func:`sum_in_batches` to write, into partial stores that replace
+    ``paths`` (scenario -> path) when ``stack`` closes without an error (:func:`sdm.storage.replacing`)."""
     import zarr
 
-    from sdm.packed import presence_codecs, presence_store
+    from sdm.packed import presence_codecs
     from sdm.storage import replacing, zarr_ready
 
     pairs = []
-    for name, path in paths.items():
-        if name not in predictions:
-            raise ValueError(f"presence store {path}: no predictions of scenario {name!r} in this pass "
-                             f"(have {sorted(predictions)})")
-        store = zarr_ready(presence_store(predictions[name], valid, spatial))
-        partial = stack.enter_context(replacing(path))
+    for name, store in stores.items():
+        store = zarr_ready(store)
+        partial = stack.enter_context(replacing(paths[name]))
         store.to_zarr(partial, mode="w", consolidated=False, compute=False, encoding=presence_codecs())
         group = zarr.open_group(partial, mode="r+")
         # every chunk written as it is: comparing each with the fill value first costs a pass over it

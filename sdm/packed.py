@@ -112,7 +112,6 @@ def presence_store(predictions, valid, spatial: tuple):
     (in bit order) in the attribute ``species``, the predictions' CRS. For :func:`sdm.features.all_scenario_ranges`
     to write and :func:`open_presence_store` to read."""
     import dask.array as da
-    import xarray as xr
 
     from sdm.storage import dask_blocks
 
@@ -121,15 +120,27 @@ def presence_store(predictions, valid, spatial: tuple):
     bits = da.map_blocks(pack_presence, dask_blocks(presence, ((len(species),), *spatial)),
                          chunks=((n_words(len(species)),), *spatial), dtype=WORD_DTYPE,
                          meta=np.empty((0, 0, 0), WORD_DTYPE))
-    layers = {PRESENCE_BITS: (("word", "y", "x"), bits), "valid": (("y", "x"), dask_blocks(valid, spatial))}
-    if "mess" in predictions:
-        layers["mess"] = (("y", "x"), dask_blocks(predictions["mess"].astype("float32"), spatial))
-    store = xr.Dataset(layers, coords={"y": presence["y"].to_numpy(), "x": presence["x"].to_numpy()})
+    return bits_store(bits, species, dask_blocks(valid, spatial),
+                      predictions["mess"] if "mess" in predictions else None, presence, spatial)
+
+
+def bits_store(bits, species: list, valid, mess, like, spatial: tuple):
+    """The presence store's dataset (see :func:`presence_store`) of packed presence ``bits`` (Dask ``uint64``
+    word, y, x) of ``species``, the Dask bool ``valid`` (y, x) and the ``mess`` layer (a DataArray or None), on the
+    grid (y, x coordinates and CRS) of ``like``."""
+    import xarray as xr
+
+    from sdm.storage import dask_blocks
+
+    layers = {PRESENCE_BITS: (("word", "y", "x"), bits), "valid": (("y", "x"), valid)}
+    if mess is not None:
+        layers["mess"] = (("y", "x"), dask_blocks(mess.astype("float32"), spatial))
+    store = xr.Dataset(layers, coords={"y": like["y"].to_numpy(), "x": like["x"].to_numpy()})
     store[PRESENCE_BITS].attrs = {"description": f"bit i of word w is species {WORD} w + i (attribute species)"}
-    if "mess" in store:
-        store["mess"].attrs = predictions["mess"].attrs
-    store.attrs = {"species": species}
-    return store.rio.write_crs(predictions.rio.crs)
+    if mess is not None:
+        store["mess"].attrs = mess.attrs
+    store.attrs = {"species": list(species)}
+    return store.rio.write_crs(like.rio.crs)
 
 
 def open_presence_store(path):

@@ -381,6 +381,20 @@ def suitability_cube(cube: xr.DataArray, model: ResidualMLP | str | Path, checkp
     return _as_suitability(cube, layers[0], checkpoint["species"])
 
 
+def presence_codes(checkpoint: dict, assemblage: str, average_k: int | None = None) -> np.ndarray | None:
+    """The uint8 code per species at or above which it is present, where the assemblage is a comparison of each
+    species' code with a known one: ``threshold`` (each species' own) and ``average_k`` with its code given (one
+    for every species; code 255, no species present anywhere, is above every code a forward makes). None for the
+    assemblages that need the codes of every species first (``top_k``, ``average_k`` without its code)."""
+    from sdm.codes import threshold_codes
+
+    if assemblage == "threshold":
+        return threshold_codes(checkpoint["thresholds"]).astype("uint8")
+    if assemblage == "average_k" and average_k is not None:
+        return np.full(len(checkpoint["species"]), average_k, dtype="uint8")
+    return None
+
+
 def lazy_codes(cube: xr.DataArray, model: ResidualMLP | str | Path, checkpoint: dict, *, assemblage: str,
                k: float | str = 5, batch_size: int | None = None, device: torch.device | str = "cpu",
                precision: str = "float32", average_k: int | None = None) -> tuple[xr.DataArray, xr.DataArray]:
@@ -395,16 +409,10 @@ def lazy_codes(cube: xr.DataArray, model: ResidualMLP | str | Path, checkpoint: 
     """
     from sdm.accessible import AccessibleArea, restrict_presence
     from sdm.assemblage import assemble
-    from sdm.codes import threshold_codes
 
     area = AccessibleArea.from_checkpoint(checkpoint)
-    if assemblage == "threshold":
-        codes = threshold_codes(checkpoint["thresholds"]).astype("uint8")
-    elif assemblage == "average_k" and average_k is not None:
-        # one known code for every species: the same comparison as the threshold's (code 255, no species present
-        # anywhere, is above every code a forward makes)
-        codes = np.full(len(checkpoint["species"]), average_k, dtype="uint8")
-    else:
+    codes = presence_codes(checkpoint, assemblage, average_k)
+    if codes is None:
         suitability = suitability_cube(cube, model, checkpoint, batch_size=batch_size, device=device,
                                        precision=precision)
         presence = assemble(suitability, assemblage, thresholds=checkpoint["thresholds"], k=k, average_k=average_k)
