@@ -362,10 +362,12 @@ def test_fused_mode_stores_no_species_cube(tmp_path):
               "climate": {"current": "results/demo/climate/current.tif",
                           "scenarios": {"warm": "results/demo/climate/warm.tif"}},
               "sdm": {"epochs": 3, "hidden": 16, "blocks": 1, "baseline": "none", "block_cells": 8},
-              "prediction": {"fused": True, "chunk": 16}}
+              # the range pass on the model's device (here the CPU): the accelerator's path, end to end
+              "prediction": {"fused": True, "chunk": 16, "reductions": "device"}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "reductions on cpu" in (tmp_path / "logs/range_sums/all.log").read_text()
     assert not (tmp_path / "results/predictions").exists()
     # presence as bits, one store per scenario, written by the range pass and read by the indicator pass
     assert sorted(p.name for p in (tmp_path / "results/sdm/presence").iterdir()) == ["current.zarr", "warm.zarr"]

@@ -2,7 +2,9 @@ import pandas as pd
 from common import log_to
 from sdm.climate import open_cube
 from sdm.features import all_scenario_ranges, scenario_ranges
-from sdm.fused import run_predictions, scenario_predictions
+from sdm.device_pass import device_scenario_ranges, use_device_pass
+from sdm.fused import read_average_k, run_predictions, scenario_predictions
+from sdm.model import resolve_device
 from sdm.grid import cell_area_km2
 from sdm.threats import PROTECTED, threat_layers
 
@@ -19,17 +21,29 @@ def table(ranges: dict) -> pd.DataFrame:
 
 if "scenarios" in params.keys():  # fused: every scenario and the present in one pass
     scenarios = list(params.scenarios)
-    predictions = scenario_predictions(snakemake.input.model, dict(zip(scenarios, snakemake.input.cubes)),
-                                       params.prediction, dict(zip(scenarios, snakemake.input.thresholds)),
-                                       params.device, snakemake.threads)
-    current = predictions.pop("current")
-    ranges = all_scenario_ranges(current, predictions, params.dispersal, cell_area_km2(grid), protected,
-                                 presence_stores=dict(zip(scenarios, snakemake.output.presence)))
+    cubes, thresholds = dict(zip(scenarios, snakemake.input.cubes)), dict(zip(scenarios, snakemake.input.thresholds))
+    stores = dict(zip(scenarios, snakemake.output.presence))
+    if use_device_pass(params.prediction.get("reductions", "auto"), resolve_device(params.device)):
+        order = ["current"] + [s for s in scenarios if s != "current"]
+        ranges = device_scenario_ranges(snakemake.input.model, {s: open_cube(cubes[s]) for s in order},
+                                        params.prediction, params.dispersal, cell_area_km2(grid), protected,
+                                        presence_stores=stores,
+                                        average_k={s: read_average_k(path) for s, path in thresholds.items()},
+                                        device=params.device, threads=snakemake.threads)
+        where = f"on {resolve_device(params.device).type}"
+    else:
+        predictions = scenario_predictions(snakemake.input.model, cubes, params.prediction, thresholds,
+                                           params.device, snakemake.threads)
+        current = predictions.pop("current")
+        ranges = all_scenario_ranges(current, predictions, params.dispersal, cell_area_km2(grid), protected,
+                                     presence_stores=stores)
+        where = "on the host"
     for scenario, path in zip(scenarios, snakemake.output.ranges):
         runs = {"none": next(iter(ranges["current"].values()))} if scenario == "current" else ranges[scenario]
         table(runs).to_parquet(path)
-    log.info("range sums of %d species for %s (%s), one pass; presence stores %s", len(current["species"]),
-             ", ".join(scenarios), ", ".join(params.dispersal), ", ".join(snakemake.output.presence))
+    log.info("range sums of %d species for %s (%s), one pass, reductions %s; presence stores %s",
+             len(next(iter(ranges["current"].values()))), ", ".join(scenarios), ", ".join(params.dispersal), where,
+             ", ".join(snakemake.output.presence))
 else:
     scenario = snakemake.wildcards.scenario
     current, future = run_predictions(snakemake.input, scenario, params.prediction, params.device,
