@@ -33,8 +33,9 @@ from sdm.storage import dask_blocks
 
 REDUCTIONS = ("auto", "host", "device")
 """Values of ``prediction.reductions``."""
-SUM_BYTES = 1 << 28
-"""Bytes of float64 (species, cells) temporaries of one step of the per-species sums on the device."""
+SPARSE_ENTRIES = 1 << 26
+"""Species x cells entries of a presence mask scanned at once on the device by :func:`mask_sums_on_device` (bounds
+its index tensors: 16 bytes per present entry)."""
 
 
 def use_device_pass(reductions: str, device: torch.device | str) -> bool:
@@ -79,21 +80,23 @@ def pack_on_device(presence: torch.Tensor) -> np.ndarray:
 def mask_sums_on_device(mask: torch.Tensor, codes: torch.Tensor, weight: torch.Tensor,
                         protected: torch.Tensor | None) -> list[np.ndarray]:
     """Per-species (area, suitability sum, cell count[, protected area]) of a bool presence mask (species, cells)
-    on the device, as :func:`sdm.features._mask_sums` computes them on the host (suitability decoded from the
-    ``codes`` with the same table, float64 sums)."""
+    on the device, as :func:`sdm.features._mask_sums` computes them on the host: the present entries found in one
+    pass over the mask (a group of species at a time), every sum a float64 ``bincount`` over them alone, the
+    suitability decoded from the ``codes`` there with the same table. About a byte read per species and cell,
+    where dense float64 products would move tens."""
     n_species, n_cells = mask.shape
-    # code 255 (no data) decodes to NaN: 0 here, where 0 x NaN would poison the products (the mask is 0 there)
-    table = torch.as_tensor(np.nan_to_num(PROBABILITY.astype("float64")), device=mask.device)
+    table = torch.as_tensor(PROBABILITY.astype("float64"), device=mask.device)
     sums = torch.zeros((3 if protected is None else 4, n_species), dtype=torch.float64, device=mask.device)
-    group = max(1, SUM_BYTES // 8 // max(n_cells, 1))
+    group = max(1, SPARSE_ENTRIES // max(n_cells, 1))
     for first in range(0, n_species, group):
-        part = mask[first:first + group].to(torch.float64)
-        rows = slice(first, first + len(part))
-        sums[0, rows] = part @ weight
-        sums[1, rows] = (part * table[codes[rows].long()]).sum(dim=1)
-        sums[2, rows] = part.sum(dim=1)
+        rows, cols = torch.nonzero(mask[first:first + group], as_tuple=True)
+        n = min(group, n_species - first)
+        values = table[codes[first:first + group][rows, cols].long()]
+        sums[0, first:first + n] = torch.bincount(rows, weights=weight[cols], minlength=n)
+        sums[1, first:first + n] = torch.bincount(rows, weights=values, minlength=n)
+        sums[2, first:first + n] = torch.bincount(rows, minlength=n).to(torch.float64)
         if protected is not None:
-            sums[3, rows] = part @ protected
+            sums[3, first:first + n] = torch.bincount(rows, weights=protected[cols], minlength=n)
     return list(sums.cpu().numpy())
 
 
