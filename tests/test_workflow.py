@@ -3,6 +3,7 @@ demo's known truth; a second run has nothing to do; adding a scenario reruns onl
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -368,6 +369,14 @@ def test_fused_mode_stores_no_species_cube(tmp_path):
     result = snakemake(tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "reductions on cpu" in (tmp_path / "logs/range_sums/all.log").read_text()
+    # every job's log ends with its kernel-measured peak memory, which the scale benchmark reads beside the
+    # sampled one of the benchmark files
+    spec = importlib.util.spec_from_file_location("scale_global", ROOT / "benchmarks" / "scale_global.py")
+    scale_global = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale_global)
+    jobs = scale_global.jobs(tmp_path)
+    assert {"train_sdm", "range_sums", "indicators"} <= set(jobs["rule"]) and jobs["peak_mb"].notna().all()
+    assert (jobs["peak_mb"] > 50).all() and (jobs["peak_mb"] < 8192).all()
     assert not (tmp_path / "results/predictions").exists()
     # presence as bits, one store per scenario, written by the range pass and read by the indicator pass
     assert sorted(p.name for p in (tmp_path / "results/sdm/presence").iterdir()) == ["current.zarr", "warm.zarr"]

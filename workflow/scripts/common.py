@@ -1,6 +1,7 @@
 """Shared by the workflow scripts: send stderr (progress bars, warnings) and logging to the rule's log file, and
 put a failed job's reason on the console in one line."""
 
+import atexit
 import logging
 import sys
 import traceback
@@ -63,4 +64,21 @@ def log_to(path):
         handle.flush()
 
     sys.excepthook = report
+    atexit.register(_log_peak_memory, handle)
     return logging.getLogger("sdm")
+
+
+PEAK_MEMORY = "peak memory (kernel high-water mark of the job's process): {mb:.0f} MB"
+"""The last line of every job's log. Snakemake's benchmark files sample memory every 30 s after a job's first 15
+s and miss short peaks; the kernel's high-water mark (``getrusage``: the job's process, its threads included)
+misses none. ``benchmarks/scale_global.py`` reads it."""
+
+
+def _log_peak_memory(handle):
+    import resource
+
+    try:
+        handle.write(PEAK_MEMORY.format(mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) + "\n")
+        handle.flush()
+    except (OSError, ValueError):  # the log is closed already
+        pass
