@@ -184,6 +184,8 @@ class DeviceArea:
     """(tile, record) pairs compared with their tile's cells per step (bounds the step's distance array)."""
     RECORDS = 1 << 16
     """Records compared with the tile centres per step."""
+    tile_cells = 32
+    """Side (cells) of the tiles."""
 
     def __init__(self, area: AccessibleArea, device):
         import torch
@@ -206,7 +208,7 @@ class DeviceArea:
         keep = torch.zeros((self.n_species, n_points), dtype=torch.bool, device=dev)
         if not n_points or not len(self.records):
             return keep
-        tile, centres, bounds = _tiles(points, rows, cols)
+        tile, centres, bounds = _tiles(points, rows, cols, self.tile_cells)
         pts = torch.as_tensor(points, dtype=torch.float64, device=dev)
         centres = torch.as_tensor(centres, dtype=torch.float64, device=dev)
         bounds = torch.as_tensor(bounds, dtype=torch.float64, device=dev)
