@@ -215,7 +215,7 @@ class DeviceArea:
         tile = torch.as_tensor(tile, dtype=torch.int64, device=dev)
         # records that can reach the block: within the distance plus the block's bounding sphere of its centre
         centre = pts.mean(dim=0)
-        centre = centre / (torch.linalg.vector_norm(centre) or 1.0)
+        centre = centre / torch.linalg.vector_norm(centre).clamp_min(1e-300)  # as decisions(): 0 stays 0
         margin = self.radius * (1 + 1e-12)  # as the trees' upper bound
         # (a further 1e-12 on the bounds: rounding never drops a record that can reach a cell)
         reach = _chords(centre[None], self.records)[0] <= margin + float(_chords(centre[None], pts).max()) + 1e-12
@@ -247,8 +247,9 @@ class DeviceArea:
                                  as_tuple=True)
             for first in range(0, len(t), self.PAIRS):
                 cells = members[t[first:first + self.PAIRS]]  # (pair, cell of its tile)
+                # strictly within, as the trees' upper bound
                 near = torch.linalg.vector_norm(pts[cells.clamp(min=0)] - part[r[first:first + self.PAIRS], None],
-                                                dim=-1) <= margin
+                                                dim=-1) < margin
                 near &= cells >= 0
                 pair, k = torch.nonzero(near, as_tuple=True)
                 keep[part_species[r[first:first + self.PAIRS]][pair], cells[pair, k]] = True
@@ -256,11 +257,12 @@ class DeviceArea:
 
 
 def _chords(a, b):
-    """(len(a), len(b)) chords between two sets of unit vectors (torch, float64), by the difference of each pair
-    (as the trees compute them; the matrix-product form of ``torch.cdist`` rounds differently)."""
+    """(len(a), len(b)) chords between two sets of unit vectors (torch, float64), by the difference of each pair,
+    as the per-cell test computes them (the matrix-product form of ``torch.cdist`` rounds differently, and its
+    direct form on CUDA is slow for 3-vectors)."""
     import torch
 
-    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
+    return torch.linalg.vector_norm(a[:, None] - b[None], dim=-1)
 
 
 def _outside(block: np.ndarray, xs: np.ndarray, ys: np.ndarray, crs, area: AccessibleArea

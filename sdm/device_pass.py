@@ -33,17 +33,24 @@ from sdm.storage import dask_blocks
 
 REDUCTIONS = ("auto", "host", "device")
 """Values of ``prediction.reductions``."""
-SPARSE_ENTRIES = 1 << 26
+SPARSE_ENTRIES = 1 << 24
 """Species x cells entries of a presence mask scanned at once on the device by :func:`mask_sums_on_device` (bounds
-its index tensors: 16 bytes per present entry)."""
+its index tensors: 16 bytes per present entry; as the host's :data:`sdm.features.SPARSE_ENTRIES`)."""
 
 
-def use_device_pass(reductions: str, device: torch.device | str) -> bool:
-    """Whether the range pass runs its reductions on the device: ``reductions`` ``device``, or ``auto`` with a
-    CUDA device."""
+DEVICE_ASSEMBLAGES = ("threshold", "average_k")
+"""Assemblages the device pass makes: presence by a known code per species (fused mode fixes average-K's first)."""
+
+
+def use_device_pass(reductions: str, device: torch.device | str, assemblage: str) -> bool:
+    """Whether the range pass runs its reductions on the device: ``reductions`` ``device`` (an assemblage it cannot
+    make is then an error, see :func:`device_scenario_ranges`), or ``auto`` with a CUDA device and one of
+    :data:`DEVICE_ASSEMBLAGES` (``top_k`` keeps the host pass)."""
     if reductions not in REDUCTIONS:
         raise ValueError(f"prediction.reductions must be one of {', '.join(REDUCTIONS)}, got {reductions!r}")
-    return reductions == "device" or (reductions == "auto" and torch.device(device).type == "cuda")
+    if reductions == "auto":
+        return torch.device(device).type == "cuda" and assemblage in DEVICE_ASSEMBLAGES
+    return reductions == "device"
 
 
 def block_codes(block: np.ndarray, model, mean, std, device: torch.device, batch_size: int | None,
@@ -66,6 +73,8 @@ def pack_on_device(presence: torch.Tensor) -> np.ndarray:
     word ``w`` is species ``64 w + i``), packed on the tensor's device; only the words leave it."""
     n_species, n_cells = presence.shape
     words = n_words(n_species)
+    if not n_cells:
+        return np.zeros((words, 0), dtype=WORD_DTYPE)
     rows = torch.zeros((words * 64, n_cells), dtype=torch.uint8, device=presence.device)
     rows[:n_species] = presence
     rows = rows.view(words * 8, 8, n_cells)  # byte b of the packing: species 8 b .. 8 b + 7
@@ -82,7 +91,8 @@ def mask_sums_on_device(mask: torch.Tensor, codes: torch.Tensor, weight: torch.T
     """Per-species (area, suitability sum, cell count[, protected area]) of a bool presence mask (species, cells)
     on the device, as :func:`sdm.features._mask_sums` computes them on the host: the present entries found in one
     pass over the mask (a group of species at a time), every sum a float64 ``bincount`` over them alone, the
-    suitability decoded from the ``codes`` there with the same table. About a byte read per species and cell,
+    suitability decoded from the ``codes`` there with the same table. On the CPU the sums equal the host's; CUDA's
+    ``bincount`` adds with atomics, in no fixed order, so there they equal them within float64 rounding. About a byte read per species and cell,
     where dense float64 products would move tens."""
     n_species, n_cells = mask.shape
     table = torch.as_tensor(PROBABILITY.astype("float64"), device=mask.device)
@@ -139,12 +149,12 @@ def _keep_accessible_(presence: list, accessible, device: torch.device, shape: t
 
 
 def _block_pass(*blocks, model, mean, std, device, batch_size, precision, thresholds, accessible, n_futures,
-                dispersals, has_share, block_info=None) -> dict:
+                dispersals, has_share, packed=(), block_info=None) -> dict:
     """One block of cells through the whole range pass on the device: ``blocks`` are the climate of the present
     and of each future scenario (variable, y, x), the cell areas (y, x) and, with ``has_share``, the protected
     share (y, x). Returns ``sums`` (species, statistic, 1, 1: the present's, then every scenario's and dispersal
-    assumption's, as :func:`sdm.features._block_sums`), ``words`` (each climate's presence as bits, word, y, x) and
-    ``valid`` (y, x: cells with data in the present)."""
+    assumption's, as :func:`sdm.features._block_sums`), ``words`` (climate index -> its presence as bits, word, y,
+    x, for the climates in ``packed``) and ``valid`` (y, x: cells with data in the present)."""
     from sdm.predict import _cached_model
 
     device = torch.device(device)
@@ -176,7 +186,7 @@ def _block_pass(*blocks, model, mean, std, device, batch_size, precision, thresh
                     mask = future & valid if dispersal == "full" else future & current
                     columns += mask_sums_on_device(mask, future_codes, weight, protected)
             sums[:, :, 0, 0] = np.stack(columns, axis=1)
-        words = [pack_on_device(layer).reshape(-1, *shape) for layer in presence]
+        words = {index: pack_on_device(presence[index]).reshape(-1, *shape) for index in packed}
         return {"sums": sums, "words": words, "valid": valid.cpu().numpy().reshape(shape)}
 
 
@@ -206,9 +216,13 @@ def device_scenario_ranges(model_path: str | Path, cubes: dict, prediction: dict
     if names[0] != "current":
         raise ValueError(f"the first cube of the pass must be the present ('current'), got {names[0]!r}")
     average_k = average_k or {}
-    prepared = {name: _prepared(cube, model_path, name, prediction["chunk"], device, threads)
-                for name, cube in cubes.items()}
-    cube, _, checkpoint, dev = prepared["current"]
+    # each cube chunked for the forward; the models _prepared loads are dropped (each task loads its own once per
+    # process, sdm.predict._cached_model), so that no copy stays on the device for the whole pass
+    prepared = {}
+    for name, climate in cubes.items():
+        prepared[name], _, checkpoint, dev = _prepared(climate, model_path, name, prediction["chunk"], device,
+                                                       threads)
+    cube = prepared["current"]
     species = [str(s) for s in checkpoint["species"]]
     thresholds = []
     for name in names:
@@ -222,7 +236,7 @@ def device_scenario_ranges(model_path: str | Path, cubes: dict, prediction: dict
     grid = cube.isel(variable=0, drop=True)
     arrays = []
     for name in names:
-        other = _match_coords(prepared[name][0], cube, f"{name} climate cube")
+        other = _match_coords(prepared[name], cube, f"{name} climate cube")
         arrays.append(other.sel(variable=checkpoint["variables"]).data.rechunk((-1, *spatial)))
     area = _match_coords(cell_area_km2, grid, "cell_area_km2")
     arrays.append(dask_blocks(area, spatial))
@@ -241,10 +255,11 @@ def device_scenario_ranges(model_path: str | Path, cubes: dict, prediction: dict
     options = {"model": str(model_path), "mean": mean, "std": std, "device": str(dev),
                "batch_size": prediction["batch_size"], "precision": prediction.get("precision", "float32"),
                "thresholds": thresholds, "accessible": accessible, "n_futures": len(names) - 1,
-               "dispersals": tuple(dispersals), "has_share": share is not None}
+               "dispersals": tuple(dispersals), "has_share": share is not None,
+               "packed": tuple(i for i, n in enumerate(names) if n in (presence_stores or {}))}
     name = "device-pass-" + tokenize([a.name for a in arrays], model_token, mean, std, str(dev), thresholds,
                                      *(accessible or ()), options["batch_size"], options["precision"],
-                                     options["dispersals"], names)
+                                     options["dispersals"], options["packed"], names)
     raw = da.map_blocks(_block_pass, *arrays, name=name, drop_axis=0, chunks=spatial, dtype=object,
                         meta=np.empty((0, 0), dtype=object), **options)
     n_stats = 4 if share is not None else 3
@@ -264,7 +279,7 @@ def device_scenario_ranges(model_path: str | Path, cubes: dict, prediction: dict
                 words = da.map_blocks(_part, raw, key="words", index=index, new_axis=0, dtype=WORD_DTYPE,
                                       chunks=((n_words(len(species)),), *spatial),
                                       meta=np.empty((0, 0, 0), WORD_DTYPE))
-                novelty = extrapolation_layers(prepared[scenario][0], checkpoint, scenario)
+                novelty = extrapolation_layers(prepared[scenario], checkpoint, scenario)
                 like = grid.rio.write_crs(cube.rio.crs)
                 stores[scenario] = bits_store(words, species, valid,
                                               None if novelty is None else novelty["mess"], like, spatial)
@@ -273,5 +288,9 @@ def device_scenario_ranges(model_path: str | Path, cubes: dict, prediction: dict
                 raise ValueError(f"presence store {presence_stores[missing[0]]}: no predictions of scenario "
                                  f"{missing[0]!r} in this pass (have {sorted(names)})")
             stored = store_targets(stores, presence_stores, stack)
-        totals = sum_in_batches(sums, label=f"range sums on {dev.type} ({runs})", stored=stored)
+        try:
+            totals = sum_in_batches(sums, label=f"range sums on {dev.type} ({runs})", stored=stored)
+        finally:
+            with _AREAS_LOCK:
+                _AREAS.clear()  # the records leave the device with the pass
     return run_tables(pd.Index(species, name="species"), totals, names[1:], dispersals, n_stats)

@@ -72,10 +72,16 @@ def test_sums_on_the_device_equal_the_host_sums(with_protected, device):
 
 
 def test_which_pass_runs():
-    assert use_device_pass("device", "cpu") and use_device_pass("auto", "cuda")
-    assert not use_device_pass("auto", "cpu") and not use_device_pass("host", "cuda")
+    assert use_device_pass("device", "cpu", "average_k") and use_device_pass("auto", "cuda", "threshold")
+    assert not use_device_pass("auto", "cpu", "average_k") and not use_device_pass("host", "cuda", "average_k")
+    assert not use_device_pass("auto", "cuda", "top_k")  # presence needs every species' codes: the host pass
     with pytest.raises(ValueError, match="prediction.reductions must be one of auto, host, device, got 'gpu'"):
-        use_device_pass("gpu", "cpu")
+        use_device_pass("gpu", "cpu", "average_k")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_packing_no_cells(device):
+    assert pack_on_device(torch.zeros((70, 0), dtype=torch.bool, device=device)).shape == (2, 0)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -23,7 +23,8 @@ if "scenarios" in params.keys():  # fused: every scenario and the present in one
     scenarios = list(params.scenarios)
     cubes, thresholds = dict(zip(scenarios, snakemake.input.cubes)), dict(zip(scenarios, snakemake.input.thresholds))
     stores = dict(zip(scenarios, snakemake.output.presence))
-    if use_device_pass(params.prediction.get("reductions", "auto"), resolve_device(params.device)):
+    if use_device_pass(params.prediction.get("reductions", "auto"), resolve_device(params.device),
+                       params.prediction["assemblage"]):
         order = ["current"] + [s for s in scenarios if s != "current"]
         ranges = device_scenario_ranges(snakemake.input.model, {s: open_cube(cubes[s]) for s in order},
                                         params.prediction, params.dispersal, cell_area_km2(grid), protected,
