@@ -272,6 +272,7 @@ def device_scenario_ranges(model_path: str | Path, cubes: dict, prediction: dict
         stored = []
         if presence_stores:
             valid = da.map_blocks(_part, raw, key="valid", dtype=bool, chunks=spatial, meta=np.empty((0, 0), bool))
+            like = grid.rio.write_crs(cube.rio.crs)  # the grid every store is on
             stores = {}
             for index, scenario in enumerate(names):
                 if scenario not in presence_stores:
@@ -280,14 +281,9 @@ def device_scenario_ranges(model_path: str | Path, cubes: dict, prediction: dict
                                       chunks=((n_words(len(species)),), *spatial),
                                       meta=np.empty((0, 0, 0), WORD_DTYPE))
                 novelty = extrapolation_layers(prepared[scenario], checkpoint, scenario)
-                like = grid.rio.write_crs(cube.rio.crs)
                 stores[scenario] = bits_store(words, species, valid,
                                               None if novelty is None else novelty["mess"], like, spatial)
-            missing = sorted(set(presence_stores) - set(names))
-            if missing:
-                raise ValueError(f"presence store {presence_stores[missing[0]]}: no predictions of scenario "
-                                 f"{missing[0]!r} in this pass (have {sorted(names)})")
-            stored = store_targets(stores, presence_stores, stack)
+            stored = store_targets(stores, presence_stores, stack, names)
         try:
             totals = sum_in_batches(sums, label=f"range sums on {dev.type} ({runs})", stored=stored)
         finally:

@@ -552,12 +552,9 @@ def all_scenario_ranges(
             first = current[suitability].isel(species=0)
             valid = first != NODATA if coded else first.notnull()
             predictions = {"current": current} | futures
-            missing = sorted(set(presence_stores) - set(predictions))
-            if missing:
-                raise ValueError(f"presence store {presence_stores[missing[0]]}: no predictions of scenario "
-                                 f"{missing[0]!r} in this pass (have {sorted(predictions)})")
             stored = store_targets({name: presence_store(predictions[name], valid, spatial)
-                                    for name in presence_stores}, presence_stores, stack)
+                                    for name in presence_stores if name in predictions}, presence_stores, stack,
+                                   list(predictions))
         totals = sum_in_batches(blocks, label=f"range sums ({runs})", stored=stored)
     species = pd.Index([str(s) for s in current["species"].to_numpy()], name="species")
     return run_tables(species, totals, list(futures), dispersals, n_stats)
@@ -578,11 +575,17 @@ def run_tables(species: pd.Index, totals: np.ndarray, futures: list, dispersals,
     return tables
 
 
-def store_targets(stores: dict, paths: dict, stack) -> list:
+def store_targets(stores: dict, paths: dict, stack, scenarios: list) -> list:
     """(Dask array, Zarr array) pairs of every layer of the presence stores ``stores`` (scenario -> lazy dataset of
     :func:`sdm.packed.presence_store`) for :func:`sum_in_batches` to write, into partial stores that replace
-    ``paths`` (scenario -> path) when ``stack`` closes without an error (:func:`sdm.storage.replacing`)."""
+    ``paths`` (scenario -> path) when ``stack`` closes without an error (:func:`sdm.storage.replacing`); a path
+    whose scenario is not among the pass's ``scenarios`` is a one-line error naming it."""
     import zarr
+
+    missing = sorted(set(paths) - set(scenarios))
+    if missing:
+        raise ValueError(f"presence store {paths[missing[0]]}: no predictions of scenario {missing[0]!r} in this "
+                         f"pass (have {sorted(scenarios)})")
 
     from sdm.packed import presence_codecs
     from sdm.storage import replacing, zarr_ready

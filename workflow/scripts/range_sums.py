@@ -23,15 +23,15 @@ if "scenarios" in params.keys():  # fused: every scenario and the present in one
     scenarios = list(params.scenarios)
     cubes, thresholds = dict(zip(scenarios, snakemake.input.cubes)), dict(zip(scenarios, snakemake.input.thresholds))
     stores = dict(zip(scenarios, snakemake.output.presence))
-    if use_device_pass(params.prediction.get("reductions", "auto"), resolve_device(params.device),
-                       params.prediction["assemblage"]):
+    device = resolve_device(params.device)
+    if use_device_pass(params.prediction.get("reductions", "auto"), device, params.prediction["assemblage"]):
         order = ["current"] + [s for s in scenarios if s != "current"]
         ranges = device_scenario_ranges(snakemake.input.model, {s: open_cube(cubes[s]) for s in order},
                                         params.prediction, params.dispersal, cell_area_km2(grid), protected,
                                         presence_stores=stores,
                                         average_k={s: read_average_k(path) for s, path in thresholds.items()},
                                         device=params.device, threads=snakemake.threads)
-        where = f"on {resolve_device(params.device).type}"
+        where = f"on {device.type}"
     else:
         predictions = scenario_predictions(snakemake.input.model, cubes, params.prediction, thresholds,
                                            params.device, snakemake.threads)
