@@ -18,6 +18,7 @@ from pyproj import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
+from sdm.bilinear import applies, axis_weights, bilinear, shifted, source_span
 from sdm.progress import shown
 from sdm.storage import replacing, write_zarr
 
@@ -120,7 +121,9 @@ def categorical_variables(da: xr.DataArray, declared) -> list[str]:
 
 def _on_grid(a: xr.DataArray, target: xr.DataArray, categorical: list[str],
              methods: dict[bool, Resampling] | None = None) -> xr.DataArray:
-    """``a`` put on ``target``'s grid, each variable with :func:`resampling_for` (no-op when aligned).
+    """``a`` put on ``target``'s grid, each variable with :func:`resampling_for` (no-op when aligned); bilinear
+    interpolation between grids of one CRS by :mod:`sdm.bilinear` (GDAL's arithmetic, 6x faster), any other by
+    GDAL's warper.
 
     ``methods`` ({categorical: method}) fixes the methods, for a window of a grid: they are chosen on the whole
     grid and source, as cell sizes are measured at their centre."""
@@ -132,8 +135,29 @@ def _on_grid(a: xr.DataArray, target: xr.DataArray, categorical: list[str],
         subset = [n for n in names if (n in categorical) == is_categorical]
         if subset:
             method = methods[is_categorical] if methods else resampling_for(a, target, is_categorical)
-            parts.append(a.sel(variable=subset).rio.reproject_match(target, resampling=method))
+            axes = _bilinear_axes(a, target) if method == Resampling.bilinear else None
+            if axes is None:
+                parts.append(a.sel(variable=subset).rio.reproject_match(target, resampling=method))
+            else:
+                values = bilinear(np.asarray(a.sel(variable=subset).values), *axes)
+                on_grid = xr.DataArray(values, dims=("variable", "y", "x"), coords={
+                    "variable": subset, "y": target["y"].values, "x": target["x"].values})
+                parts.append(on_grid.rio.write_crs(target.rio.crs, inplace=True).rio.write_transform(
+                    target.rio.transform(recalc=True), inplace=True))
     return parts[0] if len(parts) == 1 else xr.concat(parts, dim="variable").sel(variable=names)
+
+
+def _bilinear_axes(a: xr.DataArray, target: xr.DataArray) -> tuple | None:
+    """The weights (:func:`sdm.bilinear.axis_weights`) of ``target``'s rows and columns in the whole of source
+    ``a``, or None where :mod:`sdm.bilinear` does not apply (another CRS, a rotated grid: GDAL warps)."""
+    if a.rio.crs is None or target.rio.crs is None or CRS.from_user_input(a.rio.crs) != CRS.from_user_input(
+            target.rio.crs):
+        return None
+    source, grid = a.rio.transform(recalc=True), target.rio.transform(recalc=True)
+    if not applies(source, grid, (a.sizes["y"], a.sizes["x"])):
+        return None
+    return (axis_weights(target["y"].values, source.f, source.e, a.sizes["y"]),
+            axis_weights(target["x"].values, source.c, source.a, a.sizes["x"]))
 
 
 def _unreadable(path: Path, error: Exception) -> ValueError:
@@ -352,8 +376,7 @@ class _Layers:
     def __init__(self, source, grid: xr.DataArray | None, variables: list[str] | None, categorical):
         files = source_files(source)
         wanted = [harmonise_name(v) for v in variables] if variables else None
-        # (file, lazy array, class layers, methods, source cells read around a window; None: the file is on the grid)
-        self.files: list[tuple[Path, xr.DataArray, list[str], dict[bool, Resampling], int | None]] = []
+        self.files: list[_File] = []
         names = []
         for f in files:
             a = read_raster(f, lazy=True)
@@ -365,11 +388,7 @@ class _Layers:
                 from sdm.grid import grid_of
 
                 grid = grid_of(a)
-            classes = categorical_variables(a, categorical)
-            methods = {c: resampling_for(a, grid, c) for c in (False, True)}
-            # the resampling kernel reaches about one target cell into the source
-            margin = int(np.ceil(cell_size_m(grid) / cell_size_m(a))) + SOURCE_MARGIN
-            self.files.append((f, a, classes, methods, None if _same_grid(a, grid) else margin))
+            self.files.append(_File(f, a, grid, categorical_variables(a, categorical)))
             names += [str(v) for v in a["variable"].values]
         if not self.files:
             raise ValueError(f"{source}: missing variable(s) {wanted}; none of its files has them")
@@ -379,30 +398,77 @@ class _Layers:
 
     def window(self, rows: slice, cols: slice) -> np.ndarray:
         """(variable, rows, cols) float32 of the grid window, NaN where any variable is missing: each file's
-        footprint of the window read from the file and put on the window (:func:`_on_grid`)."""
-        target = self.grid.isel(y=rows, x=cols)
-        parts = {}
-        for path, a, classes, methods, margin in self.files:
-            names = [str(v) for v in a["variable"].values]
-            if margin is None:
-                subset = a.isel(y=rows, x=cols)
-            else:
-                ys, xs = _source_slices(a, target, margin)
-                subset = None if ys is None else a.isel(y=ys, x=xs)
-            if subset is None:  # the window lies outside this file
-                values = np.full((len(names), target.sizes["y"], target.sizes["x"]), np.nan, dtype="float32")
-            else:
-                try:
-                    subset = subset.load().astype("float32")
-                except Exception as error:  # a truncated file fails on the windows it lacks
-                    raise _unreadable(path, error) from None
-                values = _on_grid(subset, target, classes, methods).transpose("variable", "y", "x").values
-            parts.update({n: values[i] for i, n in enumerate(names)})
-        data = np.stack([parts.pop(n) for n in self.names]).astype("float32", copy=False)
+        footprint of the window read from the file and put on the window (:meth:`_File.window`)."""
+        if len(self.files) == 1 and self.files[0].names == self.names:
+            data = self.files[0].window(self.grid, rows, cols)
+        else:
+            parts = {}
+            for file in self.files:
+                parts.update(zip(file.names, file.window(self.grid, rows, cols)))
+            data = np.stack([parts.pop(n) for n in self.names]).astype("float32", copy=False)
         valid = np.isfinite(data).all(axis=0)
-        data[:, ~valid] = np.nan
+        if not valid.all():
+            np.copyto(data, np.float32(np.nan), where=~valid)
         self.overlaps = self.overlaps or bool(valid.any())
         return data
+
+
+class _File:
+    """One source file of :class:`_Layers`, opened lazily: its variables, class layers, resampling methods (chosen
+    once on the whole grid) and, where :mod:`sdm.bilinear` interpolates its continuous variables, their weights
+    on the whole grid (so that a window's values do not depend on the window)."""
+
+    def __init__(self, path: Path, a: xr.DataArray, grid: xr.DataArray, classes: list[str]):
+        self.path, self.a, self.classes = path, a, classes
+        self.names = [str(v) for v in a["variable"].values]
+        self.methods = {c: resampling_for(a, grid, c) for c in (False, True)}
+        self.on_grid = _same_grid(a, grid)
+        # the resampling kernel reaches about one target cell into the source
+        self.margin = int(np.ceil(cell_size_m(grid) / cell_size_m(a))) + SOURCE_MARGIN
+        continuous = [n for n in self.names if n not in classes]
+        self.axes = None
+        if continuous and not self.on_grid and self.methods[False] == Resampling.bilinear:
+            self.axes = _bilinear_axes(a, grid)
+        self.interpolated = continuous if self.axes is not None else []
+
+    def _load(self, subset: xr.DataArray) -> xr.DataArray:
+        try:
+            return subset.load().astype("float32")
+        except Exception as error:  # a truncated file fails on the windows it lacks
+            raise _unreadable(self.path, error) from None
+
+    def window(self, grid: xr.DataArray, rows: slice, cols: slice) -> np.ndarray:
+        """(variable, rows, cols) float32 of this file's variables on the grid window."""
+        target = grid.isel(y=rows, x=cols)
+        shape = (target.sizes["y"], target.sizes["x"])
+        if self.on_grid:
+            return self._load(self.a.isel(y=rows, x=cols)).transpose("variable", "y", "x").values
+        values = np.empty((len(self.names), *shape), dtype="float32")
+        if self.interpolated:
+            row_weights, col_weights = (tuple(w[part] for w in axis) for axis, part in zip(self.axes, (rows, cols)))
+            ys, xs = source_span(row_weights), source_span(col_weights)
+            where = [self.names.index(n) for n in self.interpolated]
+            if ys.start == ys.stop or xs.start == xs.stop:  # the window lies outside this file
+                values[where] = np.nan
+            else:
+                subset = self._load(self.a.sel(variable=self.interpolated).isel(y=ys, x=xs))
+                weights = shifted(row_weights, ys.start), shifted(col_weights, xs.start)
+                source = subset.transpose("variable", "y", "x").values
+                if self.interpolated == self.names:  # every variable: straight into the window's array
+                    bilinear(source, *weights, out=values)
+                else:
+                    values[where] = bilinear(source, *weights)
+        rest = [n for n in self.names if n not in self.interpolated]
+        if rest:
+            ys, xs = _source_slices(self.a, target, self.margin)
+            where = [self.names.index(n) for n in rest]
+            if ys is None:  # the window lies outside this file
+                values[where] = np.nan
+            else:
+                subset = self._load(self.a.sel(variable=rest).isel(y=ys, x=xs))
+                values[where] = _on_grid(subset, target, self.classes, self.methods).transpose(
+                    "variable", "y", "x").values
+        return values
 
 
 def _source_slices(a: xr.DataArray, target: xr.DataArray, margin: int) -> tuple[slice | None, slice | None]:

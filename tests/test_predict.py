@@ -333,6 +333,39 @@ def test_bfloat16_is_close_to_float32(checkpoint, cube):
         forward_block(cube.values, model, ckpt["mean"], ckpt["std"], torch.device("cpu"), precision="float16")
 
 
+CODE_DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", CODE_DEVICES)
+def test_the_bfloat16_code_table_gives_the_arithmetics_codes(device):
+    from sdm.predict import _bfloat16_code_table, _code_values_, code_table, table_codes
+
+    every = torch.from_numpy(np.arange(2**16, dtype=np.uint16).view(np.int16)).view(torch.bfloat16)
+    every = every[~torch.isnan(every.float())].reshape(2, -1).to(device)  # +-inf and +-0 included
+    expected = _code_values_(every.float()).to(torch.uint8)
+    assert torch.equal(table_codes(every, _bfloat16_code_table().to(device)), expected)
+    assert code_table("cpu", "bfloat16") is None and code_table("cuda", "float32") is None
+
+
+@pytest.mark.parametrize("device", CODE_DEVICES)
+def test_the_device_pass_codes_by_the_table_equal_the_arithmetics(checkpoint, cube, monkeypatch, device):
+    import sdm.device_pass
+    from sdm.predict import _bfloat16_code_table
+
+    model, ckpt, _ = checkpoint
+    model = model.to(device)
+
+    def codes():
+        return sdm.device_pass.block_codes(cube.values, model, ckpt["mean"], ckpt["std"], torch.device(device),
+                                           None, "bfloat16").cpu().numpy()
+
+    monkeypatch.setattr(sdm.device_pass, "code_table", lambda d, p: None)
+    by_arithmetic = codes()
+    monkeypatch.setattr(sdm.device_pass, "code_table", lambda d, p: _bfloat16_code_table().to(d))
+    np.testing.assert_array_equal(codes(), by_arithmetic)
+    assert (by_arithmetic == NODATA).any() and len(np.unique(by_arithmetic)) > 50
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_equals_cpu(checkpoint, cube):
     from sdm.predict import predict_block
