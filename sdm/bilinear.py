@@ -8,13 +8,14 @@ weights split into a column weight and a row weight: the source rows the window 
 target's columns once, then each target row is a weighted sum of two of those rows (about 5 ns per value).
 
 What GDAL computes, and so this: the target cell's centre in source pixel coordinates ``p`` (cell ``i`` spans
-``i .. i + 1``); the source cells left and right of ``p - 0.5`` weighted ``1 - w`` and ``w``; next to the source's
-edge (``p`` within half a cell of it) the edge cell alone; no data where a target centre lies outside the source's
-extent or a source cell with a weight has no data (NaN: the cube's rasters are read without a no-data value, so
-GDAL carries the NaN through its sums). A weight of exactly 0 (grids whose cell centres line up) does not carry a
-neighbour's NaN: the value at a source cell's centre is that cell's. GDAL sums in float64 and so does the column
-pass; the row pass runs in float32, so values equal GDAL's to a float32 rounding or two and cells without data
-are the same (``tests/test_bilinear.py``).
+``i .. i + 1``); the source cells ``floor(p - 0.5)`` and the next weighted ``1 - w`` and ``w``; within half a cell of
+the source's first cell, cells 0 and 1 weighted 1 and 0; within half a cell of its last, the last cell alone; no
+data where a target centre lies outside the source's extent or where one of the cells summed has no data (NaN:
+the cube's rasters are read without a no-data value, so GDAL carries the NaN through its sums, even at weight 0,
+as where the grids' cell centres line up). GDAL sums in float64 and so does the column pass; the row pass runs in
+float32, so values equal GDAL's to a float32 rounding or two and cells without data are the same
+(``tests/test_bilinear.py``; where centres line up only to the last bit, GDAL's inverse geotransform and the
+coordinates here may put a few cells on different sides).
 """
 
 from __future__ import annotations
@@ -34,15 +35,16 @@ def axis_weights(centres: np.ndarray, origin: float, step: float, n_source: int)
     """For target cell centres along one axis (coordinates), in a source axis of ``n_source`` cells from ``origin``
     (the outer edge of its first cell) in steps of ``step`` (signed): (source cell below, source cell above, their
     weights, whether the centre lies inside the source's extent). The cells are indices into the whole source
-    (int64); a side without a weight (the edges) has weight 0 and the other side 1."""
+    (int64); at the last cell the cell above is the same cell (summed once), at weight 0."""
     position = (np.asarray(centres, dtype="float64") - origin) / step
     shifted = position - 0.5
     low = np.floor(shifted).astype(np.int64)
     weight_high = shifted - low
     weight_low = 1.0 - weight_high
-    edge = (low < 0) | (low + 1 > n_source - 1)
+    last = low + 1 > n_source - 1  # the far edge: the last cell alone
+    first = low < 0  # the near edge: GDAL takes cell 0 at weight 1 and cell 1 at weight 0 (and so its NaN)
+    weight_low[last | first], weight_high[last | first] = 1.0, 0.0
     low = np.clip(low, 0, n_source - 1)
-    weight_low[edge], weight_high[edge] = 1.0, 0.0
     inside = (position >= 0) & (position < n_source)
     return low, np.minimum(low + 1, n_source - 1), weight_low, weight_high, inside
 
@@ -78,21 +80,23 @@ def bilinear(values: np.ndarray, rows: tuple, cols: tuple, out: np.ndarray | Non
         out[...] = np.nan
         return out
     source = np.asarray(values, dtype="float64")
+    # columns outside the source's extent (no data, below) may point outside the window read
+    col_low, col_high = (np.clip(c, 0, source.shape[-1] - 1) for c in (col_low, col_high))
     # the column pass, on the source rows only: float64 (bands, source rows, target columns)
     along = source[..., col_low] * col_w_low
-    paired = col_w_high > 0
+    paired = col_high != col_low  # a second cell, even at weight 0: GDAL multiplies it in, NaN and all
     along[..., paired] += source[..., col_high[paired]] * col_w_high[paired]
     along = along.astype("float32")
     # the row pass: runs of target rows between the same two source rows, each a broadcast sum of two of them
     inside = np.flatnonzero(row_inside)
-    key = np.stack([row_low[inside], row_high[inside], row_w_high[inside] > 0])
+    key = np.stack([row_low[inside], row_high[inside]])
     starts = inside[np.r_[True, (np.diff(inside) != 1) | (np.diff(key, axis=1) != 0).any(axis=0)]]
     ends = np.r_[starts[1:], inside[-1] + 1]
     scratch = np.empty((n_bands, int((ends - starts).max()), n_cols), dtype="float32")
     for start, end in zip(starts.tolist(), ends.tolist()):
         block = out[:, start:end]
         np.multiply(along[:, row_low[start], None, :], row_w_low[start:end, None].astype("float32"), out=block)
-        if row_w_high[start] > 0:
+        if row_high[start] != row_low[start]:
             product = scratch[:, :end - start]
             np.multiply(along[:, row_high[start], None, :], row_w_high[start:end, None].astype("float32"),
                         out=product)

@@ -25,6 +25,7 @@ depends on chunk size x species, not on the grid.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -276,7 +277,12 @@ def code_table(device: torch.device, precision: str) -> torch.Tensor | None:
     lookup), so the CPU keeps it. Same codes bit for bit (``tests/test_predict.py``)."""
     if torch.device(device).type != "cuda" or precision != "bfloat16":
         return None
-    return _bfloat16_code_table().to(device)
+    return _table_on(str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=4)
+def _table_on(device: str) -> torch.Tensor:
+    return _bfloat16_code_table().to(device)  # made once per device, not per block
 
 
 def _bfloat16_code_table() -> torch.Tensor:
@@ -285,7 +291,10 @@ def _bfloat16_code_table() -> torch.Tensor:
 
 
 def table_codes(logit: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """bfloat16 logits -> uint8 codes by :func:`code_table`'s lookup."""
+    """bfloat16 logits -> uint8 codes by :func:`code_table`'s lookup; logits of another dtype (a model whose last
+    operation autocast keeps in float32) by the arithmetic of :func:`_code_values_`."""
+    if logit.dtype != torch.bfloat16:
+        return _code_values_(logit.float()).to(torch.uint8)
     return table[logit.view(torch.int16).to(torch.int32).bitwise_and_(0xFFFF)]
 
 

@@ -59,13 +59,49 @@ def test_bilinear_is_gdals_from_a_south_up_source_and_on_a_projected_grid():
 
 def test_edge_cells_and_zero_weights():
     values = np.array([[[1.0, 2.0, np.nan, 8.0]]] * 2, dtype="float32").reshape(1, 2, 4)
-    rows = axis_weights(np.array([1.9, 1.5, 1.1]), 2.0, -1.0, 2)  # rows: edge (first row alone), middle, edge
+    rows = axis_weights(np.array([1.9, 1.5, 1.1]), 2.0, -1.0, 2)  # rows: first-row edge, on a centre, between
     cols = axis_weights(np.array([0.25, 1.0, 1.5, 3.5, 3.9, 4.5]), 0.0, 1.0, 4)
     out = bilinear(values, rows, cols)
-    # beside the edges a cell takes the edge cell's value; a centre on a source centre takes that cell's value,
-    # whatever its neighbour; a weighted neighbour without data gives none; outside the extent, no data
-    np.testing.assert_array_equal(out[0, 0], [1.0, 1.5, 2.0, 8.0, 8.0, np.nan])
+    # beside the first cell GDAL takes it at weight 1 and the next at 0; beside the last cell that cell alone; a
+    # centre on a source centre takes that cell's value, but the next cell's NaN at weight 0 (GDAL multiplies it
+    # in); outside the extent, no data
+    np.testing.assert_array_equal(out[0, 0], [1.0, 1.5, np.nan, 8.0, 8.0, np.nan])
     assert np.isnan(bilinear(values, rows, axis_weights(np.array([2.0]), 0.0, 1.0, 4))).all()
+    # the second cell's NaN reaches the near edge (weight 0), the first cell's does not reach the far edge
+    second_missing = np.array([[[3.0, np.nan, 2.0]] * 2], dtype="float32")
+    np.testing.assert_array_equal(bilinear(second_missing, rows, axis_weights(
+        np.array([0.25, 2.75]), 0.0, 1.0, 3))[0, 0], [np.nan, 2.0])
+
+
+@pytest.mark.parametrize("north_up", [True, False])
+def test_gdals_no_data_cells_at_the_first_cell_and_on_lined_up_centres(north_up):
+    """Random holes, cells beside the source's first row and column, and a crop whose centres line up with the
+    source's: the same cells without data as GDAL."""
+    source = _source(north_up=north_up, holes=False)
+    rng = np.random.default_rng(3)
+    source.values[:, rng.random(source.shape[1:]) < 0.2] = np.nan
+    _assert_gdal(source, make_grid("EPSG:4326", 0.2, (-5.3, -9.7, 24.9, 9.9)))
+    _assert_gdal(source, make_grid("EPSG:4326", 0.5, (-2.0, -5.0, 20.0, 6.0)))
+
+
+def test_a_window_beyond_the_source_with_coarser_columns(tmp_path):
+    """Target columns wider than the source's, past its edge: the window reads only its own source cells."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path = tmp_path / "bio1.tif"
+    with rasterio.open(path, "w", driver="GTiff", count=1, height=20, width=20, dtype="float32", crs="EPSG:3035",
+                       transform=from_origin(4.0e6, 3.0e6, 1000, 1000)) as dst:
+        dst.write(np.arange(400, dtype="float32").reshape(1, 20, 20))
+        dst.set_band_description(1, "bio1")
+    grid = xr.DataArray(np.zeros((30, 16), "float32"), dims=("y", "x"), coords={
+        "y": 3.0e6 - 600 * (np.arange(30) + 0.5), "x": 4.0e6 + 50 + 1600 * (np.arange(16) + 0.5)}).rio.write_crs(
+        "EPSG:3035")
+    layers = _Layers(path, grid, None, None)
+    assert layers.files[0].interpolated == ["bio1"]
+    whole = _on_grid(read_raster(path), grid, []).values
+    np.testing.assert_array_equal(layers.window(slice(0, 30), slice(0, 16)), whole)
+    np.testing.assert_array_equal(layers.window(slice(3, 9), slice(5, 16)), whole[:, 3:9, 5:16])
 
 
 def test_a_window_reads_only_its_source_cells_and_keeps_the_whole_grids_weights():

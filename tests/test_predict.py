@@ -343,7 +343,9 @@ def test_the_bfloat16_code_table_gives_the_arithmetics_codes(device):
     every = torch.from_numpy(np.arange(2**16, dtype=np.uint16).view(np.int16)).view(torch.bfloat16)
     every = every[~torch.isnan(every.float())].reshape(2, -1).to(device)  # +-inf and +-0 included
     expected = _code_values_(every.float()).to(torch.uint8)
-    assert torch.equal(table_codes(every, _bfloat16_code_table().to(device)), expected)
+    table = _bfloat16_code_table().to(device)
+    assert torch.equal(table_codes(every, table), expected)
+    assert torch.equal(table_codes(every.float(), table), expected)  # float32 logits: the arithmetic
     assert code_table("cpu", "bfloat16") is None and code_table("cuda", "float32") is None
 
 

@@ -254,7 +254,36 @@ def test_run_training_writes_checkpoint_and_split(world, tmp_path):
         assert (src.height, src.width) == (N, N)
         split = src.read(1)
         assert src.transform.a == pytest.approx(1000) and src.transform.c == pytest.approx(4_000_000)
+        assert src.tags()["codes"] == "0 train, 1 validation, 2 test" and src.descriptions == ("split",)
     assert set(np.unique(split)) == {0, 1, 2}
+
+
+def test_the_split_map_is_written_a_band_of_rows_at_a_time(world, tmp_path, monkeypatch):
+    from sdm import train
+
+    cube, _, _ = world
+    grid = cube.isel(variable=0, drop=True)
+    codes = np.random.default_rng(0).integers(0, 3, size=grid.shape).astype("int8")
+    monkeypatch.setattr(train, "SPLIT_ROWS", 3)
+    train.write_split(codes, grid, tmp_path / "split.tif")
+    with rasterio.open(tmp_path / "split.tif") as src:
+        np.testing.assert_array_equal(src.read(1), codes)
+        assert src.transform == grid.rio.transform(recalc=True) and src.crs == grid.rio.crs
+
+
+def test_the_baseline_fitted_a_block_of_species_at_a_time_is_the_same(world, monkeypatch):
+    from sdm import train
+
+    cube, occurrences, _ = world
+    kwargs = {**FAST, "epochs": 2, "baseline": "logistic", "progress": False}
+    _, whole = train.train_sdm(cube, occurrences, **kwargs)
+    monkeypatch.setattr(train, "SCORE_BYTES", 1)  # one species per block
+    _, blocked = train.train_sdm(cube, occurrences, **kwargs)
+    np.testing.assert_array_equal(whole["baseline_scores"], blocked["baseline_scores"])
+    for m in (whole["metrics"], blocked["metrics"]):
+        m.pop("train_seconds"), m["test"]["baseline"].pop("fit_seconds")
+    assert whole["metrics"]["test"] == blocked["metrics"]["test"]
+    assert np.isfinite(whole["metrics"]["test"]["baseline"]["mean_auc"])
 
 
 def test_run_training_without_enough_records_raises(world, tmp_path):
