@@ -28,7 +28,7 @@ from dask.base import tokenize
 
 from sdm.codes import NODATA, PROBABILITY
 from sdm.packed import WORD_DTYPE, n_words
-from sdm.predict import _code_values_, _logits, _n_species, _prepare, batch_cells, code_table, table_codes
+from sdm.predict import _n_species, _prepare, batch_cells, code_batches
 from sdm.storage import dask_blocks
 
 REDUCTIONS = ("auto", "host", "device")
@@ -61,11 +61,8 @@ def block_codes(block: np.ndarray, model, mean, std, device: torch.device, batch
     x, valid = _prepare(block, mean, std, device)
     out = torch.full((n_species, block.shape[1] * block.shape[2]), NODATA, dtype=torch.uint8, device=device)
     dense = out if valid is None else torch.empty((n_species, len(x)), dtype=torch.uint8, device=device)
-    table = code_table(device, precision)
-    for start, stop, logit in _logits(x, model, batch_cells(device, batch_size, n_species), precision,
-                                      as_computed=table is not None):
-        # whole numbers 0..254: the cast is exact
-        dense[:, start:stop] = _code_values_(logit) if table is None else table_codes(logit, table)
+    for start, stop, codes in code_batches(x, model, batch_cells(device, batch_size, n_species), precision):
+        dense[:, start:stop] = codes  # whole numbers 0..254: the cast is exact
     if valid is not None and len(x):
         out[:, torch.as_tensor(np.flatnonzero(valid), device=device)] = dense
     return out

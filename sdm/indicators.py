@@ -18,7 +18,7 @@ import xarray as xr
 from sdm.codes import NODATA
 from sdm.packed import PRESENCE_BITS, any_present, count_present, pack_presence, species_words
 from sdm.progress import shown
-from sdm.storage import dask_blocks, replacing, write_zarr
+from sdm.storage import dask_blocks, gdal_write_env, replacing, write_zarr
 from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
 
 log = logging.getLogger(__name__)
@@ -218,11 +218,6 @@ def read_layer(path: str | Path) -> xr.DataArray:
         return src.squeeze("band", drop=True).load()
 
 
-GDAL_CACHE_MB = 256
-"""GDAL block cache (MB) while a layer's GeoTIFF is written (:func:`write_layer`), unless ``GDAL_CACHEMAX`` is
-set."""
-
-
 def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write: int = 4 * COG_BLOCK) -> Path:
     """One layer (``y``, ``x``, CRS set; in memory or lazy, e.g. from a Zarr store) as a Cloud-Optimised GeoTIFF:
     float32, NaN no data, tiled, with overviews (QGIS and web viewers open large grids fast); the overviews of a
@@ -247,11 +242,7 @@ def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write
     tags = {"units": layer.attrs.get("units", ""), "categories": ",".join(CATEGORIES)}
     if layer.attrs.get("long_name"):
         tags["long_name"] = layer.attrs["long_name"]
-    # GDAL's block cache defaults to 5 % of the machine's memory and fills with the layer's blocks: 1 GB more for
-    # a 2.3e8-cell layer of the 1/4 global band on this 24 GB machine, same speed with 256 MB (a GDAL_CACHEMAX the
-    # user has set is kept)
-    cache = os.environ.get("GDAL_CACHEMAX", GDAL_CACHE_MB)
-    with replacing(path) as partial, rasterio.Env(GDAL_CACHEMAX=cache):
+    with replacing(path) as partial, gdal_write_env():
         tiled = Path(partial).with_name(Path(partial).name + ".tiled.tif")
         try:
             with rasterio.open(tiled, "w", **profile) as dst:

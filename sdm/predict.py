@@ -227,8 +227,7 @@ def predict_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: 
     n_species = _n_species(model)
     layers = 1 if threshold_codes is None else 2
     x, valid = _prepare(block, mean, std, device)
-    table = code_table(device, precision)
-    batches = _logits(x, model, batch_cells(device, batch_size, n_species), precision, as_computed=table is not None)
+    batches = code_batches(x, model, batch_cells(device, batch_size, n_species), precision)
     with torch.inference_mode():
         if device.type == "cpu":
             # numpy for the uint8 steps: its strided float->uint8 cast and uint8 compare are 3-8x faster than torch's
@@ -236,11 +235,11 @@ def predict_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: 
             if threshold_codes is not None:
                 thresholds = np.asarray(threshold_codes).astype("uint8")[:, None]
                 presence = dense[1].view(bool)  # writes 0/1 bytes into the uint8 layer
-            for start, stop, logit in batches:
+            for start, stop, values in batches:
                 codes = dense[0, :, start:stop]
                 # the float32 steps of sdm.codes.encode_logits, bit for bit; with the cast 1.8 ns per species-cell
                 # (1,000 species x 1,024 cells, one thread), the former sigmoid x 254 2.0 ns
-                np.copyto(codes, _code_values_(logit).numpy(), casting="unsafe")
+                np.copyto(codes, values.numpy(), casting="unsafe")
                 if threshold_codes is not None:
                     np.greater_equal(codes, thresholds, out=presence[:, start:stop])
             host = dense
@@ -249,9 +248,9 @@ def predict_block(block: np.ndarray, model: ResidualMLP, mean: np.ndarray, std: 
             if threshold_codes is not None:
                 thresholds = torch.as_tensor(np.asarray(threshold_codes).astype("uint8"), device=device)[:, None]
                 presence = dense[1].view(torch.bool)
-            for start, stop, logit in batches:
+            for start, stop, values in batches:
                 codes = dense[0, :, start:stop]
-                codes.copy_(_code_values_(logit) if table is None else table_codes(logit, table))
+                codes.copy_(values)
                 if threshold_codes is not None:
                     torch.ge(codes, thresholds, out=presence[:, start:stop])
             host = dense.cpu().numpy()  # one host transfer per block
@@ -264,6 +263,15 @@ def _code_values_(logit: torch.Tensor) -> torch.Tensor:
     """In place: float32 logits -> code values (whole numbers in 0..254, still float) of :mod:`sdm.codes`; no NaN
     here (no-data cells are never forwarded)."""
     return logit.sub_(LOW).mul_(CODES_PER_LOGIT).clamp_(0, TOP).round_()
+
+
+def code_batches(x: torch.Tensor, model, batch: int, precision: str):
+    """Yield (start, stop, codes (species, stop - start)) over the rows of ``x``, batch by batch: the codes of
+    :mod:`sdm.codes` as whole-number floats (:func:`_code_values_` on the float32 logits), or uint8 from
+    :func:`code_table`'s lookup where it applies (CUDA, bfloat16); the same codes either way."""
+    table = code_table(x.device, precision)
+    for start, stop, logit in _logits(x, model, batch, precision, as_computed=table is not None):
+        yield start, stop, _code_values_(logit) if table is None else table_codes(logit, table)
 
 
 def code_table(device: torch.device, precision: str) -> torch.Tensor | None:

@@ -15,6 +15,21 @@ if TYPE_CHECKING:
     import dask.array
 
 
+GDAL_CACHE_MB = 256
+"""GDAL block cache (MB) while a large GeoTIFF is written (:func:`gdal_write_env`), unless ``GDAL_CACHEMAX`` is
+set."""
+
+
+def gdal_write_env():
+    """The rasterio environment a grid-sized GeoTIFF is written in, a band of rows at a time: GDAL's block cache at
+    :data:`GDAL_CACHE_MB` (a ``GDAL_CACHEMAX`` the user has set is kept). Its default, 5 % of the machine's memory,
+    fills with the raster's blocks: 1 GB more for a 2.3e8-cell indicator layer of the 1/4 global band on a 24 GB
+    machine, at the same speed with 256 MB."""
+    import rasterio
+
+    return rasterio.Env(GDAL_CACHEMAX=os.environ.get("GDAL_CACHEMAX", GDAL_CACHE_MB))
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)

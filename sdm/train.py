@@ -975,22 +975,19 @@ SPLIT_ROWS = 1024
 def write_split(split_map: np.ndarray, grid: xr.DataArray, path) -> None:
     """The spatial CV split (int8 (y, x) codes, :data:`SPLITS`) as a deflated, tiled uint8 GeoTIFF on ``grid``'s
     CRS and transform, a band of :data:`SPLIT_ROWS` rows at a time with GDAL's block cache at
-    :data:`sdm.indicators.GDAL_CACHE_MB`: rioxarray's whole-grid write, with GDAL's default cache, was the
+    :data:`sdm.storage.GDAL_CACHE_MB`: rioxarray's whole-grid write, with GDAL's default cache, was the
     training job's peak on the 1/4 global band (+0.35 GB for a 2.3e8-cell map)."""
-    import os
-
     import rasterio
     from rasterio.windows import Window
 
-    from sdm.indicators import GDAL_CACHE_MB
-    from sdm.storage import replacing
+    from sdm.storage import gdal_write_env, replacing
 
     height, width = split_map.shape
     profile = {"driver": "GTiff", "dtype": "uint8", "count": 1, "height": height, "width": width,
                "crs": grid.rio.crs, "transform": grid.rio.transform(recalc=True), "compress": "deflate",
                "tiled": True, "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER"}
     codes = ", ".join(f"{code} {name}" for name, code in SPLITS.items())
-    with replacing(path) as partial, rasterio.Env(GDAL_CACHEMAX=os.environ.get("GDAL_CACHEMAX", GDAL_CACHE_MB)):
+    with replacing(path) as partial, gdal_write_env():
         with rasterio.open(partial, "w", **profile) as dst:
             for top in range(0, height, SPLIT_ROWS):
                 rows = split_map[top:top + SPLIT_ROWS]

@@ -352,6 +352,7 @@ def test_the_bfloat16_code_table_gives_the_arithmetics_codes(device):
 @pytest.mark.parametrize("device", CODE_DEVICES)
 def test_the_device_pass_codes_by_the_table_equal_the_arithmetics(checkpoint, cube, monkeypatch, device):
     import sdm.device_pass
+    import sdm.predict
     from sdm.predict import _bfloat16_code_table
 
     model, ckpt, _ = checkpoint
@@ -361,9 +362,9 @@ def test_the_device_pass_codes_by_the_table_equal_the_arithmetics(checkpoint, cu
         return sdm.device_pass.block_codes(cube.values, model, ckpt["mean"], ckpt["std"], torch.device(device),
                                            None, "bfloat16").cpu().numpy()
 
-    monkeypatch.setattr(sdm.device_pass, "code_table", lambda d, p: None)
+    monkeypatch.setattr(sdm.predict, "code_table", lambda d, p: None)
     by_arithmetic = codes()
-    monkeypatch.setattr(sdm.device_pass, "code_table", lambda d, p: _bfloat16_code_table().to(d))
+    monkeypatch.setattr(sdm.predict, "code_table", lambda d, p: _bfloat16_code_table().to(d))
     np.testing.assert_array_equal(codes(), by_arithmetic)
     assert (by_arithmetic == NODATA).any() and len(np.unique(by_arithmetic)) > 50
 
