@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -237,3 +238,34 @@ def test_myrcia_selection_scores_inner_test_blocks_and_never_the_independent_rec
     assert all(params["hidden"] == skill_sdm.DEEP["myrcia"]["hidden"] for *_, params in calls)
     assert result["additive, 32 units per input"]["mean_auc"] == 0.7
     assert result[skill_sdm.MAXENT]["per_seed"] == [0.7, 0.7]
+
+
+def test_orchid_selection_never_sees_the_test_blocks(monkeypatch):
+    """The inner fits get a cube and records without the outer test blocks; the best inner candidate is chosen."""
+    rng = np.random.default_rng(0)
+    cube = xr.DataArray(rng.normal(size=(2, 6, 6)).astype("float32"), dims=("variable", "y", "x"),
+                        coords={"variable": ["bio1", "bio12"], "y": np.arange(6.0), "x": np.arange(6.0)})
+    rows, cols = np.divmod(np.arange(36), 6)
+    occurrences = pd.DataFrame({"species": np.where(np.arange(36) % 2, "a", "b"), "row": rows, "col": cols})
+    split = np.zeros((6, 6), dtype="int8")
+    split[:2, :2] = SPLITS["test"]
+    monkeypatch.setattr(skill, "load_orchids", lambda: (cube, occurrences))
+    seen = []
+
+    def fake_train(cube, occurrences, *, seed, species, **params):
+        if params.get("epochs") == 1:  # the outer split
+            return None, {"split": split}
+        seen.append((cube, occurrences, params))
+        auc = 0.9 + (0.05 if params.get("target_group") == 0.5 else 0.0)
+        return None, {"metrics": {"test": {"deep_sdm": {"per_species": {s: {"auc": auc} for s in species}}}}}
+
+    monkeypatch.setattr(skill, "train_sdm", fake_train)
+    result = skill.select_orchids(seeds=(1, 2), outer=False)
+    assert len(seen) == 2 * len(skill.ORCHID_CANDIDATES)
+    for inner_cube, inner_occurrences, params in seen:
+        assert bool(inner_cube.isel(y=slice(0, 2), x=slice(0, 2)).isnull().all())
+        assert int(inner_cube.isel(y=slice(2, None)).notnull().sum()) == 2 * 24
+        assert not ((inner_occurrences["row"] < 2) & (inner_occurrences["col"] < 2)).any()
+        assert len(inner_occurrences) == 32 and params["coordinates"] == 0
+    assert result["chosen"] == "target-group share 0.5"
+    assert result["inner"]["target-group share 0.5"]["per_seed"] == [0.95, 0.95]
