@@ -142,7 +142,6 @@ def test_auc(region_data: dict, scores_at: dict[str, np.ndarray]) -> pd.Series:
 def run_region(region: str, seeds: list[int], deep_params: dict, maxent: bool = True, progress: bool = False) -> dict:
     data = load_region(region)
     species = sorted(data["group_of"])
-    targets = {s: data["tests"][data["group_of"][s]][0] for s in species}
     result = {"region": region, "species": len(species)}
     started = time.perf_counter()
     deep = []
