@@ -185,41 +185,50 @@ def variants(features: pd.DataFrame, n_jobs: int = 2) -> list[dict]:
     occ0, occ = list(ORIGINAL_OCCURRENCE), list(ORIGINAL_OCCURRENCE) + list(SPREAD_EFFORT)
     common = {"folds": FOLDS, "seed": SEED, "n_jobs": n_jobs}
     et = dict(common, method="extra_trees")
+    plain = dict(et, taxonomy=False, geography=False)  # pipeline features only
+    genus_only = dict(et, geography=False)
 
     def v(name, group, clf, columns=None):
         clf.features = None if columns is None else list(columns)
         return {"name": name, "group": group, "classifier": clf, "columns": columns}
 
     return [
-        v("default: extra trees, all features + genus", "default", StatusClassifier(**et)),
+        v("default: extra trees, all features + genus + neighbours", "default", StatusClassifier(**et)),
         v("default with argmax decision (most probable class)", "decision",
           StatusClassifier(**et, decision="argmax")),
         v("balanced weights + argmax decision", "decision",
           StatusClassifier(**et, class_weight="balanced", decision="argmax")),
         v("previous default: HGB balanced, first features", "baseline",
           StatusClassifier(**dict(common, method="hist_gradient_boosting", n_jobs=1), taxonomy=False,
-                           class_weight="balanced"), occ0 + list(SDM_RANGE) + niche),
-        v("occurrence (9 first features)", "features", StatusClassifier(**et, taxonomy=False), occ0),
-        v("occurrence + spread/effort", "features", StatusClassifier(**et, taxonomy=False), occ),
-        v("occurrence + spread/effort + niche", "features", StatusClassifier(**et, taxonomy=False), occ + niche),
-        v("+ SDM range (all features)", "features", StatusClassifier(**et, taxonomy=False),
+                           geography=False, class_weight="balanced"), occ0 + list(SDM_RANGE) + niche),
+        v("occurrence (9 first features)", "features", StatusClassifier(**plain), occ0),
+        v("occurrence + spread/effort", "features", StatusClassifier(**plain), occ),
+        v("occurrence + spread/effort + niche", "features", StatusClassifier(**plain), occ + niche),
+        v("+ SDM range (all features)", "features", StatusClassifier(**plain),
           occ + niche + list(SDM_RANGE)),
-        v("occurrence + spread/effort + genus", "features", StatusClassifier(**et), occ),
-        v("first features + genus (no spread/effort)", "features", StatusClassifier(**et),
+        v("occurrence + spread/effort + genus", "features", StatusClassifier(**genus_only), occ),
+        v("first features + genus (no spread/effort)", "features", StatusClassifier(**genus_only),
           occ0 + niche + list(SDM_RANGE)),
-        v("random forest, all + genus", "models", StatusClassifier(**dict(common, method="random_forest"))),
-        v("HGB, all + genus", "models", StatusClassifier(**dict(common, method="hist_gradient_boosting", n_jobs=1))),
-        v("torch MLP, all + genus", "models", MLPStatusClassifier(**et)),
-        v("extra trees balanced weights, all + genus", "models", StatusClassifier(**et, class_weight="balanced")),
-        v("extra trees ordinal (cumulative), all + genus", "models", StatusClassifier(**et, ordinal=True)),
-        v("extra trees calibrated (sigmoid), all + genus", "models", CalibratedStatusClassifier(**et)),
+        v("all features + genus, no neighbours", "features", StatusClassifier(**genus_only)),
+        v("random forest, all + genus + neighbours", "models",
+          StatusClassifier(**dict(common, method="random_forest"))),
+        v("HGB, all + genus + neighbours", "models",
+          StatusClassifier(**dict(common, method="hist_gradient_boosting", n_jobs=1))),
+        v("torch MLP, all + genus + neighbours", "models", MLPStatusClassifier(**et)),
+        v("extra trees balanced weights, all + genus + neighbours", "models",
+          StatusClassifier(**et, class_weight="balanced")),
+        v("extra trees ordinal (cumulative), all + genus + neighbours", "models",
+          StatusClassifier(**et, ordinal=True)),
+        v("extra trees calibrated (sigmoid), all + genus + neighbours", "models",
+          CalibratedStatusClassifier(**et)),
     ]
 
 
 def myrcia_status(n_jobs: int = 2, path: str | Path = MYRCIA) -> pd.DataFrame:
     """The status classifier on a second taxon: the *Myrcia* species of Walker et al. with a category LC..CR,
     from their predictors (:data:`MYRCIA_FEATURES`) and the preliminary criterion B rank, the same 10-fold
-    protocol; the shipped default and its argmax variant. One genus: the genus features carry nothing here."""
+    protocol; the shipped default and its argmax variant. One genus: the genus features carry nothing here; the
+    table has no longitude, so the geography (neighbour) features are left out."""
     from sdm.criteria import CRITERION_B_RANK, criterion_b
 
     table = pd.read_csv(path)
@@ -232,7 +241,7 @@ def myrcia_status(n_jobs: int = 2, path: str | Path = MYRCIA) -> pd.DataFrame:
     rows = []
     for name, decision in (("Myrcia: default (decision auto)", "auto"), ("Myrcia: argmax decision", "argmax")):
         clf = StatusClassifier(folds=FOLDS, seed=SEED, n_jobs=n_jobs, decision=decision,
-                               features=list(features.columns))
+                               features=list(features.columns), geography=False)
         metrics, seconds = evaluate_variant({"classifier": clf}, features, labels)
         rows.append(_row(name, metrics, seconds))
     criterion = features["criterion_b_rank"].map({v: k for k, v in CRITERION_B_RANK.items()})
@@ -305,12 +314,12 @@ def anchors_table(path: str | Path = ANCHOR_LOGS) -> pd.DataFrame:
 
 def iucnn_matrix_check(n_jobs: int = 2, path: str | Path = IUCNN_MATRIX) -> pd.DataFrame:
     """Our classifiers on IUCNN's own 52-feature matrix (885 species), same protocol: checks the classifier
-    itself, independent of our features."""
+    itself, independent of our features (anonymous columns, no centroids: no geography features)."""
     matrix = pd.read_csv(path).set_index("species")
     labels = matrix["label_detail"].astype(object)
     features = matrix[[c for c in matrix.columns if c.startswith("f") and c[1:].isdigit()]]
     cols = list(features.columns)
-    common = {"folds": FOLDS, "seed": SEED, "n_jobs": n_jobs, "features": cols}
+    common = {"folds": FOLDS, "seed": SEED, "n_jobs": n_jobs, "features": cols, "geography": False}
     rows = []
     for name, clf in (
         ("IUCNN 52 features: extra trees", StatusClassifier(**common, taxonomy=False)),
@@ -412,16 +421,17 @@ def nested_selection(candidates: list[dict], features: pd.DataFrame, labels: pd.
 
 SLOW_VARIANTS = (
     "previous default: HGB balanced, first features",
-    "HGB, all + genus",
-    "extra trees ordinal (cumulative), all + genus",
-    "extra trees calibrated (sigmoid), all + genus",
+    "HGB, all + genus + neighbours",
+    "extra trees ordinal (cumulative), all + genus + neighbours",
+    "extra trees calibrated (sigmoid), all + genus + neighbours",
 )
 """Variants left out by ``quick=True`` (each takes 30-90 s on a busy 2-core machine)."""
 NESTED_CANDIDATES = (
-    "default: extra trees, all features + genus",
-    "extra trees balanced weights, all + genus",
-    "random forest, all + genus",
-    "HGB, all + genus",
+    "default: extra trees, all features + genus + neighbours",
+    "all features + genus, no neighbours",
+    "extra trees balanced weights, all + genus + neighbours",
+    "random forest, all + genus + neighbours",
+    "HGB, all + genus + neighbours",
 )
 """The variants ``--nested`` chooses among (with every decision rule), also under ``quick=True``."""
 

@@ -4,8 +4,10 @@ The classifier is estimator-shaped (``fit`` / ``predict_proba`` / ``predict``), 
 List label (LC, NT, VU, EN, CR), evaluated by stratified k-fold cross-validation. Besides the species features it
 uses, by default, the Red List categories of assessed species of the same genus (taxonomy): assessments come in
 batches per genus and region, and the share of threatened congeners is the strongest single predictor on the IUCNN
-orchids (``benchmarks/skill_iucn.py``). For future scenarios its prediction is cross-checked with criterion A3
-(projected reduction >= 30 / 50 / 80 %) and the more threatened of the two is kept.
+orchids (``benchmarks/skill_iucn.py``); and, also by default, the categories of the assessed species that live
+nearest (geography): threat clusters in space, where habitat is lost and where assessors worked. For future
+scenarios its prediction is cross-checked with criterion A3 (projected reduction >= 30 / 50 / 80 %) and the more
+threatened of the two is kept.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score, recall_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_limits
 
@@ -38,6 +40,18 @@ GENUS_COLUMNS: tuple[str, ...] = tuple(f"genus_share_{c}" for c in CATEGORIES) +
 species of the genus (scikit-learn's ``TargetEncoder``, shrunk toward the training set's shares by its empirical
 Bayes smoothing; one column per category seen in training) and the number of *other* assessed species of the
 genus."""
+
+NEIGHBOURS = 15
+"""Assessed species whose record centroids are nearest that the geography features summarise."""
+CENTROID_COLUMNS: tuple[str, str] = ("centroid_lon", "centroid_lat")
+"""Feature columns the geography features read (degrees; :func:`sdm.features.occurrence_features`)."""
+GEOGRAPHY_COLUMNS: tuple[str, ...] = ("neighbours_share_threatened", "neighbours_mean_category",
+                                      "neighbours_mean_distance_km")
+"""Geography features the classifier adds when ``geography=True``: among the :data:`NEIGHBOURS` assessed training
+species whose record centroids lie nearest on the sphere (great circle), the share that is threatened (VU, EN, CR),
+their mean category on LC = 0 .. CR = 4, and their mean distance (km, entered as ``log1p``). A training species
+sees neighbours from the other folds of an inner split (never its own label); a species to predict sees all
+training species. A species without a centroid gets missing values."""
 
 DECISIONS = ("argmax", "auto")
 """How :meth:`StatusClassifier.decide` turns class probabilities into one category (see there)."""
@@ -73,6 +87,43 @@ def _other_congeners(genera_train: np.ndarray, genera: np.ndarray, own: bool) ->
     counts = pd.Series(genera_train).value_counts()
     n = counts.reindex(genera).fillna(0).to_numpy(dtype=float)
     return n - 1 if own else n
+
+
+def _centroids_radians(features: pd.DataFrame) -> np.ndarray:
+    """(n, 2) latitude, longitude of the record centroids in radians (the order ``BallTree``'s haversine wants);
+    NaN where a species has none."""
+    missing = [c for c in CENTROID_COLUMNS if c not in features.columns]
+    if missing:
+        raise ValueError(f"features lack column(s) {', '.join(repr(c) for c in missing)}, which the geography "
+                         f"features need (the Red List categories of the nearest assessed species); "
+                         f"pass geography=False to train without them")
+    lon, lat = (features[c].to_numpy(dtype=float) for c in CENTROID_COLUMNS)
+    return np.radians(np.column_stack([lat, lon]))
+
+
+def neighbour_features(pool: np.ndarray, pool_codes: np.ndarray, query: np.ndarray,
+                       k: int = NEIGHBOURS) -> np.ndarray:
+    """:data:`GEOGRAPHY_COLUMNS` of each ``query`` point among the ``k`` nearest ``pool`` points.
+
+    ``pool``, ``query``: (n, 2) latitude, longitude in radians; ``pool_codes``: category codes (LC = 0 .. CR = 4)
+    of the pool. Rows of ``query`` with a missing coordinate, and every row when the pool is empty, are NaN. The
+    distance column is ``log1p`` of the mean great-circle distance in km."""
+    from sklearn.neighbors import BallTree
+
+    from sdm.features import EARTH_RADIUS_KM
+
+    out = np.full((len(query), len(GEOGRAPHY_COLUMNS)), np.nan)
+    known = np.isfinite(query).all(axis=1)
+    if len(pool) == 0 or not known.any():
+        return out
+    distance, index = BallTree(pool, metric="haversine").query(query[known], k=min(int(k), len(pool)))
+    codes = np.asarray(pool_codes)[index]
+    out[known] = np.column_stack([
+        (codes >= CATEGORY_CODE["VU"]).mean(axis=1),
+        codes.mean(axis=1),
+        np.log1p(distance.mean(axis=1) * EARTH_RADIUS_KM),
+    ])
+    return out
 
 
 def stratified_folds(labels, folds: int, seed: int) -> np.ndarray:
@@ -214,6 +265,10 @@ class StatusClassifier:
         A training species sees its genus' shares cross-fitted (``TargetEncoder``'s inner 5-fold split, never its
         own label) and the number of its assessed congeners without itself; a species to predict sees those of
         all training species.
+    geography
+        Add :data:`GEOGRAPHY_COLUMNS`, computed from the record centroids (``centroid_lon``, ``centroid_lat``) and
+        the training labels: the share threatened and the mean category of the :data:`NEIGHBOURS` nearest assessed
+        species (cross-fitted for training species like the genus shares).
     class_weight
         None (default: every species counts once, which maximises accuracy) or ``"balanced"`` (classes weighted
         inversely to their frequency: higher recall of the rare NT / VU / CR, lower accuracy).
@@ -240,6 +295,7 @@ class StatusClassifier:
         features: list[str] | None = None,
         n_jobs: int | None = 1,
         taxonomy: bool = True,
+        geography: bool = True,
         class_weight: str | None = None,
         ordinal: bool = False,
         decision: str = "auto",
@@ -250,16 +306,18 @@ class StatusClassifier:
         self.features = features
         self.n_jobs = n_jobs
         self.taxonomy = taxonomy
+        self.geography = geography
         self.class_weight = class_weight
         self.ordinal = ordinal
         self.decision = decision
 
-    _PARAMS = ("method", "folds", "seed", "features", "n_jobs", "taxonomy", "class_weight", "ordinal", "decision")
+    _PARAMS = ("method", "folds", "seed", "features", "n_jobs", "taxonomy", "geography", "class_weight", "ordinal",
+               "decision")
 
     def __setstate__(self, state: dict) -> None:
-        # Classifiers saved before taxonomy / class_weight / ordinal existed were trained like this.
-        self.__dict__.update({"taxonomy": False, "class_weight": "balanced", "ordinal": False, "decision": "argmax",
-                              "decision_rule_": 0.0, **state})
+        # Classifiers saved before taxonomy / geography / class_weight / ordinal existed were trained like this.
+        self.__dict__.update({"taxonomy": False, "geography": False, "class_weight": "balanced", "ordinal": False,
+                              "decision": "argmax", "decision_rule_": 0.0, **state})
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self._PARAMS}
@@ -328,6 +386,8 @@ class StatusClassifier:
             raise ValueError("no feature columns to train on")
         X = self._design(features.loc[y.index], self.features_)
         codes = y.map(CATEGORY_CODE).to_numpy(dtype=int)
+        if self.geography:
+            X = np.hstack([X, self._fit_geography(features.loc[y.index], codes)])
         if self.taxonomy:
             X = np.hstack([X, self._fit_genus(genus_of(y.index), y.to_numpy())])
         self.classes_ = [c for c in CATEGORIES if c in set(y)]
@@ -379,6 +439,21 @@ class StatusClassifier:
             self.genus_encoder_.cv = None  # the split is only used while fitting; not part of the saved model
         return np.hstack([shares, _other_congeners(self.genus_train_, genera, own=True)[:, None]])
 
+    def _fit_geography(self, features: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
+        """Geography features of the training species, each from the neighbours in the other folds of an inner
+        split; keeps the training species with a centroid as the pool for prediction."""
+        points = _centroids_radians(features)
+        known = np.isfinite(points).all(axis=1)
+        self.geography_points_, self.geography_codes_ = points[known], codes[known]
+        out = np.full((len(points), len(GEOGRAPHY_COLUMNS)), np.nan)
+        if len(points) < 2:
+            return out
+        splitter = KFold(n_splits=min(_INNER_FOLDS, len(points)), shuffle=True, random_state=self.seed)
+        for rest, held in splitter.split(points):
+            pool = rest[known[rest]]
+            out[held] = neighbour_features(points[pool], codes[pool], points[held])
+        return out
+
     def _in_category_order(self, shares: np.ndarray) -> np.ndarray:
         """TargetEncoder's columns (classes sorted by name) reordered LC .. CR."""
         if shares.shape[1] == 1 and len(self.genus_encoder_.classes_) == 2:  # binary: the second class's share
@@ -396,6 +471,9 @@ class StatusClassifier:
 
     def _full_design(self, features: pd.DataFrame) -> np.ndarray:
         X = self._design(features, self.features_)
+        if self.geography:
+            X = np.hstack([X, neighbour_features(self.geography_points_, self.geography_codes_,
+                                                 _centroids_radians(features))])
         if self.taxonomy:
             X = np.hstack([X, self._genus_design(genus_of(features.index))])
         return X

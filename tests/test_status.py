@@ -11,10 +11,12 @@ import pytest
 from sdm.redlist import CATEGORIES
 from sdm.status import (
     GENUS_COLUMNS,
+    GEOGRAPHY_COLUMNS,
     StatusClassifier,
     a3_category,
     genus_of,
     load_classifier,
+    neighbour_features,
     save_classifier,
     status_table,
 )
@@ -121,6 +123,53 @@ def test_genus_features_from_names_without_own_label():
     assert unknown[5] == 0 and unknown[:5] == pytest.approx(clf.prior_, abs=1e-9)  # unseen genus: the prior
 
 
+def test_neighbour_features_known_answer():
+    # pool: two CR species near (0, 0), two LC species on the other side of the globe
+    pool = np.radians([[0.0, 0.0], [0.0, 1.0], [0.0, 180.0], [0.0, 179.0]])  # latitude, longitude
+    codes = np.array([4, 4, 0, 0])
+    query = np.radians([[0.0, 0.1], [np.nan, 0.0], [0.0, -179.5]])
+    out = neighbour_features(pool, codes, query, k=2)
+    assert out.shape == (3, len(GEOGRAPHY_COLUMNS))
+    km_per_degree = 6371.0088 * np.pi / 180
+    assert out[0, 0] == 1.0 and out[0, 1] == 4.0  # both neighbours CR: all threatened, mean category CR
+    assert out[0, 2] == pytest.approx(np.log1p((0.1 + 0.9) / 2 * km_per_degree))
+    assert np.isnan(out[1]).all()  # no centroid: missing, not (0, 0)
+    # across the antimeridian: -179.5 is 0.5 degrees from 180 and 1.5 from 179
+    assert out[2, 0] == 0.0 and out[2, 1] == 0.0
+    assert out[2, 2] == pytest.approx(np.log1p(1.0 * km_per_degree))
+    assert np.isnan(neighbour_features(pool[:0], codes[:0], query)).all()  # nobody assessed yet
+    assert neighbour_features(pool, codes, query[:1], k=10)[0, 1] == 2.0  # k larger than the pool: all of it
+
+
+def test_geography_features_never_see_the_own_label():
+    # 40 LC species and one CR species at the same place: the CR species' neighbours are the LC ones (its own
+    # label is in another inner fold's pool only), so its share threatened is 0, not 1/15
+    features, labels = _synthetic(n_per_class=20)
+    lc = labels.index[labels == "LC"]
+    features, labels = features.copy(), labels.copy()
+    extra = features.loc[lc].rename(index=lambda s: s + "b")
+    features = pd.concat([features.loc[lc], extra, features.loc[[labels.index[labels == "CR"][0]]]])
+    labels = pd.Series(["LC"] * (len(features) - 1) + ["CR"], index=features.index)
+    features[["centroid_lon", "centroid_lat"]] = [10.0, 45.0]
+    clf = StatusClassifier(decision="argmax", taxonomy=False)
+    codes = labels.map({c: i for i, c in enumerate(CATEGORIES)}).to_numpy()
+    design = clf._fit_geography(features, codes)
+    assert design[-1, 0] == 0.0 and design[-1, 1] == 0.0
+    assert (design[:-1, 0] <= 1 / 15 + 1e-12).all()
+    # a new species at the same place sees 15 of the 41 training species
+    clf.fit(features, labels)
+    new = clf._full_design(features.iloc[:1])[0, -len(GEOGRAPHY_COLUMNS):]
+    assert new[0] in (0.0, 1 / 15)
+
+
+def test_geography_needs_centroids():
+    features, labels = _synthetic(n_per_class=4)
+    with pytest.raises(ValueError, match=r"'centroid_lon'.*geography=False"):
+        StatusClassifier().fit(features.drop(columns="centroid_lon"), labels)
+    clf = StatusClassifier(geography=False).fit(features.drop(columns="centroid_lon"), labels)
+    assert clf.predict(features).notna().all()
+
+
 def test_genus_features_with_two_classes():
     features, labels = _synthetic(n_per_class=6)
     keep = labels.isin(["LC", "CR"]).to_numpy()
@@ -186,11 +235,14 @@ def test_bad_class_weight():
 def test_classifier_saved_before_new_parameters_still_predicts(tmp_path):
     features, labels = _synthetic(n_per_class=5)
     clf = StatusClassifier(method="random_forest", taxonomy=False, class_weight="balanced").fit(features, labels)
-    for name in ("taxonomy", "class_weight", "ordinal"):  # as an older version pickled it
+    clf = StatusClassifier(method="random_forest", taxonomy=False, geography=False,
+                           class_weight="balanced").fit(features, labels)
+    for name in ("taxonomy", "geography", "class_weight", "ordinal"):  # as an older version pickled it
         delattr(clf, name)
     save_classifier(clf, tmp_path / "old.joblib")
     again = load_classifier(tmp_path / "old.joblib")
     assert again.taxonomy is False and again.class_weight == "balanced" and again.ordinal is False
+    assert again.geography is False
     assert again.predict(features).notna().all()
 
 
