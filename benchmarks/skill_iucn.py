@@ -210,6 +210,8 @@ def variants(features: pd.DataFrame, n_jobs: int = 2) -> list[dict]:
         v("first features + genus (no spread/effort)", "features", StatusClassifier(**genus_only),
           occ0 + niche + list(SDM_RANGE)),
         v("all features + genus, no neighbours", "features", StatusClassifier(**genus_only)),
+        v("default with 8 neighbours", "features", StatusClassifier(**et, neighbours=8)),
+        v("default with 30 neighbours", "features", StatusClassifier(**et, neighbours=30)),
         v("random forest, all + genus + neighbours", "models",
           StatusClassifier(**dict(common, method="random_forest"))),
         v("HGB, all + genus + neighbours", "models",
@@ -429,6 +431,8 @@ SLOW_VARIANTS = (
 NESTED_CANDIDATES = (
     "default: extra trees, all features + genus + neighbours",
     "all features + genus, no neighbours",
+    "default with 8 neighbours",
+    "default with 30 neighbours",
     "extra trees balanced weights, all + genus + neighbours",
     "random forest, all + genus + neighbours",
     "HGB, all + genus + neighbours",

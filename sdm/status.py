@@ -42,16 +42,16 @@ Bayes smoothing; one column per category seen in training) and the number of *ot
 genus."""
 
 NEIGHBOURS = 15
-"""Assessed species whose record centroids are nearest that the geography features summarise."""
+"""Default number of assessed species, nearest by record centroid, that the geography features summarise."""
 CENTROID_COLUMNS: tuple[str, str] = ("centroid_lon", "centroid_lat")
 """Feature columns the geography features read (degrees; :func:`sdm.features.occurrence_features`)."""
 GEOGRAPHY_COLUMNS: tuple[str, ...] = ("neighbours_share_threatened", "neighbours_mean_category",
                                       "neighbours_mean_distance_km")
-"""Geography features the classifier adds when ``geography=True``: among the :data:`NEIGHBOURS` assessed training
-species whose record centroids lie nearest on the sphere (great circle), the share that is threatened (VU, EN, CR),
-their mean category on LC = 0 .. CR = 4, and their mean distance (km, entered as ``log1p``). A training species
-sees neighbours from the other folds of an inner split (never its own label); a species to predict sees all
-training species. A species without a centroid gets missing values."""
+"""Geography features the classifier adds when ``geography=True``: among the ``neighbours`` (default
+:data:`NEIGHBOURS`) assessed training species whose record centroids lie nearest on the sphere (great circle), the
+share that is threatened (VU, EN, CR), their mean category on LC = 0 .. CR = 4, and their mean distance (km,
+entered as ``log1p``). A training species sees neighbours from the other folds of an inner split (never its own
+label); a species to predict sees all training species. A species without a centroid gets missing values."""
 
 DECISIONS = ("argmax", "auto")
 """How :meth:`StatusClassifier.decide` turns class probabilities into one category (see there)."""
@@ -269,6 +269,8 @@ class StatusClassifier:
         Add :data:`GEOGRAPHY_COLUMNS`, computed from the record centroids (``centroid_lon``, ``centroid_lat``) and
         the training labels: the share threatened and the mean category of the :data:`NEIGHBOURS` nearest assessed
         species (cross-fitted for training species like the genus shares).
+    neighbours
+        How many nearest assessed species the geography features summarise (default :data:`NEIGHBOURS`).
     class_weight
         None (default: every species counts once, which maximises accuracy) or ``"balanced"`` (classes weighted
         inversely to their frequency: higher recall of the rare NT / VU / CR, lower accuracy).
@@ -296,6 +298,7 @@ class StatusClassifier:
         n_jobs: int | None = 1,
         taxonomy: bool = True,
         geography: bool = True,
+        neighbours: int = NEIGHBOURS,
         class_weight: str | None = None,
         ordinal: bool = False,
         decision: str = "auto",
@@ -307,17 +310,19 @@ class StatusClassifier:
         self.n_jobs = n_jobs
         self.taxonomy = taxonomy
         self.geography = geography
+        self.neighbours = neighbours
         self.class_weight = class_weight
         self.ordinal = ordinal
         self.decision = decision
 
-    _PARAMS = ("method", "folds", "seed", "features", "n_jobs", "taxonomy", "geography", "class_weight", "ordinal",
-               "decision")
+    _PARAMS = ("method", "folds", "seed", "features", "n_jobs", "taxonomy", "geography", "neighbours", "class_weight",
+               "ordinal", "decision")
 
     def __setstate__(self, state: dict) -> None:
         # Classifiers saved before taxonomy / geography / class_weight / ordinal existed were trained like this.
-        self.__dict__.update({"taxonomy": False, "geography": False, "class_weight": "balanced", "ordinal": False,
-                              "decision": "argmax", "decision_rule_": 0.0, **state})
+        self.__dict__.update({"taxonomy": False, "geography": False, "neighbours": NEIGHBOURS,
+                              "class_weight": "balanced", "ordinal": False, "decision": "argmax",
+                              "decision_rule_": 0.0, **state})
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self._PARAMS}
@@ -330,6 +335,9 @@ class StatusClassifier:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if int(self.folds) < 2:
             raise ValueError(f"folds must be at least 2, got {self.folds!r}")
+        if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, (int, np.integer)) \
+                or self.neighbours < 1:
+            raise ValueError(f"neighbours must be a whole number of at least 1, got {self.neighbours!r}")
         if self.class_weight not in CLASS_WEIGHTS:
             raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {self.class_weight!r}")
         if self.decision not in DECISIONS:
@@ -451,7 +459,7 @@ class StatusClassifier:
         splitter = KFold(n_splits=min(_INNER_FOLDS, len(points)), shuffle=True, random_state=self.seed)
         for rest, held in splitter.split(points):
             pool = rest[known[rest]]
-            out[held] = neighbour_features(points[pool], codes[pool], points[held])
+            out[held] = neighbour_features(points[pool], codes[pool], points[held], self.neighbours)
         return out
 
     def _in_category_order(self, shares: np.ndarray) -> np.ndarray:
@@ -473,7 +481,7 @@ class StatusClassifier:
         X = self._design(features, self.features_)
         if self.geography:
             X = np.hstack([X, neighbour_features(self.geography_points_, self.geography_codes_,
-                                                 _centroids_radians(features))])
+                                                 _centroids_radians(features), self.neighbours)])
         if self.taxonomy:
             X = np.hstack([X, self._genus_design(genus_of(features.index))])
         return X

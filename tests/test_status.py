@@ -168,6 +168,22 @@ def test_geography_needs_centroids():
         StatusClassifier().fit(features.drop(columns="centroid_lon"), labels)
     clf = StatusClassifier(geography=False).fit(features.drop(columns="centroid_lon"), labels)
     assert clf.predict(features).notna().all()
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="neighbours must be a whole number"):
+            StatusClassifier(neighbours=bad).fit(features, labels)
+
+
+def test_neighbours_sets_how_many_species_the_geography_features_see():
+    # one CR species among LC ones, all at the same place: a new species there sees at most one CR among its k
+    features, labels = _synthetic(n_per_class=20)
+    keep = (labels == "LC") | (labels.index == labels.index[labels == "CR"][0])
+    features, labels = features[keep].copy(), labels[keep]
+    features[["centroid_lon", "centroid_lat"]] = [10.0, 45.0]
+    for k, most in ((4, 1 / 4), (20, 1 / 20)):
+        clf = StatusClassifier(decision="argmax", taxonomy=False, neighbours=k).fit(features, labels)
+        assert clf.get_params()["neighbours"] == k
+        share = clf._full_design(features.iloc[:1])[0, -len(GEOGRAPHY_COLUMNS)]
+        assert share in (0.0, most)
 
 
 def test_genus_features_with_two_classes():
@@ -237,12 +253,12 @@ def test_classifier_saved_before_new_parameters_still_predicts(tmp_path):
     clf = StatusClassifier(method="random_forest", taxonomy=False, class_weight="balanced").fit(features, labels)
     clf = StatusClassifier(method="random_forest", taxonomy=False, geography=False,
                            class_weight="balanced").fit(features, labels)
-    for name in ("taxonomy", "geography", "class_weight", "ordinal"):  # as an older version pickled it
+    for name in ("taxonomy", "geography", "neighbours", "class_weight", "ordinal"):  # as an older version saved it
         delattr(clf, name)
     save_classifier(clf, tmp_path / "old.joblib")
     again = load_classifier(tmp_path / "old.joblib")
     assert again.taxonomy is False and again.class_weight == "balanced" and again.ordinal is False
-    assert again.geography is False
+    assert again.geography is False and again.neighbours == 15
     assert again.predict(features).notna().all()
 
 

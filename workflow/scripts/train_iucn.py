@@ -9,7 +9,7 @@ p = snakemake.params.iucn
 features = pd.read_parquet(snakemake.input.features)
 labels = pd.read_parquet(snakemake.input.redlist).set_index("species")["category"].reindex(features.index)
 classifier = StatusClassifier(method=p["classifier"], folds=p["folds"], seed=p["seed"], taxonomy=p["taxonomy"],
-                              geography=p["geography"], decision=p["decision"])
+                              geography=p["geography"], neighbours=p["neighbours"], decision=p["decision"])
 metrics, oof = classifier.cross_validate(features, labels)
 metrics["decision_per_fold"] = {str(k): v for k, v in classifier.cv_decisions_.items()}
 classifier.fit(features, labels)
