@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import confusion_matrix
 
 from sdm.features import OCCURRENCE_FEATURES, feature_columns, occurrence_features
 from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
@@ -55,6 +56,22 @@ it)."""
 FOLDS, SEED = 10, 0
 IUCNN_VIGNETTE_ACCURACY = 0.633
 """5-class test accuracy of the example run in the IUCNN vignette (one split, no SD)."""
+ESTOPINAN_RF_CONFUSION = (
+    (332, 0, 9, 40, 5),
+    (38, 1, 5, 12, 1),
+    (50, 2, 24, 46, 2),
+    (56, 2, 14, 143, 12),
+    (14, 0, 2, 37, 39),
+)
+"""Estopinan et al.'s best 5-class random forest on deep-SDM activations (experiment RF800, 10-fold CV, 886
+species, the 0.608 of :func:`anchors_table`): its test predictions pooled over the folds, rows = Red List LC..CR,
+columns = predicted. Tallied from ``test.labels`` and ``test.preds`` (codes 1..5 = LC..CR) of
+``logs/Selection_DETAIL/detail_all_3var_activ/RF800_ntree10000_mtry100_2023-07-13 11:53:03.txt`` in the public
+repository estopinj/IUCN_classification (commit d08a4e8d1c8326b6d83210be03b3e4aa40f6c7f9). The log's own per-class
+averages (``avg.test.sens``) are not in class order (each fold lists its classes in the order they were first
+predicted), so recall is computed from these counts. It is the only 5-class log there with its predictions."""
+IUCNN_PREDICTIONS = DATA / "estopinan_orchid_status" / "predsIUCNN_statuses.csv"
+IUCN_LABELS = DATA / "estopinan_orchid_status" / "iucn_ground_truth.csv"
 TARGET = {"accuracy": 0.64, "binary_accuracy": 0.82}
 
 # The nine occurrence features of the first pipeline version; the rest of OCCURRENCE_FEATURES (spread of the sites,
@@ -314,6 +331,43 @@ def anchors_table(path: str | Path = ANCHOR_LOGS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rates_from_confusion(matrix) -> dict:
+    """Accuracy, balanced accuracy (mean recall over the classes present) and each class's recall of a confusion
+    matrix whose rows are the true classes LC..CR and columns the predicted ones."""
+    counts = np.asarray(matrix, dtype=float)
+    totals = counts.sum(axis=1)
+    recall = np.divide(np.diag(counts), totals, out=np.full(len(counts), np.nan), where=totals > 0)
+    return {
+        "species": int(counts.sum()),
+        "accuracy": float(np.trace(counts) / counts.sum()),
+        "balanced_accuracy": float(np.nanmean(recall)),
+        **{f"recall_{c}": float(r) for c, r in zip(CATEGORIES, recall)},
+    }
+
+
+def iucnn_published_confusion(predictions: str | Path = IUCNN_PREDICTIONS,
+                              labels: str | Path = IUCN_LABELS) -> np.ndarray:
+    """Confusion matrix (rows = Red List LC..CR, columns = predicted) of IUCNN's published 5-class predictions
+    (Estopinan et al.'s model2indicators data) for the assessed orchids they cover. IUCNN was trained on these
+    labels, so this is an in-sample figure: an upper bound on what IUCNN gets on species it has not seen."""
+    truth = pd.read_csv(labels).set_index("species")["labels"]
+    predicted = pd.read_csv(predictions).set_index("species")["preds"]
+    both = pd.concat([truth.rename("truth"), predicted.rename("predicted")], axis=1, join="inner").dropna()
+    return confusion_matrix(both["truth"], both["predicted"], labels=list(CATEGORIES))
+
+
+def anchor_recall_table() -> pd.DataFrame:
+    """Each class's recall of the 5-class anchors, beside ours: Estopinan et al.'s random forest on deep-SDM
+    activations (out-of-fold, from their log) and IUCNN's published predictions (in-sample)."""
+    rows = [
+        {"anchor": "Estopinan et al.: random forest on deep-SDM activations (10-fold, their log)",
+         **rates_from_confusion(ESTOPINAN_RF_CONFUSION)},
+        {"anchor": "IUCNN: published predictions for the assessed species (in-sample, optimistic)",
+         **rates_from_confusion(iucnn_published_confusion())},
+    ]
+    return pd.DataFrame(rows)
+
+
 def iucnn_matrix_check(n_jobs: int = 2, path: str | Path = IUCNN_MATRIX) -> pd.DataFrame:
     """Our classifiers on IUCNN's own 52-feature matrix (885 species), same protocol: checks the classifier
     itself, independent of our features (anonymous columns, no centroids: no geography features)."""
@@ -487,6 +541,7 @@ def _results(results_dir, n_jobs, seeds, nested, verbose, quick) -> dict:
         "metrics": all_metrics,
         "default": default["name"],
         "anchors": anchors_table(),
+        "anchor_recall": anchor_recall_table(),
         "iucnn_matrix": iucnn_matrix_check(n_jobs),
         "myrcia": myrcia_status(n_jobs),
         "not_evaluated": not_evaluated,
@@ -507,6 +562,7 @@ def printable_tables(results: dict) -> dict[str, pd.DataFrame]:
         f"targets 5-class >= {results['target']['accuracy']}, binary >= {results['target']['binary_accuracy']})":
             results["variants"],
         "anchors (published, mean and SD over 10 folds)": results["anchors"],
+        "anchors' recall per class (5-class)": results["anchor_recall"],
         "classifier check on IUCNN's 52-feature matrix": results["iucnn_matrix"],
         "second taxon: Myrcia (Walker et al.'s predictors)": results["myrcia"],
         f"confusion matrix of the default ({results['default']}), rows = Red List, columns = predicted":
@@ -566,6 +622,12 @@ def format_tables(tables: dict) -> str:
     for r in tables["anchors"].to_dict("records"):
         lines.append(f"  {r['anchor'][:80]:80s} {r['level']:>7s}  accuracy {_fmt(r['accuracy'], r['accuracy_sd']):>14s}"
                      f"  macro {_fmt(r['macro'], r['macro_sd']):>14s}")
+    lines += ["", "Anchors' recall per class (5-class; pooled predictions):",
+              f"  {'anchor':80s} {'species':>7s} {'accuracy':>8s} {'bal.acc':>7s}  "
+              + " ".join(f"{'R_' + c:>5s}" for c in CATEGORIES)]
+    for r in tables["anchor_recall"].to_dict("records"):
+        lines.append(f"  {r['anchor'][:80]:80s} {r['species']:7d} {r['accuracy']:8.3f} {r['balanced_accuracy']:7.3f}  "
+                     + " ".join(f"{r['recall_' + c]:5.2f}" for c in CATEGORIES))
     lines += ["", "Classifier check on IUCNN's own 52-feature matrix (885 species, same protocol):"]
     for r in tables["iucnn_matrix"].to_dict("records"):
         lines.append(line(r))

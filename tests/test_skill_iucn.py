@@ -225,7 +225,7 @@ def test_tables_format_with_our_numbers_next_to_the_anchors():
     row = skill._row("perfect", metrics, 1.0)
     results = {
         "variants": pd.DataFrame([row]), "metrics": {"perfect": metrics}, "default": "perfect",
-        "anchors": anchors, "iucnn_matrix": pd.DataFrame([row]), "seeds": pd.DataFrame(), "nested": pd.DataFrame(),
+        "anchors": anchors, "anchor_recall": skill.anchor_recall_table(), "iucnn_matrix": pd.DataFrame([row]), "seeds": pd.DataFrame(), "nested": pd.DataFrame(),
         "myrcia": pd.DataFrame([{**row, "variant": "Myrcia: perfect", "n_species": 50},
                                 {"variant": "Myrcia: criterion B alone", "binary_accuracy": 0.5, "n_species": 50}]),
         "not_evaluated": pd.DataFrame(columns=["species", "category", *[f"p_{c}" for c in CATEGORIES],
@@ -235,8 +235,34 @@ def test_tables_format_with_our_numbers_next_to_the_anchors():
     text = skill.format_tables(results)
     assert "Myrcia (50 species" in text and "Myrcia: criterion B alone: binary accuracy 0.500" in text
     assert "perfect" in text and "1.000 ± 0.000" in text and "0.608 ± 0.045" in text
+    assert "Anchors' recall per class" in text and "0.86  0.02  0.19  0.63  0.42" in text
     tables = skill.printable_tables(results)
     assert all(isinstance(t, pd.DataFrame) for t in tables.values())
+
+
+def test_rates_from_a_confusion_matrix_with_known_answers():
+    matrix = [[8, 2, 0, 0, 0],
+              [1, 1, 0, 0, 0],
+              [0, 0, 0, 3, 1],
+              [0, 0, 0, 4, 0],
+              [0, 0, 0, 0, 0]]   # no CR species: its recall is undefined and left out of the balanced accuracy
+    rates = skill.rates_from_confusion(matrix)
+    assert rates["species"] == 20 and rates["accuracy"] == pytest.approx(13 / 20)
+    assert [rates[f"recall_{c}"] for c in ("LC", "NT", "VU", "EN")] == pytest.approx([0.8, 0.5, 0.0, 1.0])
+    assert np.isnan(rates["recall_CR"])
+    assert rates["balanced_accuracy"] == pytest.approx((0.8 + 0.5 + 0.0 + 1.0) / 4)
+
+
+def test_anchor_recall_puts_each_class_beside_the_published_models():
+    if not skill.IUCNN_PREDICTIONS.exists():
+        pytest.skip("shared/data/estopinan_orchid_status not available")
+    table = skill.anchor_recall_table().set_index("anchor")
+    rf = table.loc[table.index.str.startswith("Estopinan")].iloc[0]
+    assert rf["species"] == 886 and rf["accuracy"] == pytest.approx(0.608, abs=0.001)  # the log's own 0.608
+    assert rf["recall_NT"] == pytest.approx(1 / 57) and rf["recall_VU"] == pytest.approx(24 / 124)
+    iucnn = table.loc[table.index.str.startswith("IUCNN")].iloc[0]
+    assert iucnn["recall_NT"] == 0 and iucnn["recall_VU"] == 0  # IUCNN never predicts NT or VU
+    assert 870 <= iucnn["species"] <= 889 and 0.4 < iucnn["balanced_accuracy"] < iucnn["accuracy"]
 
 
 def test_myrcia_second_taxon_runs_the_default_on_its_labels():
