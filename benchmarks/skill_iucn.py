@@ -79,8 +79,7 @@ TARGET = {"accuracy": 0.64, "binary_accuracy": 0.82}
 ORIGINAL_OCCURRENCE = (
     "n_records", "n_sites", "eoo_km2", "aoo_km2", "lat_min", "lat_max", "lat_span", "centroid_lon", "centroid_lat",
 )
-RECORD_PROVENANCE = ("coarse_coordinates_share",)
-SPREAD_EFFORT = tuple(c for c in OCCURRENCE_FEATURES if c not in ORIGINAL_OCCURRENCE + RECORD_PROVENANCE)
+SPREAD_EFFORT = tuple(c for c in OCCURRENCE_FEATURES if c not in ORIGINAL_OCCURRENCE)
 SDM_RANGE = ("range_km2", "mean_suitability")
 
 
@@ -222,16 +221,12 @@ def variants(features: pd.DataFrame, n_jobs: int = 2) -> list[dict]:
         v("occurrence (9 first features)", "features", StatusClassifier(**plain), occ0),
         v("occurrence + spread/effort", "features", StatusClassifier(**plain), occ),
         v("occurrence + spread/effort + niche", "features", StatusClassifier(**plain), occ + niche),
-        v("+ SDM range", "features", StatusClassifier(**plain),
+        v("+ SDM range (all features)", "features", StatusClassifier(**plain),
           occ + niche + list(SDM_RANGE)),
-        v("+ coordinate precision (all pipeline features)", "features", StatusClassifier(**plain),
-          occ + niche + list(SDM_RANGE) + list(RECORD_PROVENANCE)),
         v("occurrence + spread/effort + genus", "features", StatusClassifier(**genus_only), occ),
         v("first features + genus (no spread/effort)", "features", StatusClassifier(**genus_only),
           occ0 + niche + list(SDM_RANGE)),
         v("all features + genus, no neighbours", "features", StatusClassifier(**genus_only)),
-        v("default without coordinate precision", "features", StatusClassifier(**et),
-          [c for c in feature_columns(features) if c not in RECORD_PROVENANCE]),
         v("default with 8 neighbours", "features", StatusClassifier(**et, neighbours=8)),
         v("default with 30 neighbours", "features", StatusClassifier(**et, neighbours=30)),
         v("random forest, all + genus + neighbours", "models",
@@ -490,7 +485,6 @@ SLOW_VARIANTS = (
 NESTED_CANDIDATES = (
     "default: extra trees, all features + genus + neighbours",
     "all features + genus, no neighbours",
-    "default without coordinate precision",
     "default with 8 neighbours",
     "default with 30 neighbours",
     "extra trees balanced weights, all + genus + neighbours",

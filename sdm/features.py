@@ -59,7 +59,6 @@ OCCURRENCE_FEATURES: tuple[str, ...] = (
     "effort_records_10deg",
     "effort_species_10deg",
     "effort_share_10deg",
-    "coarse_coordinates_share",
 )
 RANGE_FEATURES: tuple[str, ...] = (
     "range_km2",
@@ -106,10 +105,6 @@ LOG_COLUMNS: frozenset[str] = frozenset(
 COUNT_FEATURES: tuple[str, ...] = ("n_records", "n_sites", "eoo_km2", "aoo_km2", "n_locations_10km", "n_cells_1deg",
                                    "n_cells_10deg")
 """Occurrence features that are 0 (not missing) for a species without occurrences."""
-
-ROUND_TOLERANCE_MINUTES = 0.004
-"""How far (in arc-minutes, about 7 m) a coordinate may lie from a whole arc-minute and still count as one: covers
-minutes stored with four decimals of a degree (at most 0.003 arc-minutes off)."""
 
 TROPICS_LAT = 23.44
 """Latitude of the tropics of Cancer and Capricorn, degrees."""
@@ -178,29 +173,6 @@ def _great_circle_km(lon1, lat1, lon2, lat2) -> np.ndarray:
     lon1, lat1, lon2, lat2 = (np.deg2rad(np.asarray(a, dtype=float)) for a in (lon1, lat1, lon2, lat2))
     h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
     return 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
-
-
-def _round_coordinate(degrees: np.ndarray) -> np.ndarray:
-    """True where a coordinate (degrees) is a whole arc-minute (within :data:`ROUND_TOLERANCE_MINUTES`) or has at
-    most two decimals: values read off a map or a gazetteer rather than a GPS."""
-    v = np.abs(np.asarray(degrees, dtype=float))
-    minutes = v * 60.0
-    hundredths = v * 100.0
-    return ((np.abs(minutes - np.round(minutes)) < ROUND_TOLERANCE_MINUTES)
-            | (np.abs(hundredths - np.round(hundredths)) < 1e-6))
-
-
-def coarse_coordinates_share(records: pd.DataFrame) -> pd.Series:
-    """Per species, the share (0..1) of its records whose longitude and latitude are both round
-    (:func:`_round_coordinate`: whole arc-minutes or at most two decimals, steps of 1-2 km or coarser).
-
-    Such coordinates were mostly georeferenced after the fact from a locality name, as on herbarium specimens;
-    GPS records from recent field work carry more digits. A species known mostly from old specimens has seldom
-    been seen since, which assessors read as a warning sign. Indexed by species (sorted)."""
-    _require_columns(records, ("species", "longitude", "latitude"), "records")
-    coarse = _round_coordinate(records["longitude"]) & _round_coordinate(records["latitude"])
-    share = pd.Series(coarse.astype(float), index=records["species"].astype(str).to_numpy())
-    return share.groupby(level=0, sort=True).mean().rename("coarse_coordinates_share")
 
 
 def _spread_and_effort(occ: pd.DataFrame, species: pd.Series, out: pd.DataFrame) -> pd.DataFrame:
@@ -272,8 +244,6 @@ def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray,
       equal-area cells x 4 km2), extent of occurrence (geodesic minimum convex polygon, at least AOO), ConR's
       number of locations (10 x 10 km cells) and the preliminary criterion B category (0 LC or NT, 1 VU, 2 EN,
       3 CR), from every record of ``records`` (:func:`sdm.criteria.range_metrics`);
-    * ``coarse_coordinates_share``: share of the records (of ``records``) whose coordinates are both whole
-      arc-minutes or at most two decimals, 0..1 (:func:`coarse_coordinates_share`);
     * ``lat_min``, ``lat_max``, ``lat_span``: degrees; ``centroid_lon`` (circular mean), ``centroid_lat`` (mean)
       of the sites, degrees; ``abs_centroid_lat``: its absolute value, degrees;
     * ``tropical_share``: share of the sites between the tropics (abs(latitude) <= 23.44 degrees), 0..1;
@@ -329,7 +299,6 @@ def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray,
     metrics = range_metrics(records).reindex(out.index)
     for column in ("eoo_km2", "aoo_km2", "n_locations_10km", "criterion_b_rank"):
         out[column] = metrics[column].astype("float64")
-    out["coarse_coordinates_share"] = coarse_coordinates_share(records).reindex(out.index)
 
     # Climate niche: vectorised point sampling at (row, col), then per-species moments.
     sampled = cube.isel(y=xr.DataArray(rows, dims="site"), x=xr.DataArray(cols, dims="site"))

@@ -13,7 +13,6 @@ from sdm.features import (
     FEATURE_COLUMNS,
     LOG_COLUMNS,
     OCCURRENCE_FEATURES,
-    coarse_coordinates_share,
     feature_columns,
     occurrence_features,
     range_features,
@@ -180,33 +179,6 @@ def test_occurrence_feature_columns_and_empty_table():
     assert not feats[list(OCCURRENCE_FEATURES)].isna().any().any()
     empty = occurrence_features(occ.iloc[:0], _cube())
     assert len(empty) == 0 and list(empty.columns) == list(feats.columns)
-
-
-def test_coarse_coordinates_share_counts_records_with_round_coordinates():
-    records = pd.DataFrame({
-        "species": ["a", "a", "a", "a", "a", "b", "b"],
-        # a: whole arc-minutes stored with 4 decimals (47 deg 45', -18 deg 56'); two decimals; minutes and two
-        # decimals mixed; a GPS fix; one round and one GPS coordinate. b: two GPS fixes.
-        "longitude": [47.75, 10.12, 47.9167, 48.3328, 10.12, -69.1203, 109.7003],
-        "latitude": [-18.9333, 5.5, 5.25, -18.8764, 5.12345, -14.6051, 18.6263],
-    })
-    share = coarse_coordinates_share(records)
-    assert list(share.index) == ["a", "b"]
-    assert share["a"] == pytest.approx(3 / 5) and share["b"] == 0.0
-    # 0.0333 deg is 1.998 arc-minutes (a rounded 2'), 0.0350 is 2.1': only the first is round
-    near = pd.DataFrame({"species": ["c", "d"], "longitude": [1.0333, 1.0351], "latitude": [2.0, 2.0]})
-    assert coarse_coordinates_share(near).tolist() == [1.0, 0.0]
-    with pytest.raises(ValueError, match="latitude"):
-        coarse_coordinates_share(records.drop(columns="latitude"))
-
-
-def test_occurrence_features_take_coordinate_precision_from_every_record():
-    occ = _occ(["a", "b"], [0.5, 1.2345], [0.5, 1.2345], [0, 1], [0, 1], [2, 1])
-    records = pd.DataFrame({"species": ["a", "a", "b"], "longitude": [0.5, 0.51234, 1.2345],
-                            "latitude": [0.5, 0.51234, 1.2345]})
-    feats = occurrence_features(occ, _cube(), records)
-    assert feats.loc["a", "coarse_coordinates_share"] == 0.5  # one of its two records is round
-    assert feats.loc["b", "coarse_coordinates_share"] == 0.0
 
 
 def test_niche_is_mean_and_sd_of_sampled_cube():
