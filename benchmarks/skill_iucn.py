@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix
 
 from sdm.features import OCCURRENCE_FEATURES, feature_columns, occurrence_features
 from sdm.redlist import CATEGORIES, CATEGORY_CODE, THREATENED
@@ -331,29 +330,35 @@ def anchors_table(path: str | Path = ANCHOR_LOGS) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _anchor_rates(metrics: dict) -> dict:
+    """Species, accuracy, balanced accuracy and per-class recall (NaN for an absent class) of
+    :func:`sdm.status.classification_metrics`' output."""
+    recall = metrics["per_class_recall"]
+    return {"species": metrics["n_species"], "accuracy": metrics["accuracy"],
+            "balanced_accuracy": metrics["balanced_accuracy"],
+            **{f"recall_{c}": np.nan if recall[c] is None else recall[c] for c in CATEGORIES}}
+
+
 def rates_from_confusion(matrix) -> dict:
     """Accuracy, balanced accuracy (mean recall over the classes present) and each class's recall of a confusion
-    matrix whose rows are the true classes LC..CR and columns the predicted ones."""
-    counts = np.asarray(matrix, dtype=float)
-    totals = counts.sum(axis=1)
-    recall = np.divide(np.diag(counts), totals, out=np.full(len(counts), np.nan), where=totals > 0)
-    return {
-        "species": int(counts.sum()),
-        "accuracy": float(np.trace(counts) / counts.sum()),
-        "balanced_accuracy": float(np.nanmean(recall)),
-        **{f"recall_{c}": float(r) for c, r in zip(CATEGORIES, recall)},
-    }
+    matrix whose rows are the true classes LC..CR and columns the predicted ones: its counts expanded back into
+    (truth, predicted) pairs and scored like our own predictions (:func:`sdm.status.classification_metrics`)."""
+    counts = np.asarray(matrix, dtype=int)
+    rows, cols = np.indices(counts.shape)
+    categories = np.asarray(CATEGORIES, dtype=object)
+    truth = np.repeat(categories[rows.ravel()], counts.ravel())
+    predicted = np.repeat(categories[cols.ravel()], counts.ravel())
+    return _anchor_rates(classification_metrics(truth, predicted))
 
 
-def iucnn_published_confusion(predictions: str | Path = IUCNN_PREDICTIONS,
-                              labels: str | Path = IUCN_LABELS) -> np.ndarray:
-    """Confusion matrix (rows = Red List LC..CR, columns = predicted) of IUCNN's published 5-class predictions
-    (Estopinan et al.'s model2indicators data) for the assessed orchids they cover. IUCNN was trained on these
-    labels, so this is an in-sample figure: an upper bound on what IUCNN gets on species it has not seen."""
+def iucnn_published_rates(predictions: str | Path = IUCNN_PREDICTIONS, labels: str | Path = IUCN_LABELS) -> dict:
+    """:func:`rates_from_confusion`'s figures for IUCNN's published 5-class predictions (Estopinan et al.'s
+    model2indicators data) of the assessed orchids they cover. IUCNN was trained on these labels, so this is an
+    in-sample figure: an upper bound on what IUCNN gets on species it has not seen."""
     truth = pd.read_csv(labels).set_index("species")["labels"]
     predicted = pd.read_csv(predictions).set_index("species")["preds"]
     both = pd.concat([truth.rename("truth"), predicted.rename("predicted")], axis=1, join="inner").dropna()
-    return confusion_matrix(both["truth"], both["predicted"], labels=list(CATEGORIES))
+    return _anchor_rates(classification_metrics(both["truth"], both["predicted"]))
 
 
 def anchor_recall_table() -> pd.DataFrame:
@@ -363,7 +368,7 @@ def anchor_recall_table() -> pd.DataFrame:
         {"anchor": "Estopinan et al.: random forest on deep-SDM activations (10-fold, their log)",
          **rates_from_confusion(ESTOPINAN_RF_CONFUSION)},
         {"anchor": "IUCNN: published predictions for the assessed species (in-sample, optimistic)",
-         **rates_from_confusion(iucnn_published_confusion())},
+         **iucnn_published_rates()},
     ]
     return pd.DataFrame(rows)
 

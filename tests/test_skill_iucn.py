@@ -225,7 +225,8 @@ def test_tables_format_with_our_numbers_next_to_the_anchors():
     row = skill._row("perfect", metrics, 1.0)
     results = {
         "variants": pd.DataFrame([row]), "metrics": {"perfect": metrics}, "default": "perfect",
-        "anchors": anchors, "anchor_recall": skill.anchor_recall_table(), "iucnn_matrix": pd.DataFrame([row]), "seeds": pd.DataFrame(), "nested": pd.DataFrame(),
+        "anchors": anchors, "anchor_recall": skill.anchor_recall_table(), "iucnn_matrix": pd.DataFrame([row]),
+        "seeds": pd.DataFrame(), "nested": pd.DataFrame(),
         "myrcia": pd.DataFrame([{**row, "variant": "Myrcia: perfect", "n_species": 50},
                                 {"variant": "Myrcia: criterion B alone", "binary_accuracy": 0.5, "n_species": 50}]),
         "not_evaluated": pd.DataFrame(columns=["species", "category", *[f"p_{c}" for c in CATEGORIES],
