@@ -59,7 +59,7 @@ def _synthetic(n_per_class: int = 30, seed: int = 0) -> tuple[pd.DataFrame, pd.S
 def test_separable_data_is_learnt(method):
     features, labels = _synthetic()
     # the most probable class: the decision rule chosen on inner folds has its own tests (and 5x the fits)
-    metrics, oof = StatusClassifier(method=method, folds=5, seed=1, n_jobs=2,
+    metrics, oof = StatusClassifier(method=method, folds=5, seed=1, n_jobs=1,
                                     decision="argmax").cross_validate(features, labels)
     assert metrics["n_species"] == len(labels) and metrics["folds"] == 5
     assert metrics["accuracy"] > 0.9
@@ -78,7 +78,7 @@ def test_shuffled_labels_give_chance():
     # Leakage check: with labels unrelated to the features, CV must not beat chance (0.2 for 5 balanced classes).
     features, labels = _synthetic(n_per_class=30)
     shuffled = pd.Series(np.random.default_rng(3).permutation(labels.to_numpy()), index=labels.index)
-    metrics, _ = StatusClassifier(seed=0, n_jobs=2).cross_validate(features, shuffled)
+    metrics, _ = StatusClassifier(seed=0, n_jobs=1).cross_validate(features, shuffled)
     assert metrics["accuracy"] < 0.35
     assert metrics["balanced_accuracy"] < 0.35
 
@@ -86,7 +86,7 @@ def test_shuffled_labels_give_chance():
 @pytest.mark.parametrize("kwargs", [{"ordinal": True}, {"class_weight": "balanced"}, {"taxonomy": False}])
 def test_variants_learn_separable_data(kwargs):
     features, labels = _synthetic(n_per_class=15)
-    metrics, _ = StatusClassifier(folds=3, seed=1, n_jobs=2, decision="argmax", **kwargs).cross_validate(features,
+    metrics, _ = StatusClassifier(folds=3, seed=1, n_jobs=1, decision="argmax", **kwargs).cross_validate(features,
                                                                                                       labels)
     assert metrics["accuracy"] > 0.8 and metrics["binary_accuracy"] > 0.9
 
