@@ -216,6 +216,7 @@ CANDIDATES = {
     "maxent, target group 0.5": {"loss": "maxent", "target_group": 0.5},
     "maxent, target group 0.8": {"loss": "maxent", "target_group": 0.8},
     "maxent, target group 1.0": {"loss": "maxent", "target_group": 1.0},
+    "maxent, target group 0.8, ensemble of 3": {"loss": "maxent", "target_group": 0.8, "members": 3},
 }
 
 
