@@ -218,6 +218,7 @@ MYRCIA_CANDIDATES = {
     "additive, 8 units per input": {"additive": 8},
     "additive, 16 units per input": {"additive": 16},
     "additive, 32 units per input": {"additive": 32},
+    "residual MLP, target-group share 0 (uniform background)": {"target_group": 0.0},
 }
 """Architectures :func:`select_myrcia` compares on inner blocks of the training records."""
 
