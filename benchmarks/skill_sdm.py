@@ -630,7 +630,7 @@ def select_orchids(seeds=(1, 2), threads: int | None = None, outer: bool = True)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=DATASETS, action="append",
-                        help="run only this data set (repeatable); default: all three")
+                        help="run only this data set (repeatable); default: all four")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write the tables to this JSON file")
     parser.add_argument("--progress", action="store_true", help="show training progress bars")

@@ -271,3 +271,25 @@ def test_myrcia_second_taxon_runs_the_default_on_its_labels():
         pytest.skip("shared/data/walker_myrcia_predictors not available")
     table = pd.read_csv(skill.MYRCIA)
     assert int(table["category"].isin(CATEGORIES).sum()) == 346  # the species with a category LC..CR
+
+
+def test_soft_vote_averages_the_two_forests():
+    features, labels = _informative(120)
+    common = {"seed": 0, "taxonomy": False, "geography": False, "decision": "argmax"}
+    vote = skill.SoftVoteStatusClassifier(**common).fit(features, labels)
+    alone = [StatusClassifier(**common, method=m).fit(features, labels).predict_proba(features)
+             for m in ("extra_trees", "random_forest")]
+    proba = vote.predict_proba(features)
+    np.testing.assert_allclose(proba.to_numpy(), (alone[0] + alone[1]).to_numpy() / 2, atol=1e-12)
+    assert not np.allclose(alone[0].to_numpy(), alone[1].to_numpy())  # the two forests do differ
+
+
+def test_soft_vote_check_reports_both_models_and_their_means(monkeypatch):
+    features, labels = _informative(60)
+    monkeypatch.setattr(skill, "FOLDS", 2)
+    table = skill.soft_vote_check(features, labels, seeds=[0, 1], n_jobs=1)
+    assert len(table) == 2 * 2 + 2
+    assert table["variant"].iloc[-1] == "soft vote of extra trees and random forest, mean over fold seeds 0, 1"
+    votes = table[table["variant"].str.startswith("soft vote") & table["variant"].str.contains("fold seed ")]
+    assert table["accuracy"].iloc[-1] == pytest.approx(votes["accuracy"].iloc[:2].mean())
+    assert (table["accuracy"] > 0.5).all()  # the category is written in the features
