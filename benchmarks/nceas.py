@@ -219,6 +219,8 @@ CANDIDATES = {
     "maxent, target group 0.8": {"loss": "maxent", "target_group": 0.8},
     "maxent, target group 1.0": {"loss": "maxent", "target_group": 1.0},
     "maxent, target group 0.8, ensemble of 3": {"loss": "maxent", "target_group": 0.8, "members": 3},
+    "maxent, target group 0.8, 128 wide, 2 blocks": {"loss": "maxent", "target_group": 0.8, "hidden": 128, "blocks": 2},
+    "maxent, target group 0.8, weight decay 1e-3": {"loss": "maxent", "target_group": 0.8, "weight_decay": 1e-3},
 }
 
 

@@ -80,7 +80,7 @@ class ResidualMLP(nn.Module):
     (``hidden`` and ``blocks`` then unused): one smooth response curve per input and species, no interactions.
     """
 
-    def __init__(self, n_inputs: int, n_species: int, hidden: int = 256, blocks: int = 4, dropout: float = 0.1,
+    def __init__(self, n_inputs: int, n_species: int, hidden: int = 128, blocks: int = 2, dropout: float = 0.1,
                  quadratic: bool = False, members: int = 1, additive: int = 0):
         super().__init__()
         if members < 1:

@@ -60,8 +60,8 @@ LOSSES = ("maxent", "logistic")
 class NetworkParams:
     """Hyper-parameters of the joint network and its training (the config's ``sdm`` section, DeepSDM's init)."""
 
-    hidden: int = 256
-    blocks: int = 4
+    hidden: int = 128
+    blocks: int = 2
     dropout: float = 0.1
     epochs: int = 100
     patience: int = 10
