@@ -352,7 +352,8 @@ def _maxent_with_location(cube, occurrences, species, info, harmonics, fit, seed
 
     cube = xr.concat([cube, coordinate_layers(cube, harmonics).where(np.isfinite(cube).all("variable"))],
                      dim="variable", join="override", combine_attrs="drop_conflicts")
-    values, rows, cols, presences = training_table(cube, occurrences, species)
+    table = training_table(cube, occurrences, species)
+    values, rows, cols, presences = table.values, table.cell_rows, table.cell_cols, table.presences
     cell_split = info["split"][rows, cols]
     pair_split = cell_split[presences[:, 0]]
     test = [presences[(pair_split == SPLITS["test"]) & (presences[:, 1] == s), 0] for s in range(len(species))]
@@ -421,7 +422,8 @@ def run_orchid_transfer(seed: int = 11, share: float = 0.2, degrees: float = 5.0
         deep_auc[s] = independent_test_auc(grid, cells["row"].to_numpy(), cells["col"].to_numpy(), valid)
     rows = [_transfer_row("deep SDM, stored predictions (pipeline defaults)", deep_auc)]
     if maxent:
-        values, cell_rows, cell_cols, presences = training_table(cube, retained, scored)
+        table = training_table(cube, retained, scored)
+        values, cell_rows, cell_cols, presences = table.values, table.cell_rows, table.cell_cols, table.presences
         _, scores = fit_baseline(values, presences, len(scored), np.arange(len(values)), "maxent", seed,
                                  progress=progress)
         maxent_auc = {}
@@ -510,7 +512,8 @@ def run_orchid_richness(results: Path = ROOT / "results", maxent_species: int = 
                                                        replace=False).tolist())
     index = [trained.index(s) for s in subset]
     table["deep_subset"] = richness_by_distance(presence[index], distance)
-    values, rows, cols, presences = training_table(cube, occurrences, subset)
+    table = training_table(cube, occurrences, subset)
+    values, rows, cols, presences = table.values, table.cell_rows, table.cell_cols, table.presences
     _, scores = fit_baseline(values, presences, len(subset), np.arange(len(values)), "maxent", seed,
                              progress=progress)
     maxent_presence = np.zeros((len(subset), *valid.shape), dtype=bool)
