@@ -352,13 +352,13 @@ def _maxent_with_location(cube, occurrences, species, info, harmonics, fit, seed
 
     cube = xr.concat([cube, coordinate_layers(cube, harmonics).where(np.isfinite(cube).all("variable"))],
                      dim="variable", join="override", combine_attrs="drop_conflicts")
-    table = training_table(cube, occurrences, species)
-    values, rows, cols, presences = table.values, table.cell_rows, table.cell_cols, table.presences
-    cell_split = info["split"][rows, cols]
+    training = training_table(cube, occurrences, species)
+    presences = training.presences
+    cell_split = info["split"][training.cell_rows, training.cell_cols]
     pair_split = cell_split[presences[:, 0]]
     test = [presences[(pair_split == SPLITS["test"]) & (presences[:, 1] == s), 0] for s in range(len(species))]
     fit = fit & np.array([len(t) > 0 for t in test])
-    _, scores = fit_baseline(values, presences[pair_split == SPLITS["train"]], len(species),
+    _, scores = fit_baseline(training.values, presences[pair_split == SPLITS["train"]], len(species),
                              np.flatnonzero(cell_split == SPLITS["train"]), "maxent", seed, fit=fit, progress=False)
     aucs = auc_per_species(np.nan_to_num(scores, nan=0.0), test, np.flatnonzero(cell_split == SPLITS["test"]))
     aucs[~fit] = np.nan
@@ -422,14 +422,13 @@ def run_orchid_transfer(seed: int = 11, share: float = 0.2, degrees: float = 5.0
         deep_auc[s] = independent_test_auc(grid, cells["row"].to_numpy(), cells["col"].to_numpy(), valid)
     rows = [_transfer_row("deep SDM, stored predictions (pipeline defaults)", deep_auc)]
     if maxent:
-        table = training_table(cube, retained, scored)
-        values, cell_rows, cell_cols, presences = table.values, table.cell_rows, table.cell_cols, table.presences
-        _, scores = fit_baseline(values, presences, len(scored), np.arange(len(values)), "maxent", seed,
-                                 progress=progress)
+        training = training_table(cube, retained, scored)  # every valid cell (0.5 degree grid): all background
+        _, scores = fit_baseline(training.values, training.presences, len(scored), np.arange(len(training.values)),
+                                 "maxent", seed, progress=progress)
         maxent_auc = {}
         for i, s in enumerate(scored):
             grid = np.full(valid.shape, np.nan)
-            grid[cell_rows, cell_cols] = scores[:, i]
+            grid[training.cell_rows, training.cell_cols] = scores[:, i]
             cells = held[held["species"] == s]
             maxent_auc[s] = independent_test_auc(grid, cells["row"].to_numpy(), cells["col"].to_numpy(), valid)
         rows.append(_transfer_row(MAXENT + ", same retained records", maxent_auc))
@@ -512,18 +511,18 @@ def run_orchid_richness(results: Path = ROOT / "results", maxent_species: int = 
                                                        replace=False).tolist())
     index = [trained.index(s) for s in subset]
     table["deep_subset"] = richness_by_distance(presence[index], distance)
-    table = training_table(cube, occurrences, subset)
-    values, rows, cols, presences = table.values, table.cell_rows, table.cell_cols, table.presences
-    _, scores = fit_baseline(values, presences, len(subset), np.arange(len(values)), "maxent", seed,
+    training = training_table(cube, occurrences, subset)  # not `table`: that holds this function's results
+    presences, n_rows = training.presences, len(training.values)
+    _, scores = fit_baseline(training.values, presences, len(subset), np.arange(n_rows), "maxent", seed,
                              progress=progress)
     maxent_presence = np.zeros((len(subset), *valid.shape), dtype=bool)
-    background = np.random.default_rng(seed).choice(len(values), size=min(10000, len(values)), replace=False)
+    background = np.random.default_rng(seed).choice(n_rows, size=min(10000, n_rows), replace=False)
     for i in range(len(subset)):
         cells = presences[presences[:, 1] == i, 0]
         if len(cells) == 0 or np.isnan(scores[:, i]).all():
             continue
         threshold, _ = max_tss_threshold(scores[cells, i], scores[background, i])
-        maxent_presence[i, rows, cols] = scores[:, i] >= threshold
+        maxent_presence[i, training.cell_rows, training.cell_cols] = scores[:, i] >= threshold
     table["maxent_subset"] = richness_by_distance(maxent_presence, distance)
     area = AccessibleArea.from_checkpoint(checkpoint)
     if area is not None:  # the same accessible area as the deep SDM's presence: same species, same cells
