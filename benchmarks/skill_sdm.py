@@ -557,12 +557,17 @@ def sdm_skill_tables(datasets=DATASETS, threads: int | None = None, progress: bo
 
 
 def format_table(table: dict) -> str:
+    transfer = all("median_auc" in row for row in table["rows"])  # the transfer split also reports these
+    extra = f" {'median AUC':>11} {'below 0.8':>10}" if transfer else ""
     lines = [f"## {table['dataset']}: {table['protocol']}",
-             f"{'model':<52} {'mean AUC':>9} {'mean TSS':>9} {'species':>8}"]
+             f"{'model':<52} {'mean AUC':>9} {'mean TSS':>9} {'species':>8}{extra}"]
     for row in table["rows"]:
         tss = row.get("mean_tss")
-        lines.append(f"{row['model']:<52} {row['mean_auc'] if row['mean_auc'] is not None else 'n/a':>9} "
-                     f"{tss if tss is not None else '-':>9} {row['n_species']:>8}")
+        line = (f"{row['model']:<52} {row['mean_auc'] if row['mean_auc'] is not None else 'n/a':>9} "
+                f"{tss if tss is not None else '-':>9} {row['n_species']:>8}")
+        if transfer:
+            line += f" {row['median_auc']:>11} {row['below_0.8']:>10}"
+        lines.append(line)
     if "split_only" in table:
         lines.append(f"fitted on the training blocks only: deep SDM {table['split_only']['deep_sdm']}, "
                      f"MaxEnt {table['split_only']['maxent']}")

@@ -196,6 +196,18 @@ def test_withheld_blocks_take_whole_blocks_and_their_share():
     assert not np.array_equal(withheld, skill.withheld_blocks(occurrences, grid, 5.0, 0.2, seed=4))
 
 
+def test_transfer_table_prints_median_and_collapsed_species():
+    rows = [skill._transfer_row("deep", {"a": 0.9, "b": 0.7, "c": 0.99, "d": float("nan")}),
+            skill._transfer_row("maxent", {"a": 0.95, "b": 0.85, "c": 0.9})]
+    assert rows[0]["n_species"] == 3 and rows[0]["median_auc"] == 0.9 and rows[0]["below_0.8"] == 1
+    table = {"dataset": "orchids_transfer", "protocol": "p", "rows": rows, "auc_difference": -0.0367,
+             "target": 0.02, "target_met": False, "seconds": 1.0}
+    lines = skill.format_table(table).splitlines()
+    assert lines[1].split()[-4:] == ["median", "AUC", "below", "0.8"]
+    assert lines[2].split()[-2:] == ["0.9", "1"] and lines[3].split()[-2:] == ["0.9", "0"]
+    assert lines[-1].startswith("AUC difference -0.0367 (target 0.02): MISSED")
+
+
 def test_distance_to_records_and_richness_far_and_near():
     import pandas as pd
 
