@@ -33,6 +33,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 
+from sdm.codes import encode
+from sdm.evaluate import compare_assemblages
 from sdm.model import ResidualMLP, resolve_device, standardise
 
 log = logging.getLogger(__name__)
@@ -810,10 +812,14 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
 
     train_records, val_records, test_records = (records(SPLITS[name]) for name in ("train", "validation", "test"))
     train_bg, val_bg, test_bg = (rows_of(evaluated[name]) for name in ("train", "validation", "test"))
+    test_pairs = _assemblage_pairs(presences[cell_split[presences[:, 0]] == SPLITS["test"]], params.seed)
+    test_cells = np.unique(test_pairs[:, 0])
     held_out = _held_out(fitted, _standardised(values[scored], fitted.evaluation_mean, fitted.evaluation_std, dev),
                          _standardised(values[scored], fitted.mean, fitted.std, dev) if refit else None,
-                         (train_records, val_records, test_records), (train_bg, val_bg, test_bg), keep_scores)
-    thresholds, threshold_rules, deep_auc, deep_tss, final_thresholds, evaluation_scores, scores = held_out
+                         (train_records, val_records, test_records), (train_bg, val_bg, test_bg), keep_scores,
+                         assemblage_rows=rows_of(test_cells))
+    (thresholds, threshold_rules, deep_auc, deep_tss, final_thresholds, evaluation_scores, scores,
+     test_cell_scores) = held_out
     metrics = {
         "device": str(dev),
         "n_species": len(species),
@@ -836,7 +842,8 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
                                                if refit else "the stored model is that evaluation fit")),
         "refit_epochs": fitted.refit_epochs,
         "threshold_rules": _rule_table(species, threshold_rules),
-        "test": {"deep_sdm": summarise(species, deep_auc, deep_tss, test_records)},
+        "test": {"deep_sdm": summarise(species, deep_auc, deep_tss, test_records),
+                 "assemblages": held_out_assemblages(test_cell_scores, thresholds, test_pairs, test_cells)},
     }
     base_scores = None
     if baseline != "none":
@@ -887,19 +894,57 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     return fitted.model, info
 
 
+ASSEMBLAGE_CELLS = 20_000
+"""At most this many test-block cells holding records (a seeded sample) enter the held-out assemblage comparison."""
+
+
+def _assemblage_pairs(test_pairs: np.ndarray, seed: int, max_cells: int = ASSEMBLAGE_CELLS) -> np.ndarray:
+    """The (cell, species) record pairs of the test blocks, restricted to a seeded sample of ``max_cells`` of their
+    cells when there are more (memory: the evaluation fit's scores at those cells are kept for every species)."""
+    cells = np.unique(test_pairs[:, 0])
+    if len(cells) <= max_cells:
+        return test_pairs
+    keep = np.random.default_rng(seed).choice(cells, max_cells, replace=False)
+    return test_pairs[np.isin(test_pairs[:, 0], keep)]
+
+
+def held_out_assemblages(scores: np.ndarray, thresholds: np.ndarray, pairs: np.ndarray, cells: np.ndarray) -> dict:
+    """Assemblages as sets on the test blocks, from the evaluation fit (which never saw them): recall of the
+    recorded species and mean set size of per-species thresholds, top-K and average-K at the same mean set size
+    (:func:`sdm.evaluate.compare_assemblages`), on the stored (uint8 code) scale.
+
+    ``scores``: the evaluation fit's probabilities (len(cells), species) at ``cells`` (sorted cell indices);
+    ``thresholds``: its per-species thresholds; ``pairs``: (cell, species) records in those cells."""
+    out = {"rule": "evaluation fit (training blocks only) at the test-block cells holding records; the refitted "
+                   "model's stored predictions have seen these records", "cells": int(len(cells)),
+           "records": int(len(pairs)), "methods": []}
+    if len(cells) == 0:
+        return out
+    recorded = pd.DataFrame({"cell": np.searchsorted(cells, pairs[:, 0]), "species": pairs[:, 1]})
+    table = compare_assemblages(encode(scores.T), thresholds, recorded)
+    out["methods"] = [{"method": row.method, "recall": round(float(row.recall), 4),
+                       "mean_set_size": round(float(row.mean_set_size), 2)} for row in table.itertuples()]
+    return out
+
+
 def _held_out(fitted: JointFit, x_evaluation: torch.Tensor, x_final: torch.Tensor | None, records: tuple,
-              background: tuple, keep_scores: bool):
+              background: tuple, keep_scores: bool, assemblage_rows: np.ndarray | None = None):
     """Thresholds (max-TSS on the validation blocks), held-out AUC and TSS of the evaluation fit, and the thresholds
     carried to the refit model (``x_final``: the scored rows standardised for it; None without refit), computed a
     block of species at a time. Returns ``(thresholds, rules, auc, tss, final_thresholds, evaluation_scores,
-    scores)``, the two score matrices (rows, species) only with ``keep_scores`` (else None)."""
+    scores, assemblage_scores)``, the two score matrices (rows, species) only with ``keep_scores`` (else None);
+    ``assemblage_scores`` are the evaluation fit's scores (len(assemblage_rows), species) at ``assemblage_rows``
+    (None without them), kept whatever ``keep_scores``."""
     train_records, val_records, test_records = records
     train_bg, val_bg, test_bg = background
     n_species = len(val_records)
     thresholds, final_thresholds = np.full(n_species, np.nan), np.full(n_species, np.nan)
     auc, tss, rules, kept_evaluation, kept_final = np.full(n_species, np.nan), np.full(n_species, np.nan), [], [], []
+    at_rows = []
     for block in species_blocks(n_species, len(x_evaluation)):
         evaluation = scores_of(fitted.evaluation, x_evaluation, species=block)
+        if assemblage_rows is not None:
+            at_rows.append(evaluation[assemblage_rows])
         thresholds[block], block_rules = choose_thresholds(evaluation, val_records[block], val_bg,
                                                            train_records[block], train_bg)
         rules += block_rules
@@ -915,10 +960,11 @@ def _held_out(fitted: JointFit, x_evaluation: torch.Tensor, x_final: torch.Tenso
         if keep_scores:
             kept_evaluation.append(evaluation)
             kept_final.append(final)
+    assemblage_scores = np.concatenate(at_rows, axis=1) if assemblage_rows is not None else None
     if not keep_scores:
-        return thresholds, rules, auc, tss, final_thresholds, None, None
+        return thresholds, rules, auc, tss, final_thresholds, None, None, assemblage_scores
     return (thresholds, rules, auc, tss, final_thresholds, np.concatenate(kept_evaluation, axis=1),
-            np.concatenate(kept_final, axis=1))
+            np.concatenate(kept_final, axis=1), assemblage_scores)
 
 
 def _accessible_area(cube: xr.DataArray, cell_rows, cell_cols, presences: np.ndarray, cell_split: np.ndarray,

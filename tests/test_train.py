@@ -526,3 +526,45 @@ def test_held_out_metrics_do_not_depend_on_the_species_blocks(world, monkeypatch
     _, lean = train.train_sdm(cube, occurrences, keep_scores=False, **kwargs)
     assert lean["scores"] is None and lean["evaluation_scores"] is None
     np.testing.assert_allclose(lean["thresholds"], blocked["thresholds"], rtol=1e-6)
+
+
+def test_held_out_assemblages_come_from_the_test_blocks_records(trained):
+    """metrics.json's assemblage comparison counts the test blocks' record cells and records, and compares the three
+    methods at the per-species thresholds' mean set size."""
+    _, info = trained
+    held_out = info["metrics"]["test"]["assemblages"]
+    split = info["split"]
+    _, occurrences, _ = synthetic_world()
+    test = occurrences[split[occurrences["row"], occurrences["col"]] == SPLITS["test"]]
+    assert held_out["cells"] == len(test[["row", "col"]].drop_duplicates()) > 0
+    assert held_out["records"] == len(test[["species", "row", "col"]].drop_duplicates())
+    assert "evaluation fit" in held_out["rule"]
+    methods = {m["method"].split(" (")[0]: m for m in held_out["methods"]}
+    assert set(methods) == {"threshold", "top-K", "average-K"}
+    assert all(0 <= m["recall"] <= 1 for m in held_out["methods"])
+    size = methods["threshold"]["mean_set_size"]
+    assert methods["average-K"]["mean_set_size"] == pytest.approx(size, abs=1.0)
+
+
+def test_held_out_assemblages_on_known_scores():
+    import sdm.train as train
+
+    # 3 species x 4 cells; species 0 recorded in cells 0 and 1, species 2 in cell 3
+    scores = np.array([[0.9, 0.1, 0.2], [0.8, 0.3, 0.1], [0.2, 0.9, 0.1], [0.1, 0.2, 0.7]])
+    cells = np.array([10, 11, 12, 13])
+    pairs = np.array([[10, 0], [11, 0], [13, 2]])
+    out = train.held_out_assemblages(scores, np.array([0.5, 0.5, 0.5]), pairs, cells)
+    assert out["cells"] == 4 and out["records"] == 3
+    threshold = out["methods"][0]
+    assert threshold["method"].startswith("threshold") and threshold["recall"] == 1.0
+    assert threshold["mean_set_size"] == 1.0  # one species above 0.5 in each cell
+    assert train.held_out_assemblages(scores[:0], np.full(3, 0.5), pairs[:0], cells[:0])["methods"] == []
+
+
+def test_assemblage_pairs_sample_whole_cells_when_there_are_too_many():
+    import sdm.train as train
+
+    pairs = np.array([[c, s] for c in range(50) for s in range(3)])
+    kept = train._assemblage_pairs(pairs, seed=0, max_cells=10)
+    assert len(np.unique(kept[:, 0])) == 10 and len(kept) == 30  # every record of a kept cell
+    assert np.array_equal(train._assemblage_pairs(pairs, seed=0, max_cells=50), pairs)
