@@ -270,7 +270,9 @@ def run_mammals(repeats: int = 3, fraction: float = 0.5, threads: int | None = N
         _, info = train_sdm(cube, records, seed=seed, baseline="maxent", threads=threads, progress=progress,
                             device="cpu", **params)
         masks = split_cells(info["split"], valid)
-        for key, name in (("scores", "deep"), ("baseline_scores", "maxent")):
+        # the evaluation fit: like MaxEnt, trained on the training blocks only (the stored model's "scores" come
+        # from the refit on every record, whose presences in the test blocks are the truth scored here)
+        for key, name in (("evaluation_scores", "deep"), ("baseline_scores", "maxent")):
             scores = grid_scores(info, key, shape)
             for i, s in enumerate(info["species"]):
                 true = truth.sel(species=s).values

@@ -181,6 +181,29 @@ def _lonlat_grid():
                         coords={"y": lat, "x": lon}).rio.write_crs("EPSG:4326")
 
 
+@needs_data
+def test_mammals_score_the_evaluation_fit_not_the_refit(monkeypatch):
+    """The test blocks' truth must be scored with the model fitted without them: the refitted model's scores (which
+    saw the test blocks' presences) are the truth turned upside down here, the evaluation fit's the truth itself."""
+    cube, truth = skill.load_mammals()
+    valid = skill.valid_mask(cube)
+    rows, cols = np.nonzero(valid)
+    species = [str(s) for s in truth["species"].values]
+    true = np.stack([(truth.sel(species=s).values[rows, cols] == 1).astype(float) for s in species], axis=1)
+    split = np.zeros(valid.shape, dtype="int8")
+    split[:, ::3] = SPLITS["validation"]
+    split[:, 1::3] = SPLITS["test"]
+
+    def fake_train_sdm(cube, records, **kwargs):
+        return None, {"species": species, "split": split, "cell_rows": rows, "cell_cols": cols,
+                      "scores": 1 - true, "evaluation_scores": true, "baseline_scores": 0.5 + 0 * true}
+
+    monkeypatch.setattr(skill, "train_sdm", fake_train_sdm)
+    table = skill.run_mammals(repeats=1)
+    deep = next(r for r in table["rows"] if r["model"] == "deep SDM")
+    assert deep["mean_auc"] == 1.0
+
+
 def test_withheld_blocks_take_whole_blocks_and_their_share():
     import pandas as pd
 
