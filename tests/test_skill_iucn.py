@@ -287,9 +287,32 @@ def test_soft_vote_averages_the_two_forests():
 def test_soft_vote_check_reports_both_models_and_their_means(monkeypatch):
     features, labels = _informative(60)
     monkeypatch.setattr(skill, "FOLDS", 2)
-    table = skill.soft_vote_check(features, labels, seeds=[0, 1], n_jobs=1)
+    table = skill.check_against_default(features, labels, [0, 1], "soft vote of extra trees and random forest",
+                                        n_jobs=1)
     assert len(table) == 2 * 2 + 2
     assert table["variant"].iloc[-1] == "soft vote of extra trees and random forest, mean over fold seeds 0, 1"
     votes = table[table["variant"].str.startswith("soft vote") & table["variant"].str.contains("fold seed ")]
     assert table["accuracy"].iloc[-1] == pytest.approx(votes["accuracy"].iloc[:2].mean())
     assert (table["accuracy"] > 0.5).all()  # the category is written in the features
+
+
+def test_ordinal_regression_cut_points_and_one_hot_probabilities():
+    # regression values that separate the five categories only with uneven cut points
+    codes = np.repeat(np.arange(5), 20)
+    values = np.array([0.0, 0.2, 0.3, 0.5, 0.9])[codes] + np.tile(np.linspace(0, 0.05, 20), 5)
+    cuts = skill.OrdinalRegressionTrees.best_cuts(values, codes)
+    assert np.all(np.diff(cuts) > 0)
+    assert (skill.OrdinalRegressionTrees.cut(values, cuts) == codes).all()  # the midpoints 0.5 .. 3.5 would not
+    features, labels = _informative(150)
+    clf = skill.OrdinalRegressionStatusClassifier(seed=0, taxonomy=False, geography=False, decision="argmax")
+    proba = clf.fit(features, labels).predict_proba(features)
+    assert list(proba.columns) == list(CATEGORIES)
+    assert ((proba == 0) | (proba == 1)).all().all() and (proba.sum(axis=1) == 1).all()
+    assert (clf.predict(features) == labels.reindex(features.index)).mean() > 0.8  # the category is in the features
+
+
+def test_ordinal_regression_handles_missing_features():
+    features, labels = _informative(80)
+    features.iloc[::7, 0] = np.nan
+    clf = skill.OrdinalRegressionStatusClassifier(seed=0, taxonomy=False, geography=False, decision="argmax")
+    assert clf.fit(features, labels).predict(features).isin(CATEGORIES).all()
