@@ -812,7 +812,8 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
 
     train_records, val_records, test_records = (records(SPLITS[name]) for name in ("train", "validation", "test"))
     train_bg, val_bg, test_bg = (rows_of(evaluated[name]) for name in ("train", "validation", "test"))
-    test_pairs = _assemblage_pairs(presences[cell_split[presences[:, 0]] == SPLITS["test"]], params.seed)
+    test_pairs = _assemblage_pairs(presences[cell_split[presences[:, 0]] == SPLITS["test"]], params.seed,
+                                   max(1, ASSEMBLAGE_SCORES // len(species)))
     test_cells = np.unique(test_pairs[:, 0])
     held_out = _held_out(fitted, _standardised(values[scored], fitted.evaluation_mean, fitted.evaluation_std, dev),
                          _standardised(values[scored], fitted.mean, fitted.std, dev) if refit else None,
@@ -894,11 +895,12 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     return fitted.model, info
 
 
-ASSEMBLAGE_CELLS = 20_000
-"""At most this many test-block cells holding records (a seeded sample) enter the held-out assemblage comparison."""
+ASSEMBLAGE_SCORES = 50_000_000
+"""The held-out assemblage comparison keeps the evaluation fit's scores of every species at the test-block cells
+holding records: at most this many (200 MB of float32), so a seeded sample of the cells when species x cells is more."""
 
 
-def _assemblage_pairs(test_pairs: np.ndarray, seed: int, max_cells: int = ASSEMBLAGE_CELLS) -> np.ndarray:
+def _assemblage_pairs(test_pairs: np.ndarray, seed: int, max_cells: int) -> np.ndarray:
     """The (cell, species) record pairs of the test blocks, restricted to a seeded sample of ``max_cells`` of their
     cells when there are more (memory: the evaluation fit's scores at those cells are kept for every species)."""
     cells = np.unique(test_pairs[:, 0])

@@ -561,10 +561,16 @@ def test_held_out_assemblages_on_known_scores():
     assert train.held_out_assemblages(scores[:0], np.full(3, 0.5), pairs[:0], cells[:0])["methods"] == []
 
 
-def test_assemblage_pairs_sample_whole_cells_when_there_are_too_many():
+def test_assemblage_pairs_sample_whole_cells_when_there_are_too_many(world, monkeypatch):
     import sdm.train as train
 
     pairs = np.array([[c, s] for c in range(50) for s in range(3)])
     kept = train._assemblage_pairs(pairs, seed=0, max_cells=10)
     assert len(np.unique(kept[:, 0])) == 10 and len(kept) == 30  # every record of a kept cell
     assert np.array_equal(train._assemblage_pairs(pairs, seed=0, max_cells=50), pairs)
+    # in train_sdm the cap is the score budget over the species: 4 species x 10 cells here
+    cube, occurrences, _ = world
+    monkeypatch.setattr(train, "ASSEMBLAGE_SCORES", 40)
+    _, info = train.train_sdm(cube, occurrences, progress=False, **{**FAST, "baseline": "none"})
+    held_out = info["metrics"]["test"]["assemblages"]
+    assert held_out["cells"] == 10 and held_out["records"] < info["metrics"]["records"]["test"]
