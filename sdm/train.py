@@ -794,7 +794,8 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     split_cells = {name: table.background[cell_split[table.background] == code] for name, code in SPLITS.items()}
     if len(split_cells["train"]) == 0:
         raise ValueError("no training cells: the grid has no valid cell in the training blocks")
-    if not (cell_split[presences[:, 0]] == SPLITS["train"]).any():
+    pair_split = cell_split[presences[:, 0]]  # the split of each (cell, species) record
+    if not (pair_split == SPLITS["train"]).any():
         raise ValueError("no presence record falls in the training blocks; use smaller sdm.block_cells")
     # every cell is background: the test blocks' cells are only used by the refit
     fitted = fit_joint(values, presences, table.background, cell_split, len(species), params, device=dev,
@@ -807,12 +808,12 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
         return np.searchsorted(scored, cells)
 
     def records(code):
-        pairs = presences[cell_split[presences[:, 0]] == code]
+        pairs = presences[pair_split == code]
         return [rows_of(pairs[pairs[:, 1] == s, 0]) for s in range(len(species))]
 
     train_records, val_records, test_records = (records(SPLITS[name]) for name in ("train", "validation", "test"))
     train_bg, val_bg, test_bg = (rows_of(evaluated[name]) for name in ("train", "validation", "test"))
-    test_pairs = _assemblage_pairs(presences[cell_split[presences[:, 0]] == SPLITS["test"]], params.seed,
+    test_pairs = _assemblage_pairs(presences[pair_split == SPLITS["test"]], params.seed,
                                    max(1, ASSEMBLAGE_SCORES // len(species)))
     test_cells = np.unique(test_pairs[:, 0])
     held_out = _held_out(fitted, _standardised(values[scored], fitted.evaluation_mean, fitted.evaluation_std, dev),
@@ -829,7 +830,7 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
                        "rule": (f"a seeded uniform sample of the valid cells (background_cells="
                                 f"{background_cells})" if table.sampled else "every valid cell")},
         "loss": params.loss,
-        "records": {name: int((cell_split[presences[:, 0]] == code).sum()) for name, code in SPLITS.items()},
+        "records": {name: int((pair_split == code).sum()) for name, code in SPLITS.items()},
         "cells": {name: int(len(c)) for name, c in split_cells.items()},
         "evaluation_cells": {name: int(len(c)) for name, c in evaluated.items()},
         "block_cells": block_cells,
@@ -854,7 +855,7 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
             fit &= np.array([len(p) > 0 for p in test_records])
         # a block of species at a time, as the deep SDM's metrics: the baseline's (scored rows, species) float32
         # scores whole were 0.78 GB for the 1/4 global band's 319 species and grew with the species
-        train_pairs = presences[cell_split[presences[:, 0]] == SPLITS["train"]]
+        train_pairs = presences[pair_split == SPLITS["train"]]
         base_auc, base_tss = np.full(len(species), np.nan), np.full(len(species), np.nan)
         fitted_species, kept = np.zeros(len(species), dtype=bool), []
         for block in species_blocks(len(species), len(scored)):
