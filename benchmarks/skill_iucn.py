@@ -401,9 +401,16 @@ def evaluate_variant(variant: dict, features: pd.DataFrame, labels: pd.Series) -
 # Anchors and the IUCNN matrix
 
 
+def _population_sd(values: pd.Series) -> float:
+    """Standard deviation over the folds with ``ddof=0``, as :func:`sdm.status.classification_metrics` gives ours,
+    so that the anchors' spread and ours are on one scale."""
+    return float(np.std(values.to_numpy(dtype=float)))
+
+
 def anchors_table(path: str | Path = ANCHOR_LOGS) -> pd.DataFrame:
-    """Published per-fold numbers, best experiment per (level, classifier, feature family): mean and SD over the
-    10 folds of the log's ``test.micro`` (accuracy) and ``test.macro``, plus the IUCNN vignette."""
+    """Published per-fold numbers, best experiment per (level, classifier, feature family): mean and SD (ddof=0,
+    like ours) over the 10 folds of the log's ``test.micro`` (accuracy) and ``test.macro``, plus the IUCNN
+    vignette."""
     logs = pd.read_csv(path)
     families = {
         "all_3var_activ": "deep-SDM activations", "zeroD_3var_activ": "deep-SDM activations",
@@ -412,8 +419,8 @@ def anchors_table(path: str | Path = ANCHOR_LOGS) -> pd.DataFrame:
     }
     logs["family"] = logs["feature_set"].map(families).fillna(logs["feature_set"])
     per = logs.groupby(["level", "classifier", "family", "feature_set", "experiment"]).agg(
-        micro=("test_micro", "mean"), micro_sd=("test_micro", "std"),
-        macro=("test_macro", "mean"), macro_sd=("test_macro", "std"), folds=("fold", "size"),
+        micro=("test_micro", "mean"), micro_sd=("test_micro", _population_sd),
+        macro=("test_macro", "mean"), macro_sd=("test_macro", _population_sd), folds=("fold", "size"),
     ).reset_index()
     best = per.sort_values("micro").groupby(["level", "classifier", "family"]).tail(1)
     best = best[best["classifier"].isin(["RF", "MlpIucnn"])]
@@ -511,7 +518,7 @@ def predict_not_evaluated(features: pd.DataFrame, labels: pd.Series, classifier:
     out = pd.DataFrame(
         {
             "species": unlabelled.index.astype(str),
-            "category": np.asarray(CATEGORIES, dtype=object)[proba.to_numpy().argmax(axis=1)],
+            "category": clf.categories_from(proba).to_numpy(),  # the fitted decision rule, as the pipeline
             **{f"p_{c}": proba[c].to_numpy() for c in CATEGORIES},
         }
     )

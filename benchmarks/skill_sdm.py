@@ -182,15 +182,19 @@ def run_myrcia(seeds: int = 5, threads: int | None = None, progress: bool = Fals
     background = valid_mask(cube)
     test = test[test["row"] >= 0]
 
-    def independent(info):
-        return {key: independent_test_auc(grid_scores(info, key, shape)[0], test["row"], test["col"], background)
-                for key in ("scores", "baseline_scores")}
+    def independent(info, deep_key="scores"):
+        """AUC of the independent records for the deep SDM's ``deep_key`` scores and MaxEnt's, as ``scores`` and
+        ``baseline_scores``."""
+        return {key: independent_test_auc(grid_scores(info, source, shape)[0], test["row"], test["col"], background)
+                for key, source in (("scores", deep_key), ("baseline_scores", "baseline_scores"))}
 
     split_only, refit, epochs = [], [], []
     for seed in range(seeds):
         _, info = train_sdm(cube, occurrences, seed=seed, baseline="maxent", fractions=(0.8, 0.2, 0.0),
                             threads=threads, progress=progress, device="cpu", **params)
-        split_only.append(independent(info))
+        # the evaluation fit: like MaxEnt here, trained on the training blocks only ("scores" is the refit on the
+        # training and validation blocks)
+        split_only.append(independent(info, "evaluation_scores"))
         held = info["metrics"]["records"]
         epochs.append(info["metrics"]["best_epoch"] + 1)
         # no validation blocks: every epoch counts as the best, so training runs exactly the chosen epochs
@@ -422,21 +426,26 @@ def run_orchid_transfer(seed: int = 11, share: float = 0.2, degrees: float = 5.0
         grid = stored.sel(species=s).values
         cells = held[held["species"] == s]
         deep_auc[s] = independent_test_auc(grid, cells["row"].to_numpy(), cells["col"].to_numpy(), valid)
-    rows = [_transfer_row("deep SDM, stored predictions (pipeline defaults)", deep_auc)]
+    maxent_auc = {}
     if maxent:
         training = training_table(cube, retained, scored)  # every valid cell (0.5 degree grid): all background
         _, scores = fit_baseline(training.values, training.presences, len(scored), np.arange(len(training.values)),
                                  "maxent", seed, progress=progress)
-        maxent_auc = {}
         for i, s in enumerate(scored):
             grid = np.full(valid.shape, np.nan)
             grid[training.cell_rows, training.cell_cols] = scores[:, i]
             cells = held[held["species"] == s]
             maxent_auc[s] = independent_test_auc(grid, cells["row"].to_numpy(), cells["col"].to_numpy(), valid)
-        rows.append(_transfer_row(MAXENT + ", same retained records", maxent_auc))
+    # the same species for both: those each method could score (a species without an AUC is counted, not dropped
+    # from one side only)
+    both = [s for s in scored if np.isfinite(deep_auc[s]) and (not maxent or np.isfinite(maxent_auc[s]))]
+    rows = [_transfer_row("deep SDM, stored predictions (pipeline defaults)", {s: deep_auc[s] for s in both})]
+    if maxent:
+        rows.append(_transfer_row(MAXENT + ", same retained records", {s: maxent_auc[s] for s in both}))
+    unscored = f"; {len(scored) - len(both)} left out, without an AUC from one method" if len(both) < len(scored) else ""
     protocol = (f"orchids: every record in {share:.0%} of the {degrees:g}-degree blocks holding records withheld "
                 f"(seed {seed}; {int(withheld.sum())} of {len(occurrences)} species-cells); {len(scored)} species "
-                f"trained with a withheld record; AUC of withheld record cells vs every land cell")
+                f"trained with a withheld record{unscored}; AUC of withheld record cells vs every land cell")
     table = {"dataset": "orchids_transfer", "protocol": protocol, "rows": rows,
              "seconds": round(time.perf_counter() - started, 1), "deep_epochs": metrics["epochs_run"],
              "per_species": {s: {"deep_auc": round(deep_auc[s], 4),
@@ -449,7 +458,13 @@ def run_orchid_transfer(seed: int = 11, share: float = 0.2, degrees: float = 5.0
 
 
 def _transfer_row(model: str, aucs: dict) -> dict:
-    values = np.array([v for v in aucs.values() if np.isfinite(v)])
+    """Mean, median and species below 0.8 of per-species AUCs. Every species must have one: a method that could not
+    score a species the other scored would be compared on other species (``run_orchid_transfer`` pairs them)."""
+    unscored = sorted(s for s, v in aucs.items() if not np.isfinite(v))
+    if unscored:
+        raise ValueError(f"{model}: no AUC for {len(unscored)} species ({', '.join(unscored[:5])}); compare both "
+                         f"methods on the species both scored")
+    values = np.array(list(aucs.values()), dtype=float)
     return {"model": model, "mean_auc": round(float(values.mean()), 4), "median_auc": round(float(np.median(values)), 4),
             "below_0.8": int((values < 0.8).sum()), "share_below_0.8": round(float((values < 0.8).mean()), 4),
             "n_species": int(len(values)), "mean_tss": None}

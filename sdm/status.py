@@ -393,11 +393,17 @@ class StatusClassifier:
         if not self.features_:
             raise ValueError("no feature columns to train on")
         X = self._design(features.loc[y.index], self.features_)
+        n_own = X.shape[1]
         codes = y.map(CATEGORY_CODE).to_numpy(dtype=int)
         if self.geography:
             X = np.hstack([X, self._fit_geography(features.loc[y.index], codes)])
         if self.taxonomy:
             X = np.hstack([X, self._fit_genus(genus_of(y.index), y.to_numpy())])
+        # the label-derived columns each training species was fitted with (cross-fitted: never its own label),
+        # reused when it is predicted again (a future scenario, the status table), so that its own label does not
+        # reach its genus shares or neighbours at predict time
+        self.fit_species_ = np.asarray(y.index.astype(str), dtype=object)
+        self.fit_label_features_ = X[:, n_own:].copy()
         self.classes_ = [c for c in CATEGORIES if c in set(y)]
         self.prior_ = np.bincount(codes, minlength=len(CATEGORIES)) / len(codes)
         self.n_train_ = len(y)
@@ -478,12 +484,20 @@ class StatusClassifier:
         return np.hstack([shares, _other_congeners(self.genus_train_, genera, own=False)[:, None]])
 
     def _full_design(self, features: pd.DataFrame) -> np.ndarray:
+        """Design matrix of ``features``: the feature columns, then the neighbour and genus features. A species the
+        classifier was trained on gets the neighbour and genus features it was trained with (from the other inner
+        folds), not ones computed from a pool and an encoder that hold its own label."""
         X = self._design(features, self.features_)
         if self.geography:
             X = np.hstack([X, neighbour_features(self.geography_points_, self.geography_codes_,
                                                  _centroids_radians(features), self.neighbours)])
         if self.taxonomy:
             X = np.hstack([X, self._genus_design(genus_of(features.index))])
+        fitted = getattr(self, "fit_species_", None)
+        if fitted is not None and X.shape[1] > len(self.features_):
+            row = pd.Series(np.arange(len(fitted)), index=pd.Index(fitted)).reindex(features.index.astype(str))
+            seen = row.notna().to_numpy()
+            X[seen, len(self.features_):] = self.fit_label_features_[row[seen].to_numpy(dtype=int)]
         return X
 
     def predict_proba(self, features: pd.DataFrame) -> pd.DataFrame:

@@ -500,11 +500,15 @@ def transfer_thresholds(thresholds: np.ndarray, evaluation_scores: np.ndarray, f
 
 # --- the classical baseline -----------------------------------------------------------------------------------------
 
-def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, train_cells: np.ndarray,
+def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, background_cells: np.ndarray,
                  method: str, seed: int, n_background: int = 10000,
                  fit: np.ndarray | None = None, progress: bool = True,
                  predict_rows: np.ndarray | None = None, first_species: int = 0) -> tuple[str, np.ndarray]:
     """Per-species classical SDMs fitted on the same training records; returns (name, scores (cells, species)).
+
+    ``presences`` (records, 2): the training records as (row of ``values``, species), every one of them used;
+    ``background_cells``: the rows the background (at most ``n_background``) is drawn from, which need not hold
+    the record rows (a sampled background rarely does).
 
     ``fit`` (bool per species, default all) selects the species to fit; the others' scores stay NaN.
     ``predict_rows`` (default: all) are the rows of ``values`` scored, in that order. ``first_species``: the
@@ -514,7 +518,7 @@ def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, trai
     regression on linear + quadratic terms with class-balanced weights (fast, for many species).
     """
     rng = np.random.default_rng(seed)
-    background = rng.choice(train_cells, size=min(n_background, len(train_cells)), replace=False)
+    background = rng.choice(background_cells, size=min(n_background, len(background_cells)), replace=False)
     rows = np.arange(len(values)) if predict_rows is None else np.asarray(predict_rows)
     scores = np.full((len(rows), n_species), np.nan, dtype="float32")
     fit = np.ones(n_species, dtype=bool) if fit is None else np.asarray(fit, dtype=bool)
@@ -522,7 +526,6 @@ def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, trai
         import elapid
         for s in tqdm(np.flatnonzero(fit), desc="baseline maxent", leave=False, disable=not progress):
             cells = presences[presences[:, 1] == s, 0]
-            cells = cells[np.isin(cells, train_cells)]
             if len(cells) < 2:
                 continue
             x = np.r_[values[cells], values[background]]
@@ -542,8 +545,8 @@ def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, trai
             scores[:, s] = model.predict(values[rows])
         return "elapid MaxEnt (linear, quadratic, hinge)", scores
     if method == "logistic":
-        mean = values[train_cells].mean(0, dtype="float64")
-        std = values[train_cells].std(0, dtype="float64") + 1e-9
+        mean = values[background_cells].mean(0, dtype="float64")
+        std = values[background_cells].std(0, dtype="float64") + 1e-9
 
         def design(index):
             z = (values[index] - mean) / std
@@ -551,7 +554,6 @@ def fit_baseline(values: np.ndarray, presences: np.ndarray, n_species: int, trai
 
         for s in np.flatnonzero(fit):
             cells = presences[presences[:, 1] == s, 0]
-            cells = cells[np.isin(cells, train_cells)]
             if len(cells) < 2:
                 continue
             x = np.r_[design(cells), design(background)]

@@ -220,7 +220,9 @@ def test_withheld_blocks_take_whole_blocks_and_their_share():
 
 
 def test_transfer_table_prints_median_and_collapsed_species():
-    rows = [skill._transfer_row("deep", {"a": 0.9, "b": 0.7, "c": 0.99, "d": float("nan")}),
+    with pytest.raises(ValueError, match=r"deep: no AUC for 1 species \(d\)"):
+        skill._transfer_row("deep", {"a": 0.9, "b": 0.7, "c": 0.99, "d": float("nan")})
+    rows = [skill._transfer_row("deep", {"a": 0.9, "b": 0.7, "c": 0.99}),
             skill._transfer_row("maxent", {"a": 0.95, "b": 0.85, "c": 0.9})]
     assert rows[0]["n_species"] == 3 and rows[0]["median_auc"] == 0.9 and rows[0]["below_0.8"] == 1
     table = {"dataset": "orchids_transfer", "protocol": "p", "rows": rows, "auc_difference": -0.0367,

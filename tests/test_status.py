@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sdm.redlist import CATEGORIES
+from sdm.redlist import CATEGORIES, CATEGORY_CODE
 from sdm.status import (
     GENUS_COLUMNS,
     GEOGRAPHY_COLUMNS,
@@ -123,6 +123,36 @@ def test_genus_features_from_names_without_own_label():
     assert unknown[5] == 0 and unknown[:5] == pytest.approx(clf.prior_, abs=1e-9)  # unseen genus: the prior
 
 
+def test_a_training_species_is_predicted_without_its_own_label_in_its_features():
+    # one CR species alone in its genus, next to nobody: the encoder and the neighbour pool of the fitted model hold
+    # its label, so computed afresh its genus share of CR would be high and its nearest neighbour itself at 0 km
+    features, labels = _synthetic(n_per_class=12)
+    names = [f"Lonely sp{i}" if i == 0 else f"G{i % 4} sp{i}" for i in range(len(labels))]
+    lonely = int(np.flatnonzero(labels.to_numpy() == "CR")[0])
+    names[0], names[lonely] = names[lonely], names[0]
+    names[lonely] = "Lonely cr"
+    features.index = labels.index = pd.Index(names, name="species")
+    features.loc["Lonely cr", ["centroid_lon", "centroid_lat"]] = [170.0, -70.0]
+    clf = StatusClassifier(decision="argmax").fit(features, labels)
+    extra = len(GEOGRAPHY_COLUMNS) + len(GENUS_COLUMNS)
+    predicted = clf._full_design(features.loc[["Lonely cr"]])[0, -extra:]
+    trained = clf.fit_label_features_[list(clf.fit_species_).index("Lonely cr")]
+    np.testing.assert_array_equal(predicted, trained)
+    genus = predicted[-len(GENUS_COLUMNS):]
+    assert genus[-1] == 0  # no other assessed congener
+    assert genus[CATEGORY_CODE["CR"]] == pytest.approx(clf.prior_[CATEGORY_CODE["CR"]], abs=0.05)  # not 1
+    assert predicted[len(GEOGRAPHY_COLUMNS) - 1] > np.log1p(1000)  # mean distance of other species, > 1,000 km
+    # the same record centre and genus under a name the model never saw: the fitted pool and encoder, which hold
+    # the CR species itself (0 km away, one CR congener)
+    renamed = clf._full_design(features.loc[["Lonely cr"]].rename(index={"Lonely cr": "Lonely other"}))[0, -extra:]
+    distance = GEOGRAPHY_COLUMNS.index("neighbours_mean_distance_km")
+    assert renamed[distance] < predicted[distance]
+    assert renamed[-1] == 1 and renamed[len(GEOGRAPHY_COLUMNS) + CATEGORY_CODE["CR"]] > genus[CATEGORY_CODE["CR"]]
+    # and the rest of the design is the species' own features, unchanged
+    np.testing.assert_array_equal(clf._full_design(features.loc[["Lonely cr"]])[0, :-extra],
+                                  clf._design(features.loc[["Lonely cr"]], clf.features_)[0])
+
+
 def test_neighbour_features_known_answer():
     # pool: two CR species near (0, 0), two LC species on the other side of the globe
     pool = np.radians([[0.0, 0.0], [0.0, 1.0], [0.0, 180.0], [0.0, 179.0]])  # latitude, longitude
@@ -182,7 +212,8 @@ def test_neighbours_sets_how_many_species_the_geography_features_see():
     for k, most in ((4, 1 / 4), (20, 1 / 20)):
         clf = StatusClassifier(decision="argmax", taxonomy=False, neighbours=k).fit(features, labels)
         assert clf.get_params()["neighbours"] == k
-        share = clf._full_design(features.iloc[:1])[0, -len(GEOGRAPHY_COLUMNS)]
+        new = features.iloc[:1].rename(index=lambda s: "Novum sp")  # not a training species: the whole pool
+        share = clf._full_design(new)[0, -len(GEOGRAPHY_COLUMNS)]
         assert share in (0.0, most)
 
 

@@ -353,6 +353,18 @@ def test_train_sdm_without_test_blocks_fits_the_baseline_for_every_species(world
     assert np.isfinite(info["baseline_scores"]).all()
 
 
+def test_the_baseline_keeps_every_training_record_when_the_background_is_sampled(world):
+    # a sampled background rarely holds the record cells: the baseline must still see every training record, as
+    # the deep SDM does (it used to keep only the records whose cell was drawn as background)
+    cube, occurrences, _ = world
+    common = {**FAST, "epochs": 2, "block_cells": 6, "baseline": "logistic"}
+    _, full = train_sdm(cube, occurrences, progress=False, fractions=(0.8, 0.2, 0.0), **common)
+    _, sampled = train_sdm(cube, occurrences, progress=False, fractions=(0.8, 0.2, 0.0), background_cells=60,
+                           **common)
+    assert np.isfinite(full["baseline_scores"]).all()
+    assert np.isfinite(sampled["baseline_scores"]).all()
+
+
 def test_train_sdm_fits_the_baseline_only_for_the_species_asked(world):
     cube, occurrences, _ = world
     _, info = train_sdm(cube, occurrences, progress=False, **{**FAST, "epochs": 2}, baseline_species=["sp_b"])
