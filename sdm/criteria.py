@@ -6,8 +6,9 @@ them, and as ConR computes them (Dauby et al. 2017, Ecology and Evolution 7:1129
 - **AOO** (area of occupancy): the number of occupied cells of a 2 x 2 km equal-area grid (EASE-Grid 2.0,
   EPSG:6933) times 4 km2, from every record (not one per cell of the run's grid);
 - **EOO** (extent of occurrence): the area of the minimum convex polygon of the records, on the WGS84 ellipsoid
-  (``pyproj.Geod.polygon_area_perimeter`` over the hull's vertices); the hull is taken in a Lambert azimuthal
-  equal-area projection centred on the records, so a range across the antimeridian is as small as it is. Fewer
+  (``pyproj.Geod.polygon_area_perimeter`` over the hull's vertices); the hull is taken in a gnomonic projection
+  centred on the records, where great circles are straight, so its vertices are the spherical hull's and a range
+  across the antimeridian is as small as it is (ranges wider than a hemisphere: an equal-area approximation). Fewer
   than three distinct points, or points on a line, give 0; the Guidelines then set EOO to AOO, as
   :func:`range_metrics` does whenever EOO < AOO;
 - **locations**: ConR's approximation, the occupied cells of a 10 x 10 km equal-area grid (a "location" proper
@@ -44,6 +45,12 @@ CRITERION_B_RANK = {NOT_THREATENED_B: 0, "VU": 1, "EN": 2, "CR": 3}
 _GEOD = Geod(ellps="WGS84")
 
 
+def _wrapped(lon) -> np.ndarray:
+    """Longitudes (degrees) in [-180, 180): 180 and -180 are one meridian, and one AOO cell."""
+    lon = np.asarray(lon, dtype="float64")
+    return (lon + 180.0) % 360.0 - 180.0
+
+
 def _equal_area_xy(lon, lat) -> np.ndarray:
     transformer = Transformer.from_crs("EPSG:4326", EQUAL_AREA_CRS, always_xy=True)
     x, y = transformer.transform(np.asarray(lon, dtype="float64"), np.asarray(lat, dtype="float64"))
@@ -53,10 +60,12 @@ def _equal_area_xy(lon, lat) -> np.ndarray:
 def occupied_cells(lon, lat, species, cell_m: float) -> pd.Series:
     """Distinct ``cell_m`` x ``cell_m`` m cells of the EASE-Grid 2.0 (EPSG:6933) holding a record, per species
     (index: species, sorted)."""
-    xy = _equal_area_xy(lon, lat)
-    cells = pd.DataFrame({"species": np.asarray(species).astype(str), "i": np.floor(xy[:, 0] / cell_m),
-                          "j": np.floor(xy[:, 1] / cell_m)})
-    return cells.drop_duplicates().groupby("species").size().astype("int64")
+    species = np.asarray(species).astype(str)
+    xy = _equal_area_xy(_wrapped(lon), lat)
+    cells = pd.DataFrame({"species": species, "i": np.floor(xy[:, 0] / cell_m), "j": np.floor(xy[:, 1] / cell_m)})
+    # a record without finite coordinates occupies no cell; its species keeps a row (0 cells) if it has no other
+    counted = cells[np.isfinite(xy).all(axis=1)].drop_duplicates().groupby("species").size()
+    return counted.reindex(pd.Index(np.unique(species), name="species"), fill_value=0).astype("int64")
 
 
 def aoo_km2(lon, lat, species) -> pd.Series:
@@ -79,28 +88,42 @@ def _centre(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float]:
     return float(np.degrees(np.arctan2(v[1], v[0]))), float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1]))))
 
 
-def _azimuthal_equal_area(lon: np.ndarray, lat: np.ndarray, lon0: float, lat0: float) -> np.ndarray:
-    """(n, 2) Lambert azimuthal equal-area coordinates (unit sphere) of points (degrees) about (lon0, lat0): only
-    their convex hull is used, so the sphere's formulas serve, without a pyproj transformer per species (26 ms
-    each: most of the features job on 1,000 species)."""
+_GNOMONIC_MIN_COS = 0.01
+"""Points farther than about 89.4 degrees from the centre have no gnomonic image (the projection covers less than
+a hemisphere): their hull is taken in the azimuthal equal-area projection instead."""
+
+
+def _azimuthal(lon: np.ndarray, lat: np.ndarray, lon0: float, lat0: float) -> np.ndarray:
+    """(n, 2) azimuthal coordinates (unit sphere) of points (degrees) about (lon0, lat0), for their convex hull.
+
+    Gnomonic where every point lies within :data:`_GNOMONIC_MIN_COS` of a hemisphere about the centre: great
+    circles are straight lines there, so the plane hull's vertices are exactly those of the spherical hull (an
+    equal-area projection bends great circles, and wide ranges then lose vertices: 10 % of the area at +-60
+    degrees). Otherwise Lambert azimuthal equal-area, an approximation for ranges wider than a hemisphere, whose
+    EOO is far above every threshold of criterion B anyway. The sphere's formulas serve, without a pyproj
+    transformer per species (26 ms each: most of the features job on 1,000 species)."""
     lam, phi = np.radians(lon) - np.radians(lon0), np.radians(lat)
     phi0 = np.radians(lat0)
     cos_c = np.sin(phi0) * np.sin(phi) + np.cos(phi0) * np.cos(phi) * np.cos(lam)
-    k = np.sqrt(2.0 / np.maximum(1.0 + cos_c, 1e-12))
+    if cos_c.min() > _GNOMONIC_MIN_COS:
+        k = 1.0 / cos_c
+    else:
+        k = np.sqrt(2.0 / np.maximum(1.0 + cos_c, 1e-12))
     return np.c_[k * np.cos(phi) * np.sin(lam), k * (np.cos(phi0) * np.sin(phi) - np.sin(phi0) * np.cos(phi) * np.cos(lam))]
 
 
 def hull_area_km2(lon, lat) -> float:
     """Area (km2, WGS84 ellipsoid, geodesic edges) of the convex hull of one species' points (degrees); 0 when the
-    hull is not a polygon (fewer than three distinct points, or collinear). The hull's vertices are found in an
-    azimuthal equal-area projection centred on the points (correct across the antimeridian), and the polygon they
-    make is measured on the ellipsoid."""
+    hull is not a polygon (fewer than three distinct points, or collinear). The hull's vertices are found in a
+    gnomonic projection centred on the points (exact, and correct across the antimeridian; :func:`_azimuthal`), and
+    the polygon they make is measured on the ellipsoid. Points without finite coordinates are left out."""
     from scipy.spatial import ConvexHull, QhullError
 
-    points = np.unique(np.c_[np.asarray(lon, dtype="float64"), np.asarray(lat, dtype="float64")], axis=0)
+    points = np.c_[_wrapped(lon), np.asarray(lat, dtype="float64")]
+    points = np.unique(points[np.isfinite(points).all(axis=1)], axis=0)
     if len(points) < 3:
         return 0.0
-    projected = _azimuthal_equal_area(points[:, 0], points[:, 1], *_centre(points[:, 0], points[:, 1]))
+    projected = _azimuthal(points[:, 0], points[:, 1], *_centre(points[:, 0], points[:, 1]))
     try:
         hull = ConvexHull(projected)
     except QhullError:  # collinear points (or all in one place): no polygon
@@ -138,11 +161,16 @@ def criterion_b(eoo: pd.Series, aoo: pd.Series, locations: pd.Series) -> pd.Seri
 def range_metrics(records: pd.DataFrame) -> pd.DataFrame:
     """IUCN range metrics per species from every cleaned record (``species``, ``longitude``, ``latitude``):
     ``aoo_km2``, ``eoo_km2`` (raised to AOO when smaller), ``n_locations_10km``, ``criterion_b_rank`` (0 LC or
-    NT, 1 VU, 2 EN, 3 CR) and ``category_b``; index: species, sorted."""
+    NT, 1 VU, 2 EN, 3 CR) and ``category_b``; index: species with at least one record with finite coordinates,
+    sorted."""
     missing = [c for c in ("species", "longitude", "latitude") if c not in records.columns]
     if missing:
         raise ValueError(f"records lack column(s) {missing}; have {list(records.columns)}")
-    lon, lat, species = records["longitude"], records["latitude"], records["species"]
+    # a record without finite coordinates tells nothing of the range: left out (the ingest drops them already), so a
+    # species with no other record has no row here rather than an AOO of 0, which would read as CR
+    located = records[np.isfinite(records["longitude"].to_numpy(dtype="float64"))
+                      & np.isfinite(records["latitude"].to_numpy(dtype="float64"))]
+    lon, lat, species = located["longitude"], located["latitude"], located["species"]
     out = pd.DataFrame({"aoo_km2": aoo_km2(lon, lat, species)})
     out["eoo_km2"] = np.maximum(eoo_km2(lon, lat, species).reindex(out.index), out["aoo_km2"])
     out["n_locations_10km"] = n_locations(lon, lat, species).reindex(out.index)

@@ -11,7 +11,7 @@ it. The numbers are those of the host pass (tests compare both on the CPU, where
 
 Which pass runs is ``prediction.reductions``: ``host``, ``device``, or ``auto`` (the device pass when the model's
 device is CUDA). The device pass needs an assemblage that compares each species' code with a known one
-(``threshold``, or ``average_k``, whose code fused mode fixes per scenario first).
+(``threshold``, or ``average_k``, whose code fused mode fixes on the present first).
 """
 from __future__ import annotations
 
@@ -182,6 +182,11 @@ def _block_pass(*blocks, model, mean, std, device, batch_size, precision, thresh
             current = presence[0] & valid
             columns = mask_sums_on_device(current, codes[0], weight, protected)
             for future, future_codes in zip(presence[1:], codes[1:]):
+                # no data in this scenario where the present has some: the present's state, as on the host
+                unknown = valid & (future_codes[0] == NODATA)
+                if bool(unknown.any()):
+                    future = torch.where(unknown, current, future)
+                    future_codes = torch.where(unknown[None, :], codes[0], future_codes)
                 for dispersal in dispersals:
                     mask = future & valid if dispersal == "full" else future & current
                     columns += mask_sums_on_device(mask, future_codes, weight, protected)

@@ -413,7 +413,8 @@ def _block_sums(pres0, suit0, area, *rest, n_futures, dispersals, has_share, cod
     :func:`all_scenario_ranges`: the present's range (area, suitability sum, cell count[, protected area]), then
     the same for every future scenario (``rest``: presence and suitability of each, then the protected share when
     ``has_share``) and dispersal assumption. Only the block's cells with data are looked at (those where the first
-    species has a suitability); with ``coded`` the suitability arrays are the stored uint8 codes, decoded only where
+    species has a suitability); a cell with data in the present but none in a scenario keeps the present's
+    presence and suitability in that scenario (no change, rather than a lost cell); with ``coded`` the suitability arrays are the stored uint8 codes, decoded only where
     a species is present (:func:`_mask_sums`)."""
     rest = list(rest)
     futures = [(rest[2 * i], rest[2 * i + 1]) for i in range(n_futures)]
@@ -434,10 +435,16 @@ def _block_sums(pres0, suit0, area, *rest, n_futures, dispersals, has_share, cod
     cells = flat(pres0).astype(bool, copy=False)
     columns = _mask_sums(cells, flat(suit0), valid, weight, protected, coded)
     for pres1, suit1 in futures:
-        future = flat(pres1).astype(bool, copy=False)
+        future, future_suit = flat(pres1).astype(bool, copy=False), flat(suit1)
+        # a cell with present data but none in this scenario (climate models' land masks differ) says nothing of
+        # change: the species keeps its present state there, rather than losing the cell
+        unknown = valid & ~(future_suit[0] != 255 if coded else np.isfinite(future_suit[0]))
+        if unknown.any():
+            future = np.where(unknown, cells, future)
+            future_suit = np.where(unknown, flat(suit0), future_suit)
         for dispersal in dispersals:
             pres = future if dispersal == "full" else future & cells
-            columns += _mask_sums(pres, flat(suit1), valid, weight, protected, coded)
+            columns += _mask_sums(pres, future_suit, valid, weight, protected, coded)
     out[:, :, 0, 0] = np.stack(columns, axis=1)
     return out
 

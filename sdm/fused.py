@@ -11,10 +11,11 @@ stores each scenario's presence as bits (:mod:`sdm.packed`: one bit per species 
 from those stores, so each scenario's model forward runs once. The uint8 codes would be 8 bits per species-cell and
 compress 2.7x; presence is all the indicators need.
 
-With ``average_k``, the single threshold needs code histograms of the scenario's predictions: they are computed
-once per scenario (:func:`average_k_threshold`, written by the workflow as a small JSON file), from a seeded
+With ``average_k``, the single threshold needs code histograms of the present's predictions: they are computed
+once (:func:`average_k_threshold` on the present, written by the workflow as a small JSON file), from a seeded
 uniform sample of the valid cells when the grid is large (:data:`AVERAGE_K_CELLS`), and given to every pass over
-that scenario, which would otherwise each stream over the grid for it again.
+every scenario (the workflow applies the present's threshold to the futures too, as stored mode does), which would
+otherwise each stream over the grid for it again.
 """
 
 from __future__ import annotations

@@ -143,6 +143,13 @@ def run_layers(current: xr.DataArray, future: xr.DataArray | None, valid: xr.Dat
     return {dispersal: layers[("future", dispersal)] for dispersal in statuses}
 
 
+def _valid_cells(predictions: xr.Dataset) -> xr.DataArray:
+    """(y, x) bool: the cells with data of a prediction store, a decoded prediction Dataset or a presence store."""
+    valid = predictions["valid"] if PRESENCE_BITS in predictions else \
+        predictions["suitability_code"].isel(species=0) != NODATA
+    return valid.drop_vars([c for c in valid.coords if c not in ("y", "x")])
+
+
 def all_run_layers(current: xr.DataArray, futures: dict[str, xr.DataArray], valid: xr.DataArray,
                    statuses: dict[str, dict], current_status: pd.Series | None, present: bool = True,
                    species: list[str] | None = None) -> dict:
@@ -335,6 +342,10 @@ def all_indicators(current, futures: dict, out_dirs: dict, statuses: dict | None
         present_status = read_status(statuses["current"] if "current" in statuses else current_status)
     layers = all_run_layers(current[variable], {name: ds[variable] for name, ds in futures.items()}, valid,
                             run_statuses, present_status, present="current" in out_dirs, species=species)
+    # a cell with no data in a scenario (its climate model's land mask) has none in that scenario's layers, rather
+    # than an empty assemblage and a loss of every species
+    layers = {key: run if key == "current" else run.where(_valid_cells(futures[key[0]]).variable)
+              for key, run in layers.items()}
     sources = ({"current": current} if "current" in out_dirs else {}) | futures
     mess = {name: extrapolation(ds, name) for name, ds in sources.items()}
     layers = {key: run.assign(mess["current" if key == "current" else key[0]]) for key, run in layers.items()}

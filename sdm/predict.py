@@ -568,15 +568,31 @@ def _distributed(scheduler: str | None, workers: int, threads: int):
             yield client
 
 
+def shared_average_k(present, k: float | str, thresholds) -> int:
+    """The ``average_k`` code threshold chosen on the present's stored suitability (``present``: the uint8 codes,
+    or the path of the present's prediction store), which every scenario applies: chosen again on a future's
+    suitability, it would follow that future's mean set size, and a cell of the same suitability would be present
+    in one scenario and absent in the other."""
+    from sdm.assemblage import average_k_code
+
+    if not isinstance(present, xr.DataArray):
+        present = xr.open_zarr(present, consolidated=False)["suitability"]
+    return int(average_k_code(present, k, thresholds))
+
+
 def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str, chunk: int | None = None,
                      batch_size: int | None = None, assemblage: str = "threshold", k: float = 5,
                      workers: int | None = None,
                      threads: int | None = None, device: str = "auto", precision: str = "float32",
                      memory_bytes: int = CHUNK_BYTES, scheduler: str | None = None,
-                     progress: bool = True) -> xr.Dataset:
+                     progress: bool = True, average_k_from: str | os.PathLike | None = None) -> xr.Dataset:
     """Predict one scenario's cube with a checkpoint and write suitability + presence (Zarr), and the MESS
     extrapolation layers ``mess`` / ``most_dissimilar`` (y, x) of :func:`extrapolation_layers` when the checkpoint
     holds the training climate's quantiles (computed from the same chunks of the cube as the predictions).
+
+    - ``average_k_from``: with the ``average_k`` assemblage, the prediction store of the present whose threshold
+      every scenario uses (:func:`shared_average_k`): a cell of equal suitability is present in every scenario or
+      in none, as with per-species thresholds. None (the present itself): chosen on this scenario's suitability.
 
     - ``chunk``: cells per side of a prediction chunk, at most; the side is also capped by :func:`chunk_cells` so
       that a chunk's float32 output stays under ``memory_bytes`` (bytes): peak memory does not grow with the grid.
@@ -644,7 +660,10 @@ def predict_scenario(cube: xr.DataArray, model_path, out_path, *, scenario: str,
                     write(xr.Dataset({"suitability": suitability, **novelty}, attrs=attrs), partial,
                           step=" (suitability)")
                     stored = xr.open_zarr(partial, consolidated=False)["suitability"]
-                    presence = assemble(stored, assemblage, thresholds=checkpoint["thresholds"], k=k)
+                    code = shared_average_k(stored if average_k_from is None else average_k_from, k,
+                                            checkpoint["thresholds"])
+                    presence = assemble(stored, assemblage, thresholds=checkpoint["thresholds"], k=k, average_k=code)
+                    presence.attrs["average_k_code"] = code
                     presence = restrict_presence(presence.rio.write_crs(cube.rio.crs),
                                                  AccessibleArea.from_checkpoint(checkpoint))
                     write(presence.to_dataset(), partial, mode="a", step=" (presence)")

@@ -696,7 +696,10 @@ def status_table(
     from the records' EOO, AOO and locations, :mod:`sdm.criteria`), ``category`` (futures: the more threatened
     of classifier and A3; current: the classifier's), ``redlist_category`` (the Red List label or ""),
     ``category_cv`` (out-of-fold prediction for assessed species, else ""), ``status`` (current: the Red List
-    category where it is one of LC..CR, else ``category``; futures: ``category``), ``no_suitable_cell``
+    category where it is one of LC..CR, else ``category``; futures: the more threatened of that same present
+    standing, the Red List category or else the classifier's, and A3, so that an assessed species' future status
+    changes only through its projected range loss, not where the classifier disagrees with its label),
+    ``no_suitable_cell``
     (range_km2 == 0), and as evidence ``range_km2``, ``range_change``, ``range_loss``; last ``p_threatened``
     (``p_VU + p_EN + p_CR``, the classifier's probability that the species is threatened).
     """
@@ -721,9 +724,8 @@ def status_table(
             category = _more_threatened(cat_clf, cat_a3)
         rl = redlist.reindex(index)
         rl_valid = rl.where(rl.isin(CATEGORIES))
-        status = category.copy()
-        if scenario == CURRENT:
-            status = rl_valid.where(rl_valid.notna(), category)
+        standing = rl_valid.where(rl_valid.notna(), cat_clf)  # the Red List category, else the classifier's
+        status = standing if scenario == CURRENT else _more_threatened(standing.astype(object), cat_a3)
         table = pd.DataFrame(
             {
                 "species": index.astype(str),

@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from pyproj import Transformer
+from pyproj import Geod, Transformer
 
 from sdm.criteria import aoo_km2, criterion_b, hull_area_km2, n_locations, range_metrics
 
@@ -34,6 +34,30 @@ def test_eoo_of_known_triangles():
     assert hull_area_km2([0.0, 0.1, 0.0, 0.02], [0.0, 0.0, 0.1, 0.02]) == pytest.approx(61.5, rel=0.01)
     assert hull_area_km2([0.0, 1.0], [0.0, 1.0]) == 0.0  # two points
     assert hull_area_km2([0.0, 1.0, 2.0], [0.0, 0.0, 0.0]) == 0.0  # on one geodesic (the equator)
+
+
+def test_eoo_of_a_wide_range_keeps_its_true_hull():
+    # the octant again, with records just inside its edges: on the sphere they lie inside the hull, whose area stays
+    # an eighth of the ellipsoid; an equal-area projection bends the edges and made them vertices (area too small)
+    lon = [0.0, 90.0, 0.0, 89.5, 45.0, 0.5, 60.0, 30.0]
+    lat = [0.0, 0.0, 90.0, 45.0, 0.5, 45.0, 20.0, 60.0]
+    assert hull_area_km2(lon, lat) == pytest.approx(ELLIPSOID_KM2 / 8, rel=1e-6)
+    # a 120 x 100 degree range around the equator, interior points on a grid
+    corners_lon, corners_lat = [-60.0, 60.0, 60.0, -60.0], [-50.0, -50.0, 50.0, 50.0]
+    inner_lon, inner_lat = np.meshgrid(np.linspace(-58, 58, 9), np.linspace(-30, 30, 7))
+    expected = abs(Geod(ellps="WGS84").polygon_area_perimeter(corners_lon, corners_lat)[0]) / 1e6
+    area = hull_area_km2(np.r_[corners_lon, inner_lon.ravel()], np.r_[corners_lat, inner_lat.ravel()])
+    assert area == pytest.approx(expected, rel=1e-6)
+
+
+def test_records_on_either_side_of_the_antimeridian_share_cells_and_nan_records_are_left_out():
+    assert aoo_km2([180.0, -180.0], [10.0, 10.0], ["a", "a"]).to_dict() == {"a": 4.0}
+    records = pd.DataFrame({"species": ["a", "a", "a", "b"], "longitude": [10.0, np.nan, 10.001, np.nan],
+                            "latitude": [45.0, 45.0, np.nan, 45.0]})
+    table = range_metrics(records)
+    assert table.index.tolist() == ["a"]  # b has no located record: no row, rather than an AOO of 0 (CR)
+    assert table.loc["a", "aoo_km2"] == 4.0 and table.loc["a", "n_locations_10km"] == 1
+    assert hull_area_km2([0.0, 1.0, 0.0, np.nan], [0.0, 0.0, 1.0, 5.0]) > 0
 
 
 def test_eoo_across_the_antimeridian_equals_the_same_shape_elsewhere():

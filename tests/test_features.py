@@ -372,3 +372,42 @@ def test_range_sums_in_batches_of_blocks_equal_the_whole_sum(per_compute, monkey
     monkeypatch.setattr(da, "compute", lambda *parts: sizes.append(len(parts)) or compute(*parts))
     np.testing.assert_allclose(sum_in_batches(blocks, per_compute), values.sum(axis=(2, 3)), rtol=1e-12)
     assert max(sizes) == min(per_compute, 63) and sum(sizes) == 63
+
+
+@pytest.mark.parametrize("coded", [False, True])
+def test_a_cell_without_data_in_a_scenario_is_not_lost_range(coded):
+    # 4 cells of present range, 2 of them without data in the future (another land mask): no loss, where counting
+    # them as absent would lose half the range (criterion A3: EN)
+    from sdm.codes import NODATA
+    from sdm.features import all_scenario_ranges
+
+    coords = {"species": ["a", "b"], "y": [0.0, 1.0], "x": [0.0, 1.0]}
+    present = np.ones((2, 2, 2), bool)
+    future = present.copy()
+    future[:, 0, :] = False  # what a store decodes where it has no data
+    if coded:
+        codes = np.full((2, 2, 2), 200, "uint8")
+        future_codes = codes.copy()
+        future_codes[:, 0, :] = NODATA
+        suit, future_suit = ("suitability_code", codes), ("suitability_code", future_codes)
+    else:
+        values = np.full((2, 2, 2), 0.9, "float32")
+        future_values = values.copy()
+        future_values[:, 0, :] = np.nan
+        suit, future_suit = ("suitability", values), ("suitability", future_values)
+
+    def predictions(presence, suitability):
+        name, data = suitability
+        ds = xr.Dataset({"presence": (("species", "y", "x"), presence), name: (("species", "y", "x"), data)},
+                        coords=coords)
+        if name == "suitability_code":
+            ds["suitability"] = ds[name].astype("float32")  # present for the check on variables; the codes are read
+        return ds
+
+    area = xr.DataArray(np.ones((2, 2)), dims=("y", "x"), coords={"y": coords["y"], "x": coords["x"]})
+    ranges = all_scenario_ranges(predictions(present, suit), {"f": predictions(future, future_suit)},
+                                 ["full", "none"], area)
+    for dispersal in ("full", "none"):
+        table = ranges["f"][dispersal]
+        np.testing.assert_allclose(table["range_km2"], 4.0)
+        np.testing.assert_allclose(table["range_loss"], 0.0)

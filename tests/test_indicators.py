@@ -192,6 +192,18 @@ def test_run_indicators_without_status_writes_only_richness(stores, tmp_path):
     assert (out / "indicators.zarr").exists()
 
 
+def test_a_cell_without_data_in_the_scenario_has_none_in_its_layers(stores, tmp_path):
+    # the climate model's land mask lacks cell (0, 0), which has data in the present: no data there in the
+    # scenario's layers and their change, not an empty cell that lost every species
+    current, _ = stores
+    gap = NODATA_CELLS.copy()
+    gap[0, 0] = True
+    future = _store(tmp_path / "gap.zarr", FUTURE, gap)
+    run_indicators(current, future, "ssp585", "full", tmp_path / "gap_full")
+    np.testing.assert_array_equal(_read(tmp_path / "gap_full" / "richness.tif"), [[NAN, 2], [3, NAN]])
+    np.testing.assert_array_equal(_read(tmp_path / "gap_full" / "richness_change.tif"), [[NAN, 1], [3, NAN]])
+
+
 def test_run_indicators_no_dispersal_keeps_future_inside_current(stores, tmp_path):
     current, future = stores
     run_indicators(current, future, "ssp585", "none", tmp_path / "ssp585_none")

@@ -196,6 +196,28 @@ def test_predict_scenario_on_a_reversed_cube_gives_the_same_store(checkpoint, cu
     np.testing.assert_array_equal(a["presence"].values, b["presence"].values)
 
 
+def test_a_future_applies_the_present_average_k_threshold(checkpoint, cube, tmp_path):
+    # a warmer future: chosen on its own suitability the threshold would follow the future's mean set size; the
+    # present's applies, so a cell is present exactly where its code reaches the present's threshold
+    from sdm.predict import shared_average_k
+
+    _, ckpt, path = checkpoint
+    options = dict(chunk=16, device="cpu", assemblage="average_k", k="auto", progress=False)
+    predict_scenario(cube, path, tmp_path / "current.zarr", scenario="current", **options)
+    warm = cube + xr.DataArray([4.0, 0.0, 0.0], dims="variable", coords={"variable": cube["variable"]})
+    predict_scenario(warm, path, tmp_path / "own.zarr", scenario="warm", **options)
+    predict_scenario(warm, path, tmp_path / "warm.zarr", scenario="warm", average_k_from=tmp_path / "current.zarr",
+                     **options)
+    code = shared_average_k(tmp_path / "current.zarr", "auto", ckpt["thresholds"])
+    own = shared_average_k(tmp_path / "own.zarr", "auto", ckpt["thresholds"])
+    assert code != own  # the warm future's own threshold differs: the case that matters
+    for store, expected_code in (("current", code), ("warm", code), ("own", own)):
+        ds = open_predictions(tmp_path / f"{store}.zarr", decode=False)
+        valid = ds["suitability"].values != NODATA
+        expected = (ds["suitability"].values >= expected_code) & valid
+        np.testing.assert_array_equal(ds["presence"].values == 1, expected, err_msg=store)
+
+
 def test_predict_scenario_missing_variable_names_scenario_and_variable(checkpoint, cube, tmp_path):
     _, _, path = checkpoint
     with pytest.raises(ValueError, match=r"ssp585.*bio12|bio12.*ssp585"):

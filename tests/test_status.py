@@ -412,6 +412,10 @@ def test_status_table():
     future["range_loss"] = 0.0
     future.iloc[0, future.columns.get_loc("range_loss")] = 0.85  # an LC species losing 85 % of its range
     future.iloc[1, future.columns.get_loc("range_km2")] = 0.0
+    # an assessed LC species whose future features look like a CR species' (the classifier disagrees with its
+    # label) but with no projected loss: its status stays LC
+    future.iloc[3, [future.columns.get_loc(c) for c in ("range_km2", "eoo_km2", "aoo_km2", "current_range_km2")]] = (
+        features.iloc[-1][["range_km2", "eoo_km2", "aoo_km2", "current_range_km2"]].to_numpy())
     runs = {("current", "none"): features, ("ssp585", "full"): future, ("ssp585", "none"): future}
     # Red List: known for all but the last 5 species; one DD.
     redlist = labels.iloc[:-5].astype(object).copy()
@@ -445,7 +449,15 @@ def test_status_table():
     assert fut.loc[sp0, "status"] == "CR"
     order = {c: i for i, c in enumerate(CATEGORIES)}
     assert (fut["category"].map(order) >= fut["category_classifier"].map(order)).all()
-    assert (fut["status"] == fut["category"]).all()
+    standing = cur["status"].reindex(fut.index)  # the Red List category, else the classifier's
+    labelled_now = fut.index.isin(labelled.index)
+    assert (fut.loc[~labelled_now, "status"] == fut.loc[~labelled_now, "category"]).all()
+    worse = fut["category_a3"].map(order).fillna(-1) > standing.map(order)
+    np.testing.assert_array_equal(fut.loc[labelled_now, "status"],
+                                  fut["category_a3"].where(worse, standing)[labelled_now])
+    sp3 = features.index[3]
+    assert labels[sp3] == "LC" and fut.loc[sp3, "category_classifier"] != "LC"
+    assert fut.loc[sp3, "status"] == "LC"
     assert bool(fut.loc[features.index[1], "no_suitable_cell"])
     assert table["no_suitable_cell"].dtype == bool
     np.testing.assert_allclose(table["p_threatened"], table[["p_VU", "p_EN", "p_CR"]].sum(axis=1))

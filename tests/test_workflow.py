@@ -380,9 +380,9 @@ def test_fused_mode_stores_no_species_cube(tmp_path):
     assert not (tmp_path / "results/predictions").exists()
     # presence as bits, one store per scenario, written by the range pass and read by the indicator pass
     assert sorted(p.name for p in (tmp_path / "results/sdm/presence").iterdir()) == ["current.zarr", "warm.zarr"]
-    # the default average-K: each scenario's threshold computed once, for every pass over it
-    for scenario in ("current", "warm"):
-        assert 0 < json.loads((tmp_path / f"results/sdm/average_k/{scenario}.json").read_text())["code"] < 255
+    # the default average-K: the present's threshold, computed once, applied by every pass over every scenario
+    assert 0 < json.loads((tmp_path / "results/sdm/average_k/current.json").read_text())["code"] < 255
+    assert sorted(p.name for p in (tmp_path / "results/sdm/average_k").iterdir()) == ["current.json"]
     features = pd.read_parquet(tmp_path / "results/iucn/features_warm_none.parquet")
     assert (features["range_km2"] <= features["current_range_km2"]).all()  # no dispersal: inside the current range
     for name in ("richness", "threatened_share_change", "mess"):

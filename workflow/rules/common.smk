@@ -57,12 +57,24 @@ def run_scenario(run):
 
 
 FUSED = config["prediction"]["fused"]
-# fused average-K: each scenario's single threshold is computed once (rule average_k_threshold) and read by its passes
+# fused average-K: the present's single threshold is computed once (rule average_k_threshold) and read by every pass
 SHARED_AVERAGE_K = FUSED and config["prediction"]["assemblage"] == "average_k"
 
 
+def predict_inputs(wildcards):
+    """Stored mode's prediction of one scenario: the model and its climate cube, and with average-K, for a future,
+    the present's prediction store (its threshold is the one every scenario applies)."""
+    inputs = {"model": "results/sdm/model.pt", "cube": f"results/cubes/{wildcards.scenario}.zarr"}
+    if config["prediction"]["assemblage"] == "average_k" and wildcards.scenario != "current":
+        inputs["present"] = "results/predictions/current.zarr"
+    return inputs
+
+
 def average_k_file(scenario):
-    return f"results/sdm/average_k/{scenario}.json"
+    """The average-K threshold file that the passes over ``scenario`` read: the present's, whatever the scenario,
+    since one threshold chosen on the present applies to every scenario (a future's own would follow its mean set
+    size, and a cell of the same suitability would be present in one scenario and absent in another)."""
+    return "results/sdm/average_k/current.json"
 
 
 def average_k_inputs(roles):

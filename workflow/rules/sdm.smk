@@ -24,10 +24,10 @@ rule train_sdm:
 
 
 rule predict:
-    """Suitability and presence of every species on the grid of one scenario (Dask, chunk by chunk)."""
+    """Suitability and presence of every species on the grid of one scenario (Dask, chunk by chunk); with the
+    average_k assemblage a future scenario applies the present's threshold, read from the present's store."""
     input:
-        model="results/sdm/model.pt",
-        cube="results/cubes/{scenario}.zarr",
+        unpack(predict_inputs),
     output:
         directory("results/predictions/{scenario}.zarr"),
     params:
@@ -50,14 +50,14 @@ rule predict:
 if SHARED_AVERAGE_K:
 
     rule average_k_threshold:
-        """Fused average-K: the single code threshold of one scenario, from one model forward over its grid, read
-        by every pass over that scenario (range sums, indicators, the explorer) instead of each streaming over the
-        grid for it again."""
+        """Fused average-K: the single code threshold, chosen on the present (the only scenario asked for) from one
+        model forward over its grid, read by every pass over every scenario (range sums, indicators, the explorer)
+        instead of each streaming over the grid for it again."""
         input:
             model="results/sdm/model.pt",
             cube="results/cubes/{scenario}.zarr",
         output:
-            average_k_file("{scenario}"),
+            "results/sdm/average_k/{scenario}.json",
         params:
             prediction=config["prediction"],
             device=config["sdm"]["device"],
