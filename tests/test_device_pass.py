@@ -95,17 +95,22 @@ def test_the_device_pass_equals_the_host_pass(world, tmp_path, assemblage, devic
     protected = xr.zeros_like(grid, dtype="float64") + np.linspace(0, 1, grid.sizes["x"])
     codes = {"current": 150, "warm": 140, "warm2": 140} if assemblage == "average_k" else {}
 
-    def lazy(name, source):
-        return lazy_predictions(cubes[source], world["model"], scenario=name, chunk=16, device="cpu",
+    # warm2: the warm climate with half its cells without data (another land mask), which keep the present's
+    # state in both passes
+    holed = cubes["warm"].copy()
+    holed[:, :, : holed.sizes["x"] // 2] = np.nan
+    climates = {"current": cubes["current"], "warm": cubes["warm"], "warm2": holed}
+
+    def lazy(name):
+        return lazy_predictions(climates[name], world["model"], scenario=name, chunk=16, device="cpu",
                                 assemblage=assemblage, average_k=codes.get(name))
 
     host_stores = {name: tmp_path / "host" / f"{name}.zarr" for name in ("current", "warm2")}
-    host = all_scenario_ranges(lazy("current", "current"), {"warm": lazy("warm", "warm"), "warm2": lazy("warm2", "warm")},
+    host = all_scenario_ranges(lazy("current"), {"warm": lazy("warm"), "warm2": lazy("warm2")},
                                ["full", "none"], area, protected, presence_stores=host_stores)
     device_stores = {name: tmp_path / "device" / f"{name}.zarr" for name in ("current", "warm2")}
     prediction = {"chunk": 16, "batch_size": 65536, "assemblage": assemblage, "k": 5, "precision": "float32"}
-    got = device_scenario_ranges(world["model"], {"current": cubes["current"], "warm": cubes["warm"],
-                                                  "warm2": cubes["warm"]}, prediction, ["full", "none"], area,
+    got = device_scenario_ranges(world["model"], climates, prediction, ["full", "none"], area,
                                  protected, presence_stores=device_stores, average_k=codes, device=device)
     assert torch.load(world["model"], weights_only=True)["accessible"]  # the accessible area is part of the pass
     assert got.keys() == host.keys()
@@ -114,6 +119,7 @@ def test_the_device_pass_equals_the_host_pass(world, tmp_path, assemblage, devic
             pd.testing.assert_frame_equal(got[scenario][dispersal], host[scenario][dispersal], check_exact=False,
                                           rtol=1e-10)
     assert (got["warm"]["none"]["range_km2"] > 0).any()
+    assert not got["warm2"]["full"].equals(got["warm"]["full"])  # the hole mattered
     assert got["warm"]["none"]["protected_share_range"].between(0, 1).all()
     for name in device_stores:
         xr.testing.assert_identical(open_presence_store(device_stores[name]).compute(),
