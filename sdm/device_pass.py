@@ -154,7 +154,8 @@ def _block_pass(*blocks, model, mean, std, device, batch_size, precision, thresh
     and of each future scenario (variable, y, x), the cell areas (y, x) and, with ``has_share``, the protected
     share (y, x). Returns ``sums`` (species, statistic, 1, 1: the present's, then every scenario's and dispersal
     assumption's, as :func:`sdm.features._block_sums`), ``words`` (climate index -> its presence as bits, word, y,
-    x, for the climates in ``packed``) and ``valid`` (y, x: cells with data in the present)."""
+    x, for the climates in ``packed``) and ``valid`` (climate index -> y, x: its cells with data, for the same
+    climates)."""
     from sdm.predict import _cached_model
 
     device = torch.device(device)
@@ -192,7 +193,9 @@ def _block_pass(*blocks, model, mean, std, device, batch_size, precision, thresh
                     columns += mask_sums_on_device(mask, future_codes, weight, protected)
             sums[:, :, 0, 0] = np.stack(columns, axis=1)
         words = {index: pack_on_device(presence[index]).reshape(-1, *shape) for index in packed}
-        return {"sums": sums, "words": words, "valid": valid.cpu().numpy().reshape(shape)}
+        # each stored climate's own cells with data (a scenario's land mask may lack some of the present's)
+        valids = {index: (codes[index][0] != NODATA).cpu().numpy().reshape(shape) for index in packed}
+        return {"sums": sums, "words": words, "valid": valids}
 
 
 def _part(result: dict, key: str, index: int | None = None) -> np.ndarray:
@@ -276,7 +279,6 @@ def device_scenario_ranges(model_path: str | Path, cubes: dict, prediction: dict
     with ExitStack() as stack:
         stored = []
         if presence_stores:
-            valid = da.map_blocks(_part, raw, key="valid", dtype=bool, chunks=spatial, meta=np.empty((0, 0), bool))
             like = grid.rio.write_crs(cube.rio.crs)  # the grid every store is on
             stores = {}
             for index, scenario in enumerate(names):
@@ -285,6 +287,8 @@ def device_scenario_ranges(model_path: str | Path, cubes: dict, prediction: dict
                 words = da.map_blocks(_part, raw, key="words", index=index, new_axis=0, dtype=WORD_DTYPE,
                                       chunks=((n_words(len(species)),), *spatial),
                                       meta=np.empty((0, 0, 0), WORD_DTYPE))
+                valid = da.map_blocks(_part, raw, key="valid", index=index, dtype=bool, chunks=spatial,
+                                      meta=np.empty((0, 0), bool))
                 novelty = extrapolation_layers(prepared[scenario], checkpoint, scenario)
                 stores[scenario] = bits_store(words, species, valid,
                                               None if novelty is None else novelty["mess"], like, spatial)

@@ -556,10 +556,13 @@ def all_scenario_ranges(
         if presence_stores:
             from sdm.packed import presence_store
 
-            first = current[suitability].isel(species=0)
-            valid = first != NODATA if coded else first.notnull()
+            def cells_with_data(predictions):  # each scenario's own: its land mask may lack some present cells
+                first = predictions[suitability].isel(species=0)
+                return first != NODATA if coded else first.notnull()
+
             predictions = {"current": current} | futures
-            stored = store_targets({name: presence_store(predictions[name], valid, spatial)
+            stored = store_targets({name: presence_store(predictions[name], cells_with_data(predictions[name]),
+                                                         spatial)
                                     for name in presence_stores if name in predictions}, presence_stores, stack,
                                    list(predictions))
         totals = sum_in_batches(blocks, label=f"range sums ({runs})", stored=stored)

@@ -344,7 +344,8 @@ def all_indicators(current, futures: dict, out_dirs: dict, statuses: dict | None
                             run_statuses, present_status, present="current" in out_dirs, species=species)
     # a cell with no data in a scenario (its climate model's land mask) has none in that scenario's layers, rather
     # than an empty assemblage and a loss of every species
-    layers = {key: run if key == "current" else run.where(_valid_cells(futures[key[0]]).variable)
+    layers = {key: run if key == "current" else
+              run.where(_valid_cells(futures[key[0]]).variable.chunk({d: run.chunksizes[d] for d in ("y", "x")}))
               for key, run in layers.items()}
     sources = ({"current": current} if "current" in out_dirs else {}) | futures
     mess = {name: extrapolation(ds, name) for name, ds in sources.items()}

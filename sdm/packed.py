@@ -108,7 +108,7 @@ def presence_codecs() -> dict:
 def presence_store(predictions, valid, spatial: tuple):
     """The lazy dataset of one scenario's presence store, in blocks of ``spatial`` (y chunks, x chunks):
     ``presence_bits`` (``uint64`` word, y, x; :func:`pack_presence` of ``predictions["presence"]``), ``valid``
-    (bool y, x: cells with data, the present's), and the predictions' ``mess`` (y, x) when they have it; the species
+    (bool y, x: the scenario's cells with data), and the predictions' ``mess`` (y, x) when they have it; the species
     (in bit order) in the attribute ``species``, the predictions' CRS. For :func:`sdm.features.all_scenario_ranges`
     to write and :func:`open_presence_store` to read."""
     import dask.array as da

@@ -576,7 +576,11 @@ def shared_average_k(present, k: float | str, thresholds) -> int:
     from sdm.assemblage import average_k_code
 
     if not isinstance(present, xr.DataArray):
-        present = xr.open_zarr(present, consolidated=False)["suitability"]
+        store = xr.open_zarr(present, consolidated=False)
+        code = store["presence"].attrs.get("average_k_code") if "presence" in store else None
+        if code is not None:  # written by predict_scenario with the present's store
+            return int(code)
+        present = store["suitability"]
     return int(average_k_code(present, k, thresholds))
 
 

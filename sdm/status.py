@@ -696,8 +696,8 @@ def status_table(
     from the records' EOO, AOO and locations, :mod:`sdm.criteria`), ``category`` (futures: the more threatened
     of classifier and A3; current: the classifier's), ``redlist_category`` (the Red List label or ""),
     ``category_cv`` (out-of-fold prediction for assessed species, else ""), ``status`` (current: the Red List
-    category where it is one of LC..CR, else ``category``; futures: the more threatened of that same present
-    standing, the Red List category or else the classifier's, and A3, so that an assessed species' future status
+    category where it is one of LC..CR, else ``category``; futures: the more threatened of the species' standing,
+    its Red List category or else the classifier's category for this scenario, and A3, so that an assessed species' future status
     changes only through its projected range loss, not where the classifier disagrees with its label),
     ``no_suitable_cell``
     (range_km2 == 0), and as evidence ``range_km2``, ``range_change``, ``range_loss``; last ``p_threatened``

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from pyproj import Transformer
 
@@ -375,7 +376,7 @@ def test_range_sums_in_batches_of_blocks_equal_the_whole_sum(per_compute, monkey
 
 
 @pytest.mark.parametrize("coded", [False, True])
-def test_a_cell_without_data_in_a_scenario_is_not_lost_range(coded):
+def test_a_cell_without_data_in_a_scenario_is_not_lost_range(coded, tmp_path):
     # 4 cells of present range, 2 of them without data in the future (another land mask): no loss, where counting
     # them as absent would lose half the range (criterion A3: EN)
     from sdm.codes import NODATA
@@ -405,9 +406,16 @@ def test_a_cell_without_data_in_a_scenario_is_not_lost_range(coded):
         return ds
 
     area = xr.DataArray(np.ones((2, 2)), dims=("y", "x"), coords={"y": coords["y"], "x": coords["x"]})
-    ranges = all_scenario_ranges(predictions(present, suit), {"f": predictions(future, future_suit)},
-                                 ["full", "none"], area)
+    stores = {"current": tmp_path / "current.zarr", "f": tmp_path / "f.zarr"}
+    ranges = all_scenario_ranges(predictions(present, suit).rio.write_crs("EPSG:3035"),
+                                 {"f": predictions(future, future_suit).rio.write_crs("EPSG:3035")},
+                                 ["full", "none"], area, presence_stores=stores)
     for dispersal in ("full", "none"):
         table = ranges["f"][dispersal]
         np.testing.assert_allclose(table["range_km2"], 4.0)
         np.testing.assert_allclose(table["range_loss"], 0.0)
+    # each presence store (fused mode's, read by the indicator pass) keeps its own cells with data
+    from sdm.packed import open_presence_store
+
+    assert open_presence_store(stores["current"])["valid"].values.all()
+    np.testing.assert_array_equal(open_presence_store(stores["f"])["valid"].values, [[False, False], [True, True]])
