@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pyproj import Transformer
 
-from sdm.grid import EARTH_RADIUS_KM, cell_area_km2, cells_to_lonlat, grid_of, make_grid, points_to_cells
+from sdm.grid import cell_area_km2, cells_to_lonlat, grid_of, make_grid, points_to_cells
 
 
 def test_make_grid_shape_transform_crs():

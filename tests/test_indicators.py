@@ -296,6 +296,7 @@ def test_streamed_indicators_are_written_a_region_of_blocks_at_a_time(stores, tm
     regions = write_indicators_streamed(runs, {d: tmp_path / f"regions_{d}" for d in runs}, now.rio.crs, per_write=2)
     assert len(computations) == blocks_y * -(-blocks_x // 2) and set(computations) == {2}  # both runs each time
     for d in runs:
+        assert [p.name for p in regions[d]] == [p.name for p in whole[d]]  # the same files, region by region
         for path in whole[d]:
             np.testing.assert_array_equal(_read(path), _read(tmp_path / f"regions_{d}" / path.name))
 
