@@ -128,17 +128,29 @@ def cell_area_km2(grid: xr.DataArray) -> xr.DataArray:
 def points_to_cells(longitude, latitude, grid: xr.DataArray) -> pd.DataFrame:
     """Grid cell of WGS84 points: columns ``x``, ``y`` (cell centre in the grid CRS), ``row``, ``col``.
 
-    Points outside the grid get ``row`` = ``col`` = -1 and NaN centres.
+    Points outside the grid get ``row`` = ``col`` = -1 and NaN centres. A point on the grid's far edge (its last
+    column's right side, its last row's lower or upper side) belongs to that last cell, as a point on the near edge
+    belongs to the first. On a geographic grid longitudes are taken modulo 360 into the grid's span (-160 and 200
+    are one meridian; on a grid spanning the globe, 180 is -180).
     """
     lon = np.asarray(longitude, dtype="float64")
     lat = np.asarray(latitude, dtype="float64")
-    transformer = Transformer.from_crs("EPSG:4326", CRS.from_user_input(grid.rio.crs), always_xy=True)
+    crs = CRS.from_user_input(grid.rio.crs)
+    transform = grid.rio.transform(recalc=True)
+    if crs.is_geographic:
+        west = min(transform.c, transform.c + transform.a * grid.sizes["x"])
+        with np.errstate(invalid="ignore"):
+            lon = west + np.mod(lon - west, 360.0)
+    transformer = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
     px, py = transformer.transform(lon, lat)
-    inverse = ~grid.rio.transform(recalc=True)
+    inverse = ~transform
     with np.errstate(invalid="ignore"):  # NaN or infinite coordinates: outside, below
         colf, rowf = inverse @ (np.asarray(px), np.asarray(py))
         col = np.floor(colf)
         row = np.floor(rowf)
+        # the far edges close the grid: a point exactly on them is in the last cell (within rounding)
+        col = np.where(np.isclose(colf, grid.sizes["x"], rtol=0, atol=1e-9), grid.sizes["x"] - 1, col)
+        row = np.where(np.isclose(rowf, grid.sizes["y"], rtol=0, atol=1e-9), grid.sizes["y"] - 1, row)
     inside = (
         np.isfinite(col) & np.isfinite(row)
         & (col >= 0) & (col < grid.sizes["x"]) & (row >= 0) & (row < grid.sizes["y"])

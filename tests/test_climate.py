@@ -305,6 +305,31 @@ def test_categorical_layer_takes_the_most_common_class_onto_a_coarser_grid(tmp_p
     np.testing.assert_allclose(cube.sel(variable="bio1").values, expected)
 
 
+def test_averaging_onto_a_coarser_grid_leaves_no_data_out_of_the_mean(tmp_path):
+    # a coastal 2 x 2 km cell: one of its four 1 km source cells is sea (no data); the cell is the mean of the other
+    # three, not no data (GDAL counted the NaN as a value until the source declared it as its no-data)
+    layers = _layers(1)
+    layers[0, 0, 0] = np.nan
+    grid = make_grid("EPSG:3035", 2000, (ORIGIN[0], ORIGIN[1] - 4000, ORIGIN[0] + 6000, ORIGIN[1]))
+    cube = read_climate(_geotiff(tmp_path / "bio1.tif", layers, ["bio1"]), grid=grid)
+    values = cube.sel(variable="bio1").values
+    np.testing.assert_allclose(values[0, 0], np.nanmean(layers[0, :2, :2]))
+    np.testing.assert_allclose(values[1, 2], layers[0, 2:, 4:].mean())
+
+
+def test_the_resampling_method_compares_cells_in_the_same_crs_at_any_latitude():
+    from rasterio.enums import Resampling
+
+    from sdm.climate import resampling_for
+
+    # a global 0.5-degree source and a 0.7-degree grid in the far north: the grid is the coarser (measured each at
+    # its own centre latitude, the northern cells looked narrower than the equator's)
+    source = make_grid("EPSG:4326", 0.5, (-180, -90, 180, 90))
+    north = make_grid("EPSG:4326", 0.7, (0, 55, 14, 70))
+    assert resampling_for(source, north, categorical=False) == Resampling.average
+    assert resampling_for(source, north, categorical=True) == Resampling.mode
+
+
 def test_categorical_layer_takes_the_nearest_class_onto_a_finer_grid(tmp_path):
     classes, cover, _ = _classes_and_temperature(tmp_path)
     grid = make_grid("EPSG:3035", 500, (ORIGIN[0], ORIGIN[1] - 4000, ORIGIN[0] + 6000, ORIGIN[1]))

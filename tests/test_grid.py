@@ -108,15 +108,27 @@ def test_cell_area_of_a_conformal_projection_is_the_true_area():
 
 def test_points_to_cells_geographic_inside_and_outside():
     grid = make_grid("EPSG:4326", 1.0, (0, 0, 10, 5))
-    # rasterio's convention: the west and north edges belong to the grid, the east and south edges do not
-    lon = [0.5, 9.99, 3.2, 0.0, 5.0, -0.1, 10.0, 5.0, np.nan, 5.0, np.inf]
-    lat = [4.5, 0.01, 2.7, 2.0, 5.0, 2.0, 2.0, 5.001, 2.0, 0.0, 2.0]
+    # every edge belongs to the grid: the west and north edges to the first cells, the east and south edges (which
+    # rasterio's half-open cells would leave out) to the last ones
+    lon = [0.5, 9.99, 3.2, 0.0, 5.0, 10.0, 5.0, -0.1, 5.0, np.nan, 10.001, np.inf]
+    lat = [4.5, 0.01, 2.7, 2.0, 5.0, 2.0, 0.0, 2.0, 5.001, 2.0, 2.0, 2.0]
     cells = points_to_cells(lon, lat, grid)
     assert list(cells.columns) == ["x", "y", "row", "col"]
-    assert cells["row"].tolist() == [0, 4, 2, 3, 0, -1, -1, -1, -1, -1, -1]
-    assert cells["col"].tolist() == [0, 9, 3, 0, 5, -1, -1, -1, -1, -1, -1]
+    assert cells["row"].tolist() == [0, 4, 2, 3, 0, 3, 4, -1, -1, -1, -1, -1]
+    assert cells["col"].tolist() == [0, 9, 3, 0, 5, 9, 5, -1, -1, -1, -1, -1]
     assert cells.loc[2, "x"] == 3.5 and cells.loc[2, "y"] == 2.5
-    assert cells.loc[5:, ["x", "y"]].isna().all().all()
+    assert cells.loc[7:, ["x", "y"]].isna().all().all()
+
+
+def test_points_to_cells_on_a_global_grid_keep_the_poles_and_the_antimeridian():
+    grid = make_grid("EPSG:4326", 0.5, (-180, -90, 180, 90))
+    cells = points_to_cells([180.0, -180.0, 0.0, 0.0, -160.0, 200.0], [0.0, 0.0, -90.0, 90.0, 10.0, 10.0], grid)
+    assert cells["col"].tolist()[:4] == [0, 0, 360, 360]  # 180 is -180
+    assert cells["row"].tolist()[:4] == [180, 180, 359, 0]  # the south pole in the last row
+    assert cells.loc[4, ["row", "col"]].tolist() == cells.loc[5, ["row", "col"]].tolist() == [160, 40]
+    # a grid across the antimeridian (170 to 190 degrees east) finds -175 at 185
+    pacific = make_grid("EPSG:4326", 1.0, (170, -10, 190, 10))
+    assert points_to_cells([-175.0], [0.5], pacific)["col"].tolist() == [15]
     assert cells["row"].dtype == "int64"
 
 
