@@ -144,7 +144,9 @@ def run_layers(current: xr.DataArray, future: xr.DataArray | None, valid: xr.Dat
 
 
 def _valid_cells(predictions: xr.Dataset) -> xr.DataArray:
-    """(y, x) bool: the cells with data of a prediction store, a decoded prediction Dataset or a presence store."""
+    """(y, x) bool: the cells with data of a prediction store, a decoded prediction Dataset (from one species'
+    codes: decoding the suitability of every species, a Dask chunk being all of them, to look at one cost 7 % of
+    the fused pass on the 1/16 global band) or a presence store."""
     valid = predictions["valid"] if PRESENCE_BITS in predictions else \
         predictions["suitability_code"].isel(species=0) != NODATA
     return valid.drop_vars([c for c in valid.coords if c not in ("y", "x")])
@@ -328,11 +330,10 @@ def all_indicators(current, futures: dict, out_dirs: dict, statuses: dict | None
             if [str(s) for s in ds.attrs.get("species", [])] != species:
                 raise ValueError(f"presence store of {name}: its species differ from the present's; rerun the "
                                  "range pass: snakemake --forcerun range_sums")
-        valid, variable = current["valid"], PRESENCE_BITS
+        variable = PRESENCE_BITS
     else:
-        # the valid cells from one species' codes: decoding the suitability of every species (a Dask chunk is all
-        # of them) to look at one cost 7 % of the fused pass on the 1/16 global band
-        valid, variable = current["suitability_code"].isel(species=0) != NODATA, "presence"
+        variable = "presence"
+    valid = _valid_cells(current)
     crs = current.rio.crs
     runs = {name: [key[1] for key in out_dirs if key != "current" and key[0] == name] for name in futures}
     if statuses is None:

@@ -495,9 +495,9 @@ class StatusClassifier:
             X = np.hstack([X, self._genus_design(genus_of(features.index))])
         fitted = getattr(self, "fit_species_", None)
         if fitted is not None and X.shape[1] > len(self.features_):
-            row = pd.Series(np.arange(len(fitted)), index=pd.Index(fitted)).reindex(features.index.astype(str))
-            seen = row.notna().to_numpy()
-            X[seen, len(self.features_):] = self.fit_label_features_[row[seen].to_numpy(dtype=int)]
+            row = pd.Index(fitted).get_indexer(features.index.astype(str))  # -1: not a training species
+            seen = row >= 0
+            X[seen, len(self.features_):] = self.fit_label_features_[row[seen]]
         return X
 
     def predict_proba(self, features: pd.DataFrame) -> pd.DataFrame:

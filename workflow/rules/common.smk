@@ -70,17 +70,16 @@ def predict_inputs(wildcards):
     return inputs
 
 
-def average_k_file(scenario):
-    """The average-K threshold file that the passes over ``scenario`` read: the present's, whatever the scenario,
-    since one threshold chosen on the present applies to every scenario (a future's own would follow its mean set
-    size, and a cell of the same suitability would be present in one scenario and absent in another)."""
-    return "results/sdm/average_k/current.json"
+AVERAGE_K_FILE = "results/sdm/average_k/current.json"
+"""The average-K threshold file every pass over every scenario reads: the present's, since one threshold chosen on
+the present applies to every scenario (a future's own would follow its mean set size, and a cell of the same
+suitability would be present in one scenario and absent in another)."""
 
 
 def average_k_inputs(roles):
-    """The average-K threshold files of ``roles`` (role -> scenario) as ``average_k_{role}`` inputs, in fused
-    average-K mode; none otherwise."""
-    return {f"average_k_{role}": average_k_file(s) for role, s in roles.items()} if SHARED_AVERAGE_K else {}
+    """The average-K threshold file as an ``average_k_{role}`` input of each of ``roles``, in fused average-K mode;
+    none otherwise."""
+    return {f"average_k_{role}": AVERAGE_K_FILE for role in roles} if SHARED_AVERAGE_K else {}
 
 
 ALL_SCENARIOS = ["current", *SCENARIOS]
@@ -88,9 +87,9 @@ ALL_SCENARIOS = ["current", *SCENARIOS]
 
 def fused_inputs(wildcards=None):
     """What fused mode's passes over every scenario at once read: the model, every scenario's climate cube (in the
-    order of ALL_SCENARIOS) and, with average-K, every scenario's threshold file."""
+    order of ALL_SCENARIOS) and, with average-K, the threshold file for each of them (the present's)."""
     return {"model": "results/sdm/model.pt", "cubes": [f"results/cubes/{s}.zarr" for s in ALL_SCENARIOS],
-            "thresholds": [average_k_file(s) for s in ALL_SCENARIOS] if SHARED_AVERAGE_K else []}
+            "thresholds": [AVERAGE_K_FILE] * len(ALL_SCENARIOS) if SHARED_AVERAGE_K else []}
 
 
 def fused_indicator_inputs(wildcards=None):
