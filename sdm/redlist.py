@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from sdm.names import canonical_names
+from sdm.occurrences import read_chunks
 
 log = logging.getLogger(__name__)
 
@@ -62,62 +63,99 @@ def category_code(value) -> str | None:
     return LONG_NAMES.get(text)
 
 
+def _read_table(path: Path) -> pd.DataFrame:
+    """The Red List table as strings with each row's file ``line`` (CSV / TSV of any separator and encoding, zipped
+    or not, or Parquet, read as occurrence tables are). A row with more fields than the header raises, naming its
+    lines: a Red List row lost would silently unlabel a species."""
+    malformed: list[int] = []
+    parts = [chunk.assign(line=lines) for chunk, lines in read_chunks(path, malformed=malformed, what="Red List")]
+    if malformed:
+        raise ValueError(f"{path}: {len(malformed)} row(s) with more fields than the header (lines "
+                         f"{', '.join(map(str, malformed[:5]))}{', ...' if len(malformed) > 5 else ''}); quote "
+                         f"fields that hold the separator")
+    if not parts or not sum(len(p) for p in parts):
+        raise ValueError(f"{path}: the Red List file has no rows")
+    return pd.concat(parts, ignore_index=True)
+
+
+def _listed(rows: pd.DataFrame, values: pd.Series) -> list[dict]:
+    return [{"row": int(line), "value": str(value)} for line, value in zip(rows["line"], values)]
+
+
+_INFRASPECIFIC = re.compile(r"\b(?:subsp|ssp|var|subvar|f|forma)\.?\s")
+_TRINOMIAL = re.compile(r"^\S+\s+\S+\s+(?!(?:de|van|von|der|den|du|da|del|ex|et|in|la|le)\b)[a-zß-öø-ÿ-]+(?:\s|$)")
+
+
 def read_redlist(path: str | Path) -> tuple[pd.DataFrame, dict]:
     """Read a Red List table (IUCN ``assessments.csv`` or ``species,labels``).
 
     Returns ``(redlist, report)``: redlist has ``species`` and ``category`` (LC..CR, or NA when DD/NE/missing);
     extinct species (EX/EW) are excluded and counted; a value that is no Red List category is treated as unassessed,
-    logged and listed (row and value) in the report's ``unknown_categories``.
+    logged and listed (file line and value) in the report's ``unknown_categories``. Rows without a name, or with a
+    name that is no species (a genus alone, a hybrid formula), are counted and listed, as the occurrences drop them.
+    One row per species is kept: the species' own assessment before a subspecies' or variety's, then the latest
+    (``yearPublished``), then one of an extant category; every row is accounted for in the report.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Red List file not found: {path}")
-    sep = "\t" if path.suffix.lower() in (".tsv", ".txt") else ","
-    table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(
-        path, sep=sep, dtype="string", encoding="utf-8-sig", keep_default_na=False, na_values=[""]
-    )
-    if table.empty:
-        raise ValueError(f"{path}: the Red List file has no rows")
-    lower = {c.lower().strip(): c for c in table.columns}
+    table = _read_table(path)
+    lower = {c.lower().strip().lstrip("\ufeff"): c for c in table.columns if c != "line"}
     species_col = next((lower[c] for c in SPECIES_COLUMNS if c in lower), None)
     category_col = next((lower[c] for c in CATEGORY_COLUMNS if c in lower), None)
     if species_col is None or category_col is None:
         role = "species" if species_col is None else "category"
         raise ValueError(f"{path}: no {role} column; expected one of "
-                         f"{SPECIES_COLUMNS if species_col is None else CATEGORY_COLUMNS}, found {list(table.columns)}")
-    codes, unknown = [], []
-    for i, value in enumerate(table[category_col], start=2):  # line 1 is the header
-        code = category_code(value)
-        if code is None and not (value is None or pd.isna(value) or str(value).strip() == ""):
-            unknown.append({"row": i, "value": str(value)})
-        codes.append(code)
+                         f"{SPECIES_COLUMNS if species_col is None else CATEGORY_COLUMNS}, found "
+                         f"{[c for c in table.columns if c != 'line']}")
+    codes = table[category_col].map(category_code)
+    given = table[category_col].fillna("").str.strip() != ""
+    unknown = _listed(table[codes.isna() & given], table.loc[codes.isna() & given, category_col])
     if unknown:
         values = sorted({u["value"] for u in unknown})
-        log.warning("%s: %d row(s) with an unknown Red List category in column '%s' (%s; first at row %d) are "
+        log.warning("%s: %d row(s) with an unknown Red List category in column '%s' (%s; first at line %d) are "
                     "treated as unassessed; listed in the Red List report", path, len(unknown), category_col,
                     ", ".join(repr(v) for v in values[:5]) + (", ..." if len(values) > 5 else ""), unknown[0]["row"])
     names = table[species_col].astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
+    nameless = names.fillna("") == ""
     # the same canonical 'Genus epithet' as the occurrences, so authors, case and subspecies do not break matching
-    redlist = pd.DataFrame({"species": canonical_names(names).fillna(names), "name": names, "raw_category": codes})
-    redlist = redlist[redlist["species"].notna() & (redlist["species"] != "")]
-    # an assessment of the species itself wins over one of its subspecies or a variant spelling
-    infraspecific = redlist["name"].str.contains(r"\b(?:subsp|ssp|var|subvar|f|forma)\.?\s", regex=True)
-    redlist = redlist.iloc[np.argsort(infraspecific.fillna(False).to_numpy(), kind="stable")]
+    redlist = pd.DataFrame({"species": canonical_names(names), "name": names, "raw_category": codes,
+                            "line": table["line"]})
+    not_species = redlist["species"].isna() & ~nameless
+    if not_species.any():
+        log.warning("%s: %d row(s) whose name is no species (first: %r, line %d) are left out; listed in the Red "
+                    "List report", path, int(not_species.sum()), str(names[not_species].iloc[0]),
+                    int(table.loc[not_species, "line"].iloc[0]))
+    not_species_rows = _listed(redlist[not_species], names[not_species])
+    redlist = redlist[redlist["species"].notna()]
+    # precedence: the species' own assessment before an infraspecific one, the latest, an extant category
+    infraspecific = (redlist["name"].str.contains(_INFRASPECIFIC) | redlist["name"].str.contains(_TRINOMIAL))
+    year_col = lower.get("yearpublished")
+    year = (pd.to_numeric(table.loc[redlist.index, year_col], errors="coerce") if year_col
+            else pd.Series(np.nan, index=redlist.index))
     extinct = redlist["raw_category"].isin(EXTINCT)
+    order = pd.DataFrame({"infraspecific": infraspecific.fillna(False).astype(bool), "year": -year.fillna(-np.inf),
+                          "extinct": extinct, "position": np.arange(len(redlist))}, index=redlist.index)
+    redlist = redlist.loc[order.sort_values(["infraspecific", "year", "extinct", "position"]).index]
     duplicated = redlist.duplicated("species", keep="first")
+    kept_extinct = redlist["raw_category"].isin(EXTINCT) & ~duplicated
     report = {
         "file": str(path),
         "rows": int(len(table)),
-        "extinct_excluded": int(extinct.sum()),
-        "duplicates_dropped": int((duplicated & ~extinct).sum()),
+        "missing_species": int(nameless.sum()),
+        "not_species": {"rows": not_species_rows, "note": "no species name (a genus alone, a hybrid formula): left out"},
+        "extinct_excluded": int(kept_extinct.sum()),
+        "duplicates_dropped": int(duplicated.sum()),
         "counts": {k: int(v) for k, v in redlist["raw_category"].fillna("missing").value_counts().items()},
         "unknown_categories": {"column": category_col, "rows": unknown,
                                "note": "not a Red List category: treated as unassessed"},
     }
-    redlist = redlist[~extinct & ~duplicated].reset_index(drop=True)
+    redlist = redlist[~kept_extinct & ~duplicated].sort_index().drop(columns="line").reset_index(drop=True)
     redlist["category"] = redlist["raw_category"].where(redlist["raw_category"].isin(CATEGORIES)).astype("string")
     report["labelled"] = int(redlist["category"].notna().sum())
     report["unlabelled"] = int(redlist["category"].isna().sum())
+    accounted = (len(redlist) + report["missing_species"] + len(not_species_rows) + report["extinct_excluded"]
+                 + report["duplicates_dropped"])
+    if accounted != report["rows"]:  # every row is kept or counted with its reason
+        raise AssertionError(f"{path}: Red List rows do not add up: {report}")
     return redlist, report
 
 

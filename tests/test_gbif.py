@@ -58,7 +58,7 @@ def test_dwc_occurrence_txt_is_cleaned_by_darwin_core_fields(tmp_path):
     assert sorted(occurrences["species"]) == ["Ophrys apifera", "Orchis mascula", "Orchis mascula"]
     assert report["columns"]["basis_of_record"] == "basisOfRecord"
     assert report["columns"]["scientific_name"] == "scientificName"
-    assert rejected.set_index("line").loc[7, "name"] == "Ophrys L."
+    assert rejected.set_index("line").loc[8, "name"] == "Ophrys L."  # file line 8 (the header is line 1)
 
 
 def test_gbif_simple_download_named_csv_is_tab_separated(tmp_path):

@@ -29,7 +29,7 @@ def _write(path: Path, header: list[str], rows: list[list], sep: str = ",", enco
 
 
 HEADER = ["species", "decimalLatitude", "decimalLongitude"]
-ROWS = [  # line (1-based data row): expected fate
+ROWS = [  # data row (the file line is one more: the header is line 1): expected fate
     ["Aus aus", "1.5", "2.5"],  # 1: kept (row 8, col 2)
     ["", "1.5", "2.5"],  # 2: missing_species
     ["Aus aus", "", "2.5"],  # 3: missing_coordinates
@@ -48,11 +48,11 @@ ROWS = [  # line (1-based data row): expected fate
     ["Cus cus", "5.5", "5.6"],  # 16: kept
     ["   ", "5.5", "5.5"],  # 17: missing_species (blank name)
 ]
-EXPECTED_REASONS = {
-    2: "missing_species", 3: "missing_coordinates", 4: "non_numeric_coordinates", 5: "coordinates_out_of_range",
-    6: "zero_zero_coordinates", 7: "outside_grid", 8: "nodata_cell", 9: "duplicate_species_cell",
-    11: "duplicate_species_cell", 12: "missing_species", 13: "non_numeric_coordinates",
-    14: "non_numeric_coordinates", 15: "coordinates_out_of_range", 17: "missing_species",
+EXPECTED_REASONS = {  # file line: reason
+    3: "missing_species", 4: "missing_coordinates", 5: "non_numeric_coordinates", 6: "coordinates_out_of_range",
+    7: "zero_zero_coordinates", 8: "outside_grid", 9: "nodata_cell", 10: "duplicate_species_cell",
+    12: "duplicate_species_cell", 13: "missing_species", 14: "non_numeric_coordinates",
+    15: "non_numeric_coordinates", 16: "coordinates_out_of_range", 18: "missing_species",
 }
 
 
@@ -87,9 +87,9 @@ def test_rejected_rows_have_their_line_and_reason(messy_csv):
     assert list(rejected.columns) == ["file", "line", "name", "species", "longitude", "latitude", "reason"]
     assert dict(zip(rejected["line"], rejected["reason"])) == EXPECTED_REASONS
     assert rejected["line"].is_monotonic_increasing
-    assert rejected.set_index("line").loc[9, "species"] == "Aus aus"
-    assert rejected.set_index("line").loc[11, "species"] == "Aus aus"  # whitespace normalised
-    assert pd.isna(rejected.set_index("line").loc[17, "species"])
+    assert rejected.set_index("line").loc[10, "species"] == "Aus aus"
+    assert rejected.set_index("line").loc[12, "species"] == "Aus aus"  # whitespace normalised
+    assert pd.isna(rejected.set_index("line").loc[18, "species"])
 
 
 def test_kept_occurrences_one_row_per_species_cell(messy_csv):
@@ -122,7 +122,7 @@ def test_chunked_reading_gives_the_same_result(tmp_path):
     pd.testing.assert_frame_equal(one[1], chunked[1])
     assert one[2] == chunked[2]
     assert chunked[2]["records_read"] == 9
-    assert chunked[1]["line"].tolist() == list(range(2, 10))
+    assert chunked[1]["line"].tolist() == list(range(3, 11))
     assert chunked[2]["dropped"]["duplicate_species_cell"] == 1
     assert chunked[0]["n_records"].tolist() == [2]
 
