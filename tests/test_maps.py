@@ -218,6 +218,18 @@ def test_network_url_in_page_raises():
     assets.check_offline('<svg xmlns="http://www.w3.org/2000/svg"></svg>', set(), Path("m.html"))
 
 
+def test_tile_template_placeholders_let_no_other_url_through():
+    """A template with ``{s}`` allows its own tiles, never a CDN script (the text before ``{`` was ``https://``)."""
+    tiles = "https://{s}.tile.openstreetmap.org/{z}/{x}/{y}{r}.png"
+    page = f'L.tileLayer("{tiles}"); L.tileLayer("https://a.tile.openstreetmap.org/3/4/2@2x.png")'
+    for url in ["https://cdn.jsdelivr.net/npm/leaflet@1.9.3/dist/leaflet.js",
+                "https://evil.example/x#.tile.openstreetmap.org/1/2/3.png", "https://tile.openstreetmap.org.evil/1.png"]:
+        with pytest.raises(RuntimeError, match=re.escape(url)):
+            assets.check_offline(f'{page}<script src="{url}"></script>', {tiles}, Path("m.html"))
+    assets.check_offline(page, {tiles}, Path("m.html"))
+    assets.check_offline(page.replace("/", "\\/"), {tiles}, Path("m.html"))  # JSON-escaped
+
+
 def test_copy_assets_is_idempotent(tmp_path):
     assets = maps.copy_assets(tmp_path / "lib")
     assert set(assets) == {"leaflet", "leaflet_css", "jquery", "d3"}

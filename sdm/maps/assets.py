@@ -120,17 +120,28 @@ def relative_url(target: Path, start_dir: Path) -> str:
 
 
 def check_offline(page: str, allowed: set[str], where: Path) -> None:
-    """Raise if ``page`` holds an http(s) URL other than the allowed ones (tile template, its attribution)."""
-    allowed_prefixes = [a.split("{", 1)[0] for a in allowed if a]
+    """Raise if ``page`` holds an http(s) URL other than the allowed ones (tile template, its attribution): each URL
+    must match an allowed one whole, a ``{...}`` placeholder standing for one host or path piece (``a``, ``12``,
+    ``@2x`` or the placeholder itself), never for a ``/``, ``?`` or ``#`` that could lead to another host."""
+    patterns = [_url_pattern(a) for a in allowed if a]
     bad = sorted(
         {
             u
             for u in URL.findall(page)
-            if not _NAMESPACE_URL.match(u) and not any(u.startswith(p) or p.startswith(u) for p in allowed_prefixes)
+            if not _NAMESPACE_URL.match(u) and not any(p.fullmatch(u.replace("\\/", "/")) for p in patterns)
         }
     )
     if bad:
         raise RuntimeError(f"{where}: the map would load from the network: {', '.join(bad[:10])}")
+
+
+def _url_pattern(template: str) -> re.Pattern:
+    """A regex matching ``template`` (a URL, maybe a Leaflet tile template) whole, placeholders as wildcards."""
+    return re.compile(
+        "".join(r"[\w.@{}-]*" if re.fullmatch(r"\{[^{}]*\}", part) else re.escape(part)
+                for part in re.split(r"(\{[^{}]*\})", template)),
+        re.IGNORECASE,
+    )
 
 
 class HtmlControl(MacroElement):

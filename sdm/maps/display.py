@@ -10,13 +10,25 @@ from pathlib import Path
 import numpy as np
 import rioxarray  # noqa: F401 (the .rio accessor)
 import xarray as xr
+from pyproj import Transformer
 from rasterio.enums import Resampling
-from rasterio.warp import calculate_default_transform, transform
+from rasterio.transform import from_bounds
 
 DISPLAY_MAX_PX = 2048
 """Longest side, in pixels, of a layer's PNG; larger rasters are shown at a coarser resolution."""
 POPUP_MAX_VALUES = 250_000
 """Most values per layer embedded for the click popup; the display grid is subsampled above that."""
+WEB_MERCATOR = ("+proj=merc +a=6378137 +b=6378137 +lat_ts=0 +lon_0=0 +x_0=0 +y_0=0 +k=1 +units=m +nadgrids=@null "
+                "+over +wktext +no_defs")
+"""EPSG:3857 without wrapping longitudes into [-180, 180] (``+over``): a grid across 180 degrees (170 to 190 E) stays
+in one piece east of 180, where Leaflet, which does not wrap either, draws an overlay and reports a click."""
+MAX_LATITUDE = 85.0511287798
+"""Leaflet's ``L.Projection.SphericalMercator.MAX_LATITUDE`` (degrees): the map's edge, +-20037508.34 m."""
+CORNER_SAMPLES = 512
+"""Most cell corners per side of a grid projected to find its extent and its smallest cells."""
+_LONLAT = "EPSG:4326"
+_TO_MERCATOR = Transformer.from_crs(_LONLAT, WEB_MERCATOR, always_xy=True)
+_FROM_MERCATOR = Transformer.from_crs(WEB_MERCATOR, _LONLAT, always_xy=True)
 
 
 def read_display_grid(path: Path) -> dict:
@@ -26,7 +38,10 @@ def read_display_grid(path: Path) -> dict:
     metres, both positive) and ``bounds`` (``[[south, west], [north, east]]``, degrees).
     """
     da = _read_for_display(Path(path), DISPLAY_MAX_PX)
-    merc = to_web_mercator(da, DISPLAY_MAX_PX, np.nan)
+    try:
+        merc = to_web_mercator(da, DISPLAY_MAX_PX, np.nan)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     t = merc.rio.transform()
     x0, y0, dx, dy = t.c, t.f, t.a, -t.e
     return {
@@ -65,24 +80,85 @@ def _read_for_display(path: Path, max_px: int) -> xr.DataArray:
 
 
 def to_web_mercator(da: xr.DataArray, max_px: int, nodata) -> xr.DataArray:
-    """``da`` (``y``, ``x``, with a CRS) reprojected to EPSG:3857 by nearest neighbour, at most ``max_px`` pixels a
-    side; geographic grids are cut at +-85 degrees first (Web Mercator is undefined at the poles)."""
-    if da.rio.crs.is_geographic:
-        left, bottom, right, top = da.rio.bounds()
-        if bottom < -85.0 or top > 85.0:
-            da = da.rio.clip_box(left, max(bottom, -85.0), right, min(top, 85.0))
-    _, width, height = calculate_default_transform(da.rio.crs, "EPSG:3857", da.rio.width, da.rio.height,
-                                                   *da.rio.bounds())
+    """``da`` (``y``, ``x``, with a CRS) reprojected by nearest neighbour to Web Mercator (:data:`WEB_MERCATOR`)
+    over the grid's longitude/latitude extent (:func:`lonlat_extent`), in pixels of about half its smallest cell a
+    side (every cell drawn, a click at a cell's centre answered by that cell), at most ``max_px`` pixels a side."""
+    rows, cols = corner_positions(da.rio.height), corner_positions(da.rio.width)
+    lon, lat = corners_lonlat(da, rows, cols)
+    west, south, east, north = lonlat_extent(lon, lat)
+    (left, right), (bottom, top) = _TO_MERCATOR.transform([west, east], [south, north])
+    dx, dy = display_pixel_size(*_TO_MERCATOR.transform(lon, lat), rows, cols,
+                                default=((right - left) / max_px, (top - bottom) / max_px))
+    width, height = math.ceil((right - left) / dx), math.ceil((top - bottom) / dy)
     scale = min(1.0, max_px / max(width, height))
     shape = (max(1, round(height * scale)), max(1, round(width * scale)))
-    return da.rio.reproject("EPSG:3857", shape=shape, resampling=Resampling.nearest, nodata=nodata)
+    return da.rio.reproject(WEB_MERCATOR, shape=shape, transform=from_bounds(left, bottom, right, top, *shape[::-1]),
+                            resampling=Resampling.nearest, nodata=nodata)
+
+
+def corner_positions(cells: int) -> np.ndarray:
+    """Cell-edge positions (in cells, ``0`` to ``cells``) sampled along one side of a grid: every edge, or
+    ``CORNER_SAMPLES + 1`` evenly spaced ones on a longer side."""
+    return np.linspace(0.0, cells, min(cells, CORNER_SAMPLES) + 1)
+
+
+def corners_lonlat(da: xr.DataArray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude and latitude (degrees, ``(rows, cols)``; NaN where the CRS has none) of ``da``'s cell corners at
+    positions ``rows``, ``cols`` (in cells). Longitudes are the copies nearest the grid's centre
+    (:func:`longitudes_near`), so a grid across 180 degrees comes out in one piece (175 to 185, not 175 and -175)."""
+    transformer = Transformer.from_crs(da.rio.crs, _LONLAT, always_xy=True)
+    transform = da.rio.transform()
+    lon, lat = transformer.transform(*(transform * np.meshgrid(cols, rows)))
+    centre_lon, _ = transformer.transform(*(transform * (da.rio.width / 2, da.rio.height / 2)))
+    valid = np.isfinite(lon) & np.isfinite(lat)
+    lon = longitudes_near(np.where(valid, lon, np.nan), centre_lon if math.isfinite(centre_lon) else 0.0)
+    return lon, np.where(valid, lat, np.nan)
+
+
+def longitudes_near(lon, centre: float) -> np.ndarray:
+    """``lon`` (degrees) moved by whole turns to the copy nearest ``centre`` (within 180 degrees; a value exactly
+    180 away is kept). With the centre of an overlay's bounds, a point at -170 lands on an overlay from 170 to 190."""
+    lon = np.asarray(lon, dtype="float64")
+    return np.where(np.abs(lon - centre) <= 180.0, lon, centre + np.mod(lon - centre + 180.0, 360.0) - 180.0)
+
+
+def lonlat_extent(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float, float, float]:
+    """``(west, south, east, north)`` (degrees) of the finite points ``lon``, ``lat``, latitudes cut at
+    +-``MAX_LATITUDE`` (Web Mercator's edge). Raises ValueError when nothing is left to draw."""
+    valid = np.isfinite(lon) & np.isfinite(lat)
+    if not valid.any():
+        raise ValueError("no cell of the grid has a longitude and latitude: a Web Mercator map cannot show it")
+    lat_min, lat_max = float(lat[valid].min()), float(lat[valid].max())
+    south, north = max(lat_min, -MAX_LATITUDE), min(lat_max, MAX_LATITUDE)
+    if south >= north:
+        raise ValueError(f"the grid spans latitudes {lat_min:.4g} to {lat_max:.4g}, beyond +-{MAX_LATITUDE:.4f} "
+                         f"degrees: a Web Mercator map cannot show it")
+    return float(lon[valid].min()), south, float(lon[valid].max()), north
+
+
+def display_pixel_size(x: np.ndarray, y: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                       default: tuple[float, float]) -> tuple[float, float]:
+    """Half the smallest width and height (metres) that a cell takes on the display grid, from its corners ``x``,
+    ``y`` (Web Mercator metres, ``(rows, cols)``) sampled at cell positions ``rows``, ``cols``; ``default`` where
+    no sampled block of cells has four finite corners. Pixels that size give every cell about two a side."""
+    along_x = (np.diff(x, axis=1) / np.diff(cols), np.diff(y, axis=1) / np.diff(cols))  # one cell along a row
+    along_y = (np.diff(x, axis=0) / np.diff(rows)[:, None], np.diff(y, axis=0) / np.diff(rows)[:, None])
+    width = np.abs(along_x[0][:-1]) + np.abs(along_y[0][:, :-1])
+    height = np.abs(along_x[1][:-1]) + np.abs(along_y[1][:, :-1])
+    return _half_smallest(width, default[0]), _half_smallest(height, default[1])
+
+
+def _half_smallest(sizes: np.ndarray, default: float) -> float:
+    measured = sizes[np.isfinite(sizes) & (sizes > 0)]
+    return float(measured.min()) / 2 if measured.size else default
 
 
 def lonlat_bounds(merc: xr.DataArray) -> list[list[float]]:
-    """``[[south, west], [north, east]]`` (degrees) of an EPSG:3857 raster: the corners of a Leaflet overlay."""
+    """``[[south, west], [north, east]]`` (degrees) of a Web Mercator raster from :func:`to_web_mercator`: the
+    corners of a Leaflet overlay (east beyond 180 for a grid across 180 degrees)."""
     left, bottom, right, top = merc.rio.bounds()
-    lons, lats = transform("EPSG:3857", "EPSG:4326", [left, right], [bottom, top])
-    return [[float(lats[0]), float(lons[0])], [float(lats[1]), float(lons[1])]]
+    (west, east), (south, north) = _FROM_MERCATOR.transform([left, right], [bottom, top])
+    return [[float(south), float(west)], [float(north), float(east)]]
 
 
 def popup_grid(grid: dict) -> dict:

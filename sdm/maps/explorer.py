@@ -23,7 +23,7 @@ from PIL import Image
 
 from sdm.maps.assets import ERROR_PROBE, OUTLINE_STYLE, VIEW_HASH_JS, check_offline_attributes, copy_assets, relative_url, \
     script_json, write_atomic
-from sdm.maps.display import lonlat_bounds, to_web_mercator
+from sdm.maps.display import lonlat_bounds, longitudes_near, to_web_mercator
 from sdm.maps.styles import CATEGORY_NAMES, IUCN_COLOURS, hex_rgb
 from sdm.redlist import CATEGORIES
 
@@ -81,9 +81,13 @@ def presence_png(values: np.ndarray, index: np.ndarray, colour: str) -> str:
     return _png(shown.astype("uint8"), [colour])
 
 
-def _records_of(records: pd.DataFrame) -> dict[str, list]:
-    """species -> [[lat, lon], ...] rounded to 4 decimals (about 10 m), duplicates merged."""
-    rounded = records.assign(latitude=records["latitude"].round(4), longitude=records["longitude"].round(4))
+def _records_of(records: pd.DataFrame, bounds: list) -> dict[str, list]:
+    """species -> [[lat, lon], ...] rounded to 4 decimals (about 10 m), duplicates merged; longitudes moved by
+    whole turns to the copy nearest the overlay's centre (``bounds`` [[south, west], [north, east]]), so that a
+    record at -170 lies on an overlay that runs from 170 to 190."""
+    centre = (bounds[0][1] + bounds[1][1]) / 2.0
+    rounded = records.assign(latitude=records["latitude"].round(4),
+                             longitude=longitudes_near(records["longitude"].to_numpy(), centre).round(4))
     rounded = rounded.drop_duplicates(["species", "latitude", "longitude"])
     return {str(s): g[["latitude", "longitude"]].to_numpy().tolist() for s, g in rounded.groupby("species", sort=False)}
 
@@ -150,7 +154,7 @@ def species_explorer(predictions: dict[str, xr.Dataset], runs: list[str], record
     current = predictions["current"]
     lookup = display_index(current["suitability"].isel(species=0, drop=True), max_px)
     modelled = [str(s) for s in current["species"].values]
-    by_species = _records_of(records)
+    by_species = _records_of(records, lookup["bounds"])
     statuses = _status_of(status, runs)
     names = sorted(set(modelled) | set(by_species) | set(statuses), key=str.casefold)
     number = {name: i for i, name in enumerate(names)}
