@@ -77,6 +77,7 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
             check_ensembles(config["climate"].get("ensembles"), list(config["climate"].get("scenarios") or {}))
         except ValueError as problem:
             raise ConfigError(f"config key {problem}") from None
+        check_one_protected_layer(config)
         return
     key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties":
@@ -84,6 +85,25 @@ def validate_config(config: dict, schema_path: str | Path) -> None:
         unknown = sorted(set(error.instance) - set(allowed))
         raise ConfigError(f"config key {key}: unknown key(s) {unknown}; allowed: {allowed}")
     raise ConfigError(f"config key {key}: {error.message}")
+
+
+def check_one_protected_layer(config: dict) -> None:
+    """Raise :class:`ConfigError` when ``maps.protected_areas`` and ``threats.protected_areas`` name different
+    layers (path or band): the gap map would use one and the species features another."""
+    maps = (config.get("maps") or {}).get("protected_areas")
+    threats = (config.get("threats") or {}).get("protected_areas")
+    if not (maps and threats):
+        return
+
+    def layer(entry):  # a band given as 2 or "2" is the same band
+        return Path(entry["path"]), None if entry.get("band") is None else str(entry["band"])
+
+    if layer(maps) != layer(threats):
+        named = [entry["path"] + ("" if entry.get("band") is None else f" band {entry['band']}")
+                 for entry in (maps, threats)]
+        raise ConfigError(
+            f"config keys maps.protected_areas ({named[0]}) and threats.protected_areas ({named[1]}) name different "
+            "rasters; set one of them (either serves the features, the gap map and the protection table)")
 
 
 def remove_stale_locks(workdir: str | Path = ".") -> list[Path]:

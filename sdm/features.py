@@ -215,7 +215,9 @@ def _spread_and_effort(occ: pd.DataFrame, species: pd.Series, out: pd.DataFrame)
             **{c: g[c].mean() for c in sites.columns if c.startswith("effort_")},
         }
     ).reindex(out.index)
-    extra["effort_share_10deg"] = out["n_records"] / extra["effort_records_10deg"]
+    # its share of every record in its distinct 10-degree cells (a cell counted once however many sites it holds)
+    records_in_cells = sites.drop_duplicates(["species", "c10"]).groupby("species")["effort_records_10deg"].sum()
+    extra["effort_share_10deg"] = out["n_records"] / records_in_cells.reindex(out.index)
     return out.join(extra)
 
 
@@ -253,8 +255,9 @@ def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray,
     * ``records_per_site``: ``n_records / n_sites``; ``eoo_aoo_ratio``: ``eoo_km2 / aoo_km2``;
     * sampling effort around the species, from all species of ``occurrences``: ``effort_records_{1,10}deg`` and
       ``effort_species_{1,10}deg``, the records and the number of species of all species in the 1 or 10 degree
-      cell of each site, averaged over the species' sites; ``effort_share_10deg`` = ``n_records /
-      effort_records_10deg`` (0..1). These depend on which other species are in the table;
+      cell of each site, averaged over the species' sites; ``effort_share_10deg``: ``n_records`` over the
+      records of all species in the species' distinct 10 degree cells, its share of them (0..1). These depend on
+      which other species are in the table;
     * for each cube variable ``v``: ``niche_mean_{v}``, ``niche_sd_{v}``, the mean and population standard
       deviation (ddof = 0, so one site gives 0) of ``v`` at the occurrence cells, nodata cells skipped; units of
       ``v``.

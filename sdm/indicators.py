@@ -169,8 +169,12 @@ def all_run_layers(current: xr.DataArray, futures: dict[str, xr.DataArray], vali
     """
     import dask.array as da
 
+    from sdm.features import _match_coords
+
     packed = species is not None
     species = species if packed else [str(s) for s in current["species"].values]
+    # blocks pair the species and cells by position: a future listing them in another order must not pass
+    futures = {name: _match_coords(future, current, f"{name} presence") for name, future in futures.items()}
     with_status = current_status is not None
     runs = tuple(tuple((d, _status_arrays(species, st)) for d, st in statuses[name].items()) for name in futures)
     keys = (["current"] if present else []) + [(name, d) for name in futures for d in statuses[name]]
@@ -230,8 +234,10 @@ def read_layer(path: str | Path) -> xr.DataArray:
 def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write: int = 4 * COG_BLOCK) -> Path:
     """One layer (``y``, ``x``, CRS set; in memory or lazy, e.g. from a Zarr store) as a Cloud-Optimised GeoTIFF:
     float32, NaN no data, tiled, with overviews (QGIS and web viewers open large grids fast); the overviews of a
-    category code take the most common code, the others the mean. Written under a partial name and renamed (a
-    killed job leaves no half file).
+    category code take the most common code, the others the mean. The band's description is ``name`` and its unit
+    ``layer.attrs["units"]`` (also the ``units`` tag, with ``long_name``); a categorical layer
+    (:data:`CATEGORICAL_LAYERS`) also gets the tag ``categories`` (the category of each code, comma-separated).
+    Written under a partial name and renamed (a killed job leaves no half file).
 
     Streamed: ``rows_per_write`` rows at a time go into a tiled GeoTIFF beside the output, which GDAL's COG driver
     then copies block by block (with its overviews): memory is a band of rows and GDAL's cache, not the layer
@@ -248,7 +254,8 @@ def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write
                "crs": layer.rio.crs, "transform": layer.rio.transform(), "nodata": np.nan, "tiled": True,
                "blockxsize": COG_BLOCK, "blockysize": COG_BLOCK, "compress": "zstd", "zstd_level": 1,
                "BIGTIFF": "IF_SAFER"}
-    tags = {"units": layer.attrs.get("units", ""), "categories": ",".join(CATEGORIES)}
+    units = layer.attrs.get("units", "")
+    tags = {"units": units} | ({"categories": ",".join(CATEGORIES)} if name in CATEGORICAL_LAYERS else {})
     if layer.attrs.get("long_name"):
         tags["long_name"] = layer.attrs["long_name"]
     with replacing(path) as partial, gdal_write_env():
@@ -260,6 +267,9 @@ def write_layer(layer: xr.DataArray, path: str | Path, name: str, rows_per_write
                     dst.write(np.asarray(rows.values, dtype="float32"), 1,
                               window=Window(0, top, width, rows.sizes["y"]))
                 dst.update_tags(**tags)
+                dst.set_band_description(1, name)  # QGIS and gdalinfo show the layer's name and unit per band
+                if units:
+                    dst.set_band_unit(1, units)
             rasterio.shutil.copy(tiled, partial, driver="COG", compress="DEFLATE", blocksize=COG_BLOCK,
                                  overview_resampling="MODE" if name in CATEGORICAL_LAYERS else "AVERAGE",
                                  BIGTIFF="IF_SAFER", NUM_THREADS=str(len(os.sched_getaffinity(0))))

@@ -20,7 +20,7 @@ import shapely
 import xarray as xr
 
 from sdm.grid import cell_area_km2
-from sdm.indicators import read_layer
+from sdm.indicators import CATEGORICAL_LAYERS, read_layer
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,11 @@ def region_summary(layers: dict[str, dict[str, Path]], regions: gpd.GeoDataFrame
     """Area-weighted zonal statistics of every indicator and run.
 
     ``layers``: {indicator: {run: GeoTIFF}} on one grid. Returns one row per region x run x indicator:
-    ``region``, ``run``, ``indicator``, ``mean`` (area-weighted over the covered cells with data), ``min``,
-    ``max`` (over the covered cells with data), ``area_km2`` (the covered area of those cells). The coverage is
-    computed once for the grid, so each layer costs a few array operations.
+    ``region``, ``run``, ``indicator``, ``mean`` (area-weighted over the covered cells with data; NaN for a
+    categorical layer, :data:`sdm.indicators.CATEGORICAL_LAYERS`, whose codes have no mean), ``mode`` (for a
+    categorical layer the area-weighted mode: the code covering the largest area, the higher code on a tie; NaN
+    for the others), ``min``, ``max`` (over the covered cells with data), ``area_km2`` (the covered area of those
+    cells). The coverage is computed once for the grid, so each layer costs a few array operations.
     """
     first = next(iter(next(iter(layers.values())).values()))
     template = read_layer(first)
@@ -96,12 +98,24 @@ def region_summary(layers: dict[str, dict[str, Path]], regions: gpd.GeoDataFrame
             total = np.bincount(code[ok], weights=(v * weight)[ok], minlength=len(names))
             extremes = pd.DataFrame({"code": code[ok], "v": v[ok]}).groupby("code")["v"].agg(["min", "max"])
             extremes = extremes.reindex(range(len(names)))
+            categorical = indicator in CATEGORICAL_LAYERS
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = np.where(area > 0, total / area, np.nan)
-            frames.append(pd.DataFrame({"region": names, "run": run, "indicator": indicator, "mean": mean,
+            mode = _area_mode(code[ok], v[ok], weight[ok], len(names)) if categorical else np.full(len(names), np.nan)
+            frames.append(pd.DataFrame({"region": names, "run": run, "indicator": indicator,
+                                        "mean": np.full(len(names), np.nan) if categorical else mean, "mode": mode,
                                         "min": extremes["min"].to_numpy(), "max": extremes["max"].to_numpy(),
                                         "area_km2": area}))
     return pd.concat(frames, ignore_index=True)
+
+
+def _area_mode(region: np.ndarray, value: np.ndarray, weight_km2: np.ndarray, n_regions: int) -> np.ndarray:
+    """Per region (codes 0..n_regions-1), the value covering the largest area (km2 weights summed per value; the
+    higher value on a tie); NaN for a region without cells."""
+    areas = pd.DataFrame({"region": region, "value": value, "area": weight_km2}).groupby(
+        ["region", "value"], as_index=False)["area"].sum()
+    largest = areas.sort_values(["region", "area", "value"]).groupby("region")["value"].last()
+    return largest.reindex(range(n_regions)).to_numpy(dtype="float64")
 
 
 def regions_geojson(regions: gpd.GeoDataFrame, tolerance_deg: float = 0.05) -> dict:

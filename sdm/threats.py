@@ -5,7 +5,8 @@ The config's ``threats`` section names the layers (all optional; an absent layer
 never filled with a made-up value):
 
 - ``protected_areas``: a raster of the protected fraction of each cell (0..1; for example WDPA coverage), one band
-  (``band``: its name or 1-based number when the file has several). Cells without a value count as unprotected.
+  (``band``: its name or 1-based number when the file has several). Cells without a value count as unprotected:
+  0 before the layer is put on the grid (so a coarse cell's mean counts them), and 0 where the raster does not reach.
 - ``pressures``: ``{name: {path, band}}``, any continuous layers (human footprint, built environment, night
   lights, forest loss); cells without a value are left out of the means.
 
@@ -24,10 +25,11 @@ PROTECTED = "protected_areas"
 
 
 def read_layer(path: str | Path, grid: xr.DataArray, band: str | int | None = None,
-               name: str = "layer") -> xr.DataArray:
+               name: str = "layer", fill: float | None = None) -> xr.DataArray:
     """One band of a raster, float32 (``y``, ``x``) on ``grid`` (NaN no data). ``band``: a band name (as
     :func:`sdm.climate.read_raster` harmonises it, or as written in the file) or a 1-based number; required when
-    the file has several bands."""
+    the file has several bands. ``fill``: the value of the file's no-data cells before resampling (None: they stay
+    unknown, left out of a coarse cell's mean); grid cells beyond the file's extent stay NaN either way."""
     from sdm.climate import _on_grid, harmonise_name, read_raster
 
     path = Path(path)
@@ -49,24 +51,35 @@ def read_layer(path: str | Path, grid: xr.DataArray, band: str | int | None = No
             raise ValueError(f"threats.{name}: {path} has no band '{band}'; it has {names}")
         chosen = wanted
     template = grid.isel(variable=0, drop=True) if "variable" in grid.dims else grid
-    out = _on_grid(layer.sel(variable=[chosen]), template, categorical=[]).isel(variable=0, drop=True)
+    chosen_band = layer.sel(variable=[chosen])
+    if fill is not None:
+        chosen_band = chosen_band.fillna(fill)
+    out = _on_grid(chosen_band, template, categorical=[]).isel(variable=0, drop=True)
     out = out.assign_coords(x=template["x"].values, y=template["y"].values)
     return out.astype("float32").rename(name)
 
 
+def protected_fraction(path: str | Path, grid: xr.DataArray, band: str | int | None = None) -> xr.DataArray:
+    """The protected fraction of each cell of ``grid`` (float32 ``y``, ``x``, 0..1) from a coverage raster: the
+    file's no-data cells count as unprotected (0) before resampling, so a coarse cell's mean is its protected share
+    of the whole cell, and grid cells beyond the file's extent are 0 too."""
+    protected = read_layer(path, grid, band, PROTECTED, fill=0.0)
+    high = float(protected.max())
+    if high > 1.0 + 1e-6:
+        raise ValueError(f"threats.{PROTECTED}: {path} holds values up to {high:g}; expected the protected "
+                         "fraction of each cell (0..1); divide a percentage by 100")
+    return protected.fillna(0.0).clip(0.0, 1.0)
+
+
 def threat_layers(threats: dict | None, grid: xr.DataArray) -> dict[str, xr.DataArray]:
     """The config's ``threats`` section as layers on ``grid``: ``{"protected_areas": fraction 0..1 with no data as
-    0, pressure name: values}``; empty when the section is absent."""
+    0 (:func:`protected_fraction`), pressure name: values (no data NaN, unknown)}``; empty when the section is
+    absent."""
     threats = threats or {}
     layers = {}
     if threats.get(PROTECTED):
         entry = threats[PROTECTED]
-        protected = read_layer(entry["path"], grid, entry.get("band"), PROTECTED)
-        high = float(protected.max())
-        if high > 1.0 + 1e-6:
-            raise ValueError(f"threats.{PROTECTED}: {entry['path']} holds values up to {high:g}; expected the "
-                             "protected fraction of each cell (0..1); divide a percentage by 100")
-        layers[PROTECTED] = protected.fillna(0.0).clip(0.0, 1.0)
+        layers[PROTECTED] = protected_fraction(entry["path"], grid, entry.get("band"))
     for name, entry in (threats.get("pressures") or {}).items():
         layers[name] = read_layer(entry["path"], grid, entry.get("band"), f"pressures.{name}")
     return layers

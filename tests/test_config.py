@@ -113,6 +113,25 @@ def test_check_inputs_partial_grid(tmp_path):
     check_inputs(cfg)
 
 
+def test_two_different_protected_area_rasters_are_rejected(tmp_path):
+    """maps.protected_areas and threats.protected_areas naming different rasters would give the gap map one and the
+    features another: one line naming both keys and files; the same raster under both keys is accepted."""
+    cfg = _real_config(tmp_path)
+    cfg["maps"] = {"protected_areas": {"path": "wdpa_maps.tif"}}
+    cfg["threats"] = {"protected_areas": {"path": "wdpa_threats.tif"}}
+    with pytest.raises(ConfigError, match=r"maps\.protected_areas \(wdpa_maps\.tif\) and threats\.protected_areas "
+                                          r"\(wdpa_threats\.tif\)") as error:
+        validate_config(cfg, SCHEMA)
+    assert "\n" not in str(error.value)
+    cfg["threats"]["protected_areas"] = {"path": "./wdpa_maps.tif", "band": 2}
+    with pytest.raises(ConfigError, match=r"wdpa_maps\.tif band 2"):  # another band of the same file
+        validate_config(cfg, SCHEMA)
+    cfg["maps"]["protected_areas"]["band"] = "2"
+    validate_config(cfg, SCHEMA)  # the same raster and band under both keys
+    del cfg["threats"]
+    validate_config(cfg, SCHEMA)  # one key alone
+
+
 def test_demo_outputs_are_exempt(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # config paths are relative: run where results/demo/ does not exist
     outputs = demo_outputs(config, "results/demo")

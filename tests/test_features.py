@@ -172,6 +172,17 @@ def test_sampling_effort_counts_all_species_in_the_cells():
     assert feats.loc["b", "effort_records_10deg"] == pytest.approx(5.0)
 
 
+def test_effort_share_is_the_share_of_the_records_in_the_species_distinct_10_degree_cells():
+    # a: 5 records alone in one 10-degree cell, 5 in a second beside b's 90 (two sites there: the cell counts once)
+    occ = _occ(["a", "a", "a", "b"], [5.0, 25.0, 26.0, 25.5], [5.0, 5.0, 5.0, 5.0], [0] * 4, [0] * 4, [5, 2, 3, 90])
+    feats = occurrence_features(occ, _cube())
+    assert feats.loc["a", "effort_share_10deg"] == pytest.approx(10 / (5 + 95))
+    assert feats.loc["b", "effort_share_10deg"] == pytest.approx(90 / 95)
+    alone = occurrence_features(_occ(["a", "a"], [5.0, 25.0], [5.0, 5.0], [0, 0], [0, 0], [5, 5]), _cube())
+    assert alone.loc["a", "effort_share_10deg"] == 1.0  # alone in its two cells: all their records are its own
+    assert (feats["effort_share_10deg"] <= 1.0).all()
+
+
 def test_occurrence_feature_columns_and_empty_table():
     occ = _occ(["a", "b"], [0, 1], [0, 1], [0, 1], [0, 1])
     feats = occurrence_features(occ, _cube())
@@ -356,6 +367,44 @@ def test_threat_features_at_records_and_over_the_range(tmp_path):
         threat_layers({"protected_areas": {"path": str(stacked)}}, grid)
     assert float(threat_layers({"protected_areas": {"path": str(stacked), "band": 2}}, grid)[
         "protected_areas"].values[0, 1]) == 0.5
+
+
+def _write_raster(path, data, transform, crs="EPSG:4326"):
+    import rasterio
+
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
+                       dtype="float32", crs=crs, transform=transform, nodata=np.nan) as dst:
+        dst.write(data[None].astype("float32"))
+    return path
+
+
+def test_protected_no_data_counts_as_unprotected_before_resampling(tmp_path):
+    """No data in the protected-area raster is unprotected (0) before the layer is put on the grid: a coarse cell's
+    mean counts it (one protected sub-cell of 16 is 1/16, not 1), a finer grid's interpolation does not spread it,
+    and grid cells beyond the raster are 0; a pressure's no data stays unknown (left out of the mean)."""
+    from rasterio.transform import from_origin
+
+    from sdm.grid import make_grid
+    from sdm.threats import threat_layers
+
+    coarse = make_grid("EPSG:4326", 1.0, (0.0, 0.0, 3.0, 1.0))  # 1 x 3 cells of 1 degree; the raster covers 2
+    fine = np.full((4, 8), np.nan)
+    fine[0, 0] = 1.0  # cell 0: 1 of 16 quarter-degree sub-cells protected, the rest no data
+    fine[:, 4:] = 0.0
+    fine[0, 4] = 1.0  # cell 1: the same, with explicit zeros
+    path = _write_raster(tmp_path / "pa.tif", fine, from_origin(0, 1, 0.25, 0.25))
+    hfp = _write_raster(tmp_path / "hfp.tif", np.where(np.isnan(fine), np.nan, 8.0), from_origin(0, 1, 0.25, 0.25))
+    layers = threat_layers({"protected_areas": {"path": str(path)}, "pressures": {"hfp": {"path": str(hfp)}}},
+                           coarse)
+    np.testing.assert_allclose(layers["protected_areas"].values, [[1 / 16, 1 / 16, 0.0]])
+    np.testing.assert_allclose(layers["hfp"].values, [[8.0, 8.0, np.nan]])  # no data left out, not 0
+
+    finer = make_grid("EPSG:4326", 0.5, (0.0, 0.0, 4.0, 4.0))
+    edges = np.full((4, 4), np.nan)
+    edges[:, 0] = edges[:, 3] = 1.0  # protected west and east columns, no data between
+    path = _write_raster(tmp_path / "edges.tif", edges, from_origin(0, 4, 1, 1))
+    row = threat_layers({"protected_areas": {"path": str(path)}}, finer)["protected_areas"].values[3]
+    np.testing.assert_allclose(row, [1.0, 0.75, 0.25, 0.0, 0.0, 0.25, 0.75, 1.0])  # as with explicit zeros
 
 
 @pytest.mark.parametrize("per_compute", [1, 3, 100])

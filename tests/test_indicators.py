@@ -142,6 +142,35 @@ def test_indicator_geotiffs_are_cloud_optimised_with_overviews(tmp_path):
             assert not set(np.unique(overview)) <= set(np.unique(full))  # means, not picked cells
 
 
+
+def test_a_future_listing_its_species_in_another_order_is_not_paired_by_position():
+    """The blocks pair present and future species by position: a future in another order raises (as the range
+    features do) instead of giving one species' future to another; the same future in the present's order passes."""
+    reversed_future = FUTURE.isel(species=slice(None, None, -1))
+    with pytest.raises(ValueError, match="along 'species'"):
+        run_layers(CURRENT, reversed_future, VALID, {"full": STATUS}, STATUS)
+    aligned = run_layers(CURRENT, reversed_future.sel(species=SPECIES), VALID, {"full": STATUS}, STATUS)["full"]
+    xr.testing.assert_equal(aligned["richness"], indicator_layers(FUTURE, STATUS, VALID)["richness"])
+
+
+def test_indicator_geotiffs_name_their_band_and_unit_and_tag_categories_only_where_coded(tmp_path):
+    """Each band is described by its layer's name with the layer's unit (what QGIS shows); only the category layer
+    carries the ``categories`` tag (the category of each code)."""
+    ds = run_layers(CURRENT, FUTURE, VALID, {"full": STATUS}, STATUS)["full"]
+    paths = {p.stem: p for p in write_indicators(ds, tmp_path / "run", "EPSG:3035")}
+    for name, path in paths.items():
+        with rasterio.open(path) as src:
+            assert src.descriptions == (name,), name
+            assert src.units == (ds[name].attrs["units"],), name
+            assert src.tags()["units"] == ds[name].attrs["units"]
+            assert ("categories" in src.tags()) == (name == "most_threatened"), name
+    with rasterio.open(paths["most_threatened"]) as src:
+        assert src.tags()["categories"] == "LC,NT,VU,EN,CR"
+        assert src.units == ("category code (0 LC, 1 NT, 2 VU, 3 EN, 4 CR)",)
+    with rasterio.open(paths["richness_change"]) as src:
+        assert src.units == ("number of species",)
+
+
 # --- run_indicators on prediction stores ------------------------------------------------------------------------
 
 def _store(path, presence: xr.DataArray, nodata: np.ndarray, mess=None):

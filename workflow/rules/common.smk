@@ -28,7 +28,8 @@ ENSEMBLES = config["climate"].get("ensembles") or {}
 ENSEMBLE_RUNS = ensemble_runs(ENSEMBLES, config["dispersal"])  # "{ensemble}_{dispersal}": medians of member runs
 MAP_RUNS = RUNS + ENSEMBLE_RUNS
 REGIONS = config["maps"].get("regions")
-# One protected-area raster for the features, the gap map and the protection table
+# One protected-area raster for the features, the gap map and the protection table (validate_config rejects a
+# maps.protected_areas that differs from threats.protected_areas)
 PROTECTED = config["maps"].get("protected_areas") or (config.get("threats") or {}).get("protected_areas")
 if PROTECTED and not (config.get("threats") or {}).get("protected_areas"):
     config.setdefault("threats", {})["protected_areas"] = PROTECTED
