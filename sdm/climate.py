@@ -201,7 +201,7 @@ def read_raster(path: Path, lazy: bool = False) -> xr.DataArray:
         da = xr.concat(arrays, dim="variable")
         if da.rio.crs is None:
             da = da.rio.write_crs("EPSG:4326")  # NetCDF climatologies on lat/lon without grid_mapping are WGS84
-        return da.transpose("variable", "y", "x")
+        return north_up(da.transpose("variable", "y", "x"))
     # mask_and_scale: integer rasters with a scale/offset (CHELSA: K x 10) come back in physical units
     try:
         da = rioxarray.open_rasterio(path, mask_and_scale=True)
@@ -217,6 +217,14 @@ def read_raster(path: Path, lazy: bool = False) -> xr.DataArray:
     if not lazy:  # astype reads the whole file: a lazy raster is cast window by window (_Layers.window)
         da = da.astype("float32")
     da.attrs["source_dtype"] = source_dtype
+    return north_up(da)
+
+
+def north_up(da: xr.DataArray) -> xr.DataArray:
+    """``da`` with its first row the northernmost (y decreasing), as GeoTIFFs are written and read: a NetCDF with
+    latitudes ascending would otherwise make a south-up analysis grid and south-up outputs."""
+    if da.sizes["y"] > 1 and float(da["y"][0]) < float(da["y"][-1]):
+        return da.isel(y=slice(None, None, -1))
     return da
 
 

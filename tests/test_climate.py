@@ -359,3 +359,13 @@ def test_continuous_layer_is_bilinear_onto_a_finer_grid(tmp_path):
     assert resampling_for(source, coarse, categorical=True) == Resampling.mode
     assert resampling_for(source, fine, categorical=True) == Resampling.nearest
     assert resampling_for(source, source, categorical=False) == Resampling.bilinear
+
+
+def test_a_netcdf_with_latitudes_ascending_gives_a_north_up_grid(tmp_path):
+    lat, lon = np.arange(-4.5, 5, 1.0), np.arange(0.5, 10, 1.0)
+    values = np.broadcast_to(lat[:, None], (10, 10)).astype("float32")  # each cell holds its latitude
+    xr.Dataset({"bio1": (("lat", "lon"), values)}, coords={"lat": lat, "lon": lon}).to_netcdf(tmp_path / "asc.nc")
+    cube = read_climate(tmp_path / "asc.nc")
+    transform = cube.rio.transform()
+    assert transform.e == -1.0 and transform.f == 5.0  # north-up: the first row is the northernmost
+    assert cube.sel(variable="bio1").values[0, 0] == 4.5 and cube.sel(variable="bio1").values[-1, 0] == -4.5
