@@ -177,9 +177,13 @@ def _unreadable(path: Path, error: Exception) -> ValueError:
     return ValueError(f"{path}: cannot read the raster (corrupt, truncated or not a raster): {first}")
 
 
-def read_raster(path: Path, lazy: bool = False) -> xr.DataArray:
+def read_raster(path: Path, lazy: bool = False, nodata: float | None = None) -> xr.DataArray:
     """One raster file as (``variable``, ``y``, ``x``) float32 with harmonised variable names and NaN no-data;
     ``attrs["source_dtype"]`` keeps the file's data type.
+
+    ``nodata``: the value that means no data in a file that declares none (config ``climate.nodata``; compared with
+    the values as read, after the file's scale and offset); a file's own no-data value always wins. Masked now, or,
+    when ``lazy``, as each window is read (``attrs["undeclared_nodata"]``).
 
     ``lazy``: the data stay in the file, read window by window when indexed, and keep the file's decoded type (cast
     to float32 per window: a cast of the lazy array would read the whole file); a truncated file then fails when a
@@ -209,6 +213,9 @@ def read_raster(path: Path, lazy: bool = False) -> xr.DataArray:
             da.load()  # a truncated file opens, then fails on its data: fail here, naming the file
     except Exception as error:  # rasterio's RasterioIOError / CPLE_* errors
         raise _unreadable(path, error) from None
+    if nodata is not None and da.rio.nodata is None and da.rio.encoded_nodata is None:
+        da.attrs["undeclared_nodata"] = float(nodata)
+        log.info("%s declares no no-data value: %g taken as no data (climate.nodata)", path, nodata)
     if da.rio.crs is None:
         raise ValueError(f"{path}: raster has no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4326 {path.name})")
     names = [harmonise_name(n) for n in _band_names(da, path)]
@@ -217,7 +224,17 @@ def read_raster(path: Path, lazy: bool = False) -> xr.DataArray:
     if not lazy:  # astype reads the whole file: a lazy raster is cast window by window (_Layers.window)
         da = da.astype("float32")
     da.attrs["source_dtype"] = source_dtype
+    if not lazy and "undeclared_nodata" in da.attrs:
+        da = masked_undeclared(da)
     return north_up(da)
+
+
+def masked_undeclared(values: xr.DataArray) -> xr.DataArray:
+    """``values`` (float32) with the cells equal to ``attrs["undeclared_nodata"]`` as NaN (unchanged without it)."""
+    value = values.attrs.get("undeclared_nodata")
+    if value is None:
+        return values
+    return values.where(values != np.float32(value))
 
 
 def north_up(da: xr.DataArray) -> xr.DataArray:
@@ -234,19 +251,19 @@ def _same_grid(a: xr.DataArray, b: xr.DataArray) -> bool:
 
 
 def read_climate(source, variables: list[str] | None = None, grid: xr.DataArray | None = None,
-                 categorical: list[str] | None = None) -> xr.DataArray:
+                 categorical: list[str] | None = None, nodata: float | None = None) -> xr.DataArray:
     """All rasters of a source as one (``variable``, ``y``, ``x``) array, on ``grid`` (default: the first file's).
 
     Each file is put on the grid directly, so a 1 km covariate keeps its detail on a 1 km grid even when it is
     listed after a coarse climate file; each variable with :func:`resampling_for` (``categorical``: names of class
     layers, see :func:`categorical_variables`). ``variables`` (harmonised names) selects and orders the
-    variables; a missing one raises naming the source.
+    variables; a missing one raises naming the source. ``nodata``: see :func:`read_raster`.
     """
     files = source_files(source)
     wanted = [harmonise_name(v) for v in variables] if variables else None
     arrays = []
     for f in files:
-        a = read_raster(f)
+        a = read_raster(f, nodata=nodata)
         if wanted is not None:
             a = a.sel(variable=[v for v in a["variable"].values if v in wanted])
             if a.sizes["variable"] == 0:
@@ -364,14 +381,15 @@ __all__ = [
 
 
 def ingest_climate(source, name: str, grid: xr.DataArray | None = None,
-                   variables: list[str] | None = None, categorical: list[str] | None = None) -> xr.DataArray:
+                   variables: list[str] | None = None, categorical: list[str] | None = None,
+                   nodata: float | None = None) -> xr.DataArray:
     """Read a scenario's rasters and put them on ``grid`` (the source's own grid when None) as a cube
     (``categorical``: class layers, resampled by mode or nearest cell, see :func:`read_climate`).
 
     Errors name the scenario: a missing variable, or a raster that does not overlap the grid.
     """
     try:
-        cube = read_climate(source, variables, grid, categorical)
+        cube = read_climate(source, variables, grid, categorical, nodata)
     except ValueError as error:
         raise ValueError(f"scenario '{name}': {error}") from None
     if grid is None:
@@ -392,13 +410,14 @@ class _Layers:
     layers, and its resampling methods chosen once on the whole grid (:func:`resampling_for` measures cells at
     the grid's centre: a window of a geographic grid would otherwise choose by its own latitude)."""
 
-    def __init__(self, source, grid: xr.DataArray | None, variables: list[str] | None, categorical):
+    def __init__(self, source, grid: xr.DataArray | None, variables: list[str] | None, categorical,
+                 nodata: float | None = None):
         files = source_files(source)
         wanted = [harmonise_name(v) for v in variables] if variables else None
         self.files: list[_File] = []
         names = []
         for f in files:
-            a = read_raster(f, lazy=True)
+            a = read_raster(f, lazy=True, nodata=nodata)
             if wanted is not None:
                 a = a.sel(variable=[v for v in a["variable"].values if v in wanted])
                 if a.sizes["variable"] == 0:
@@ -452,7 +471,7 @@ class _File:
 
     def _load(self, subset: xr.DataArray) -> xr.DataArray:
         try:
-            return subset.load().astype("float32")
+            return masked_undeclared(subset.load().astype("float32"))
         except Exception as error:  # a truncated file fails on the windows it lacks
             raise _unreadable(self.path, error) from None
 
@@ -512,7 +531,7 @@ def _source_slices(a: xr.DataArray, target: xr.DataArray, margin: int) -> tuple[
 
 
 def lazy_climate(source, grid: xr.DataArray | None = None, variables: list[str] | None = None,
-                 categorical: list[str] | None = None, chunk: int = 512) -> xr.DataArray:
+                 categorical: list[str] | None = None, chunk: int = 512, nodata: float | None = None) -> xr.DataArray:
     """A scenario's cube as a Dask array of (all variables, ``chunk``, ``chunk``) windows of ``grid`` (the first
     file's grid when None), each read from the files and put on the grid when computed: :func:`ingest_climate`'s
     cube, which that holds in memory, computed window by window (without its overlap check).
@@ -522,7 +541,7 @@ def lazy_climate(source, grid: xr.DataArray | None = None, variables: list[str] 
     does for its own chunks within one large warp), so a windowed cube differs by a fraction of the change
     between neighbouring cells, and a class layer at a few cells where the mode's vote is close.
     """
-    return _lazy_climate(_Layers(source, grid, variables, categorical), chunk)
+    return _lazy_climate(_Layers(source, grid, variables, categorical, nodata), chunk)
 
 
 def _lazy_climate(layers: _Layers, chunk: int) -> xr.DataArray:
@@ -553,14 +572,14 @@ class _Windows:
 
 def write_climate_cube(source, name: str, path: str | Path, grid: xr.DataArray | None = None,
                        variables: list[str] | None = None, categorical: list[str] | None = None,
-                       chunk: int = 512) -> xr.DataArray:
+                       chunk: int = 512, nodata: float | None = None) -> xr.DataArray:
     """:func:`ingest_climate` then :func:`write_cube`, out of core: each (``chunk`` x ``chunk``) window of the
     grid is read from the files, put on the grid, masked and written on its own (:func:`lazy_climate`), so peak
     memory is a few windows (Dask's threads) whatever the grid. Same errors as :func:`ingest_climate`; the store
     appears at ``path`` only once complete (:func:`sdm.storage.replacing`). Returns the written cube, opened lazily.
     """
     try:
-        layers = _Layers(source, grid, variables, categorical)
+        layers = _Layers(source, grid, variables, categorical, nodata)
     except ValueError as error:
         raise ValueError(f"scenario '{name}': {error}") from None
     cube = _lazy_climate(layers, chunk)

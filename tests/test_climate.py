@@ -18,6 +18,7 @@ from sdm.climate import (
     read_climate,
     to_grid,
     valid_mask,
+    write_climate_cube,
     write_cube,
 )
 from sdm.grid import make_grid
@@ -369,3 +370,24 @@ def test_a_netcdf_with_latitudes_ascending_gives_a_north_up_grid(tmp_path):
     transform = cube.rio.transform()
     assert transform.e == -1.0 and transform.f == 5.0  # north-up: the first row is the northernmost
     assert cube.sel(variable="bio1").values[0, 0] == 4.5 and cube.sel(variable="bio1").values[-1, 0] == -4.5
+
+
+def _uint16_tif(path: Path, nodata=None) -> Path:
+    values = np.full((4, 4), 2800, dtype="uint16")
+    values[0, :] = 0  # the cropped edge: 0 where the source had no data, declared nowhere
+    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint16", crs="EPSG:4326",
+                       transform=from_origin(0, 4, 1, 1), nodata=nodata) as dst:
+        dst.write(values, 1)
+        dst.set_band_description(1, "bio1")
+    return path
+
+
+def test_climate_nodata_masks_a_value_in_files_that_declare_none(tmp_path):
+    plain = _uint16_tif(tmp_path / "bio_1_crop.tif")
+    assert np.isnan(read_climate(plain).values).sum() == 0  # without climate.nodata a 0 is a value
+    masked = read_climate(plain, nodata=0).sel(variable="bio1").values
+    assert np.isnan(masked[0]).all() and (masked[1:] == 2800).all()
+    stored = write_climate_cube(plain, "current", tmp_path / "cube.zarr", nodata=0, chunk=2)  # window by window
+    np.testing.assert_array_equal(stored.sel(variable="bio1").values, masked)
+    declared = _uint16_tif(tmp_path / "declared.tif", nodata=65535)  # the file's own no-data value wins
+    assert (read_climate(declared, nodata=0).sel(variable="bio1").values[0] == 0).all()

@@ -9,6 +9,7 @@ rule ingest_climate:
         grid=config["grid"],
         variables=config["climate"]["variables"],
         categorical=config["climate"]["categorical"],
+        nodata=config["climate"]["nodata"],
     resources:
         mem_mb=resource_mb("ingest_climate"),
         runtime=resource_minutes("ingest_climate"),

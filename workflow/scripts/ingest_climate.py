@@ -16,6 +16,7 @@ else:
     grid = None
 # window by window: memory stays a few chunks whatever the grid
 cube = write_climate_cube(sources if len(sources) > 1 else sources[0], scenario, snakemake.output[0], grid,
-                          variables, snakemake.params.categorical, chunk=grid_config["chunk"])
+                          variables, snakemake.params.categorical, chunk=grid_config["chunk"],
+                          nodata=snakemake.params.nodata)
 log.info("cube %s: %s variables %s on %s x %s cells", scenario, cube.sizes["variable"],
          list(cube["variable"].values), cube.sizes["y"], cube.sizes["x"])
