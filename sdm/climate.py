@@ -112,6 +112,11 @@ def resampling_for(source: xr.DataArray, target: xr.DataArray, categorical: bool
     return Resampling.average if coarser else Resampling.bilinear
 
 
+CATEGORICAL_ATTR = "categorical_variables"
+"""The cube attribute listing its class layers (declared or hinted, :func:`categorical_variables`): training keeps
+their classes for MESS."""
+
+
 def categorical_variables(da: xr.DataArray, declared) -> list[str]:
     """The variables of a raster read by :func:`read_raster` to resample as classes: those ``declared`` (harmonised
     names, the config's ``climate.categorical``), and integer bands whose name hints at classes
@@ -261,7 +266,7 @@ def read_climate(source, variables: list[str] | None = None, grid: xr.DataArray 
     """
     files = source_files(source)
     wanted = [harmonise_name(v) for v in variables] if variables else None
-    arrays = []
+    arrays, classes = [], []
     for f in files:
         a = read_raster(f, nodata=nodata)
         if wanted is not None:
@@ -269,12 +274,15 @@ def read_climate(source, variables: list[str] | None = None, grid: xr.DataArray 
             if a.sizes["variable"] == 0:
                 continue
         target = grid if grid is not None else (arrays[0] if arrays else a)
-        arrays.append(_on_grid(a, target, categorical_variables(a, categorical)))
+        classes += categorical_variables(a, categorical)
+        arrays.append(_on_grid(a, target, classes))
     if not arrays:
         raise ValueError(f"{source}: missing variable(s) {wanted}; none of its files has them")
     cube = _stack(arrays)
     order = _variable_order(source, [str(v) for v in cube["variable"].values], wanted)
-    return cube if wanted is None else cube.sel(variable=order)
+    cube = cube if wanted is None else cube.sel(variable=order)
+    cube.attrs[CATEGORICAL_ATTR] = [n for n in classes if n in order]
+    return cube
 
 
 def _variable_order(source, names: list[str], wanted: list[str] | None) -> list[str]:
@@ -583,6 +591,7 @@ def write_climate_cube(source, name: str, path: str | Path, grid: xr.DataArray |
     except ValueError as error:
         raise ValueError(f"scenario '{name}': {error}") from None
     cube = _lazy_climate(layers, chunk)
+    cube.attrs[CATEGORICAL_ATTR] = [n for n in layers.names if any(n in f.classes for f in layers.files)]
     with replacing(path) as partial:
         try:
             with warnings.catch_warnings():

@@ -203,12 +203,14 @@ def standardise(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.nda
 
 def save_checkpoint(path: str | Path, model: ResidualMLP, *, species: list[str], variables: list[str],
                     mean: np.ndarray, std: np.ndarray, thresholds: np.ndarray, config: dict,
-                    reference: np.ndarray | None = None, accessible: dict | None = None) -> None:
+                    reference: np.ndarray | None = None, accessible: dict | None = None,
+                    categories: dict | None = None) -> None:
     """Write the model with everything needed to predict (tensors on CPU, plain Python otherwise).
 
     ``reference``: (variables, 101) percentiles 0..100 of the training climate in raw units (the reference
     distribution of MESS extrapolation layers; see ``sdm.train.reference_quantiles``). ``accessible``: the record
-    locations and distance of each species' accessible area (``sdm.accessible.checkpoint_entry``), or None."""
+    locations and distance of each species' accessible area (``sdm.accessible.checkpoint_entry``), or None.
+    ``categories``: class layer -> the classes seen in training (MESS scores any other class as novel), or None."""
     torch.save({
         "hparams": model.hparams,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -220,6 +222,7 @@ def save_checkpoint(path: str | Path, model: ResidualMLP, *, species: list[str],
         "config": config,
         "reference_quantiles": None if reference is None else np.asarray(reference, dtype="float64").tolist(),
         "accessible": accessible,
+        **({"categories": categories} if categories else {}),
     }, path)
 
 

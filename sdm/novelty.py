@@ -15,6 +15,11 @@ dissimilar variable (MoD).
 
 The reference distribution is stored in the checkpoint as the percentiles 0..100 of each training variable (raw
 units); f is interpolated linearly between them. A lower module: numpy and xarray only, no model.
+
+A categorical variable (class codes such as land cover, the config's ``climate.categorical``) has no order, so the
+formula above does not apply: its similarity is 100 for a class seen in training and :data:`UNSEEN_CLASS` (-100)
+for any other (a code between two seen ones is as new as any), given the classes seen (the checkpoint's
+``categories``).
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ log = logging.getLogger(__name__)
 
 MESS_ATTRS = {
     "long_name": "multivariate environmental similarity (MESS, Elith et al. 2010)",
-    "units": "percent; at most 100, < 0 = climate outside the training range on at least one variable",
+    "units": "percent; at most 100, < 0 = climate outside the training range on at least one variable "
+             "(-100 on a categorical variable: a class not seen in training)",
 }
 MOD_NODATA = -1
+UNSEEN_CLASS = -100.0
+"""Similarity of a categorical variable's class not seen in training (a seen class: 100)."""
 
 
 def _check_reference(reference, n_variables: int) -> np.ndarray:
@@ -129,6 +137,16 @@ class _Piecewise:
         return self.offset[k] + self.slope[k] * (p - self.anchor[k])
 
 
+class _Classes:
+    """One categorical variable's similarity: 100 for a class seen in training, :data:`UNSEEN_CLASS` otherwise."""
+
+    def __init__(self, seen):
+        self.seen = np.unique(np.asarray(seen, dtype="float64"))
+
+    def __call__(self, p: np.ndarray) -> np.ndarray:
+        return np.where(np.isin(p, self.seen), 100.0, UNSEEN_CLASS)
+
+
 def similarity(values: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     """MESS similarity (percent, float64) of ``values`` (any shape, one variable, raw units) to a reference given by
     its ``quantiles`` (the percentiles 0..100 at evenly spaced levels, non-decreasing, max > min); NaN stays NaN."""
@@ -140,12 +158,14 @@ SLICE = 16384
 """Cells per pass of :func:`mess`: its temporary arrays stay in the CPU caches."""
 
 
-def mess(values: np.ndarray, reference_quantiles, *, most_dissimilar: bool = False):
+def mess(values: np.ndarray, reference_quantiles, *, most_dissimilar: bool = False, classes: dict | None = None):
     """MESS (percent, float64, ``(cells,)``) of ``values`` (``(variables, cells)``, raw units) against
     ``reference_quantiles`` (``(variables, levels)``: the percentiles 0..100 of each training variable, in the same
     order as ``values``' rows).
 
-    NaN where any variable is NaN (a no-data cell). Variables with a constant reference (max == min) are left out
+    ``classes`` ({row of ``values``: the class codes seen in training}) marks those variables categorical: 100 where
+    a cell's class was seen, :data:`UNSEEN_CLASS` where not (their reference row is not used). NaN where any
+    variable is NaN (a no-data cell). Continuous variables with a constant reference (max == min) are left out
     (see :func:`constant_variables`). With ``most_dissimilar``, also the int8 index (row of ``values``) of the
     variable with the lowest similarity per cell (MoD), ``MOD_NODATA`` (-1) where MESS is NaN.
     """
@@ -153,7 +173,10 @@ def mess(values: np.ndarray, reference_quantiles, *, most_dissimilar: bool = Fal
     if values.ndim != 2:
         raise ValueError(f"values must be (variables, cells), got shape {values.shape}")
     reference = _check_reference(reference_quantiles, values.shape[0])
-    used = [(i, _Piecewise(reference[i])) for i in np.flatnonzero(~constant_variables(reference))]
+    classes = {int(i): _Classes(seen) for i, seen in (classes or {}).items()}
+    continuous = np.flatnonzero(~constant_variables(reference))
+    used = sorted([(i, _Piecewise(reference[i])) for i in continuous if i not in classes] + list(classes.items()),
+                  key=lambda pair: pair[0])
     n_cells = values.shape[1]
     missing = np.isnan(values).any(axis=0) if values.dtype.kind == "f" else np.zeros(n_cells, bool)
     # only the cells with data: on a global grid most cells are sea (about 3 in 4 at 30 arc-seconds)
@@ -186,26 +209,33 @@ def _scattered(values: np.ndarray, at: np.ndarray, n: int, fill) -> np.ndarray:
     return out
 
 
-def _mess_block(values: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _mess_block(values: np.ndarray, reference: np.ndarray, classes: dict) -> tuple[np.ndarray, np.ndarray]:
     """apply_ufunc kernel: (..., variable) -> float32 MESS (...), MoD (...)."""
     shape = values.shape[:-1]
     flat = values.reshape(-1, values.shape[-1]).T
-    score, index = mess(flat, reference, most_dissimilar=True)
+    score, index = mess(flat, reference, most_dissimilar=True, classes=classes)
     return score.astype("float32").reshape(shape), index.reshape(shape)
 
 
-def novelty_layers(cube: xr.DataArray, reference_quantiles, variables=None) -> xr.Dataset:
+def novelty_layers(cube: xr.DataArray, reference_quantiles, variables=None, categories: dict | None = None
+                   ) -> xr.Dataset:
     """MESS and the most dissimilar variable of every cell of a climate ``cube`` (``variable``, ``y``, ``x``).
 
     ``reference_quantiles``: (variables, levels) percentiles 0..100 of the training climate in raw units, rows in
-    the order of ``variables`` (default: the cube's variables). Returns a Dataset with ``mess`` (float32 (``y``,
-    ``x``), percent, NaN where any variable is missing) and ``most_dissimilar`` (int8 (``y``, ``x``), index into
-    the ``variables`` listed in its ``flag_meanings``, -1 = no data), with the cube's CRS. Lazy when the cube is
-    (a Dask task per spatial chunk, chunked like the cube; all variables of a chunk together).
+    the order of ``variables`` (default: the cube's variables). ``categories`` ({variable: class codes seen in
+    training}) names the categorical variables, scored by class (see :func:`mess`). Returns a Dataset with ``mess``
+    (float32 (``y``, ``x``), percent, NaN where any variable is missing) and ``most_dissimilar`` (int8 (``y``,
+    ``x``), index into the ``variables`` listed in its ``flag_meanings``, -1 = no data), with the cube's CRS. Lazy
+    when the cube is (a Dask task per spatial chunk, chunked like the cube; all variables of a chunk together).
     """
     variables = [str(v) for v in (cube["variable"].values if variables is None else variables)]
     reference = _check_reference(reference_quantiles, len(variables))
-    constant = [v for v, c in zip(variables, constant_variables(reference)) if c]
+    categories = categories or {}
+    unknown = sorted(set(categories) - set(variables))
+    if unknown:
+        raise ValueError(f"categories given for {unknown}, which are not among the variables {variables}")
+    classes = {variables.index(v): np.asarray(seen, dtype="float64") for v, seen in categories.items()}
+    constant = [v for v, c in zip(variables, constant_variables(reference)) if c and v not in categories]
     if constant:
         log.warning("MESS leaves out %s: constant in the training climate (max == min)", constant)
     cube = cube.sel(variable=variables)
@@ -213,7 +243,7 @@ def novelty_layers(cube: xr.DataArray, reference_quantiles, variables=None) -> x
         cube = cube.chunk({"variable": -1})
     dtype = "int8" if len(variables) <= 127 else "int16"
     score, index = xr.apply_ufunc(
-        _mess_block, cube, kwargs={"reference": reference}, input_core_dims=[["variable"]],
+        _mess_block, cube, kwargs={"reference": reference, "classes": classes}, input_core_dims=[["variable"]],
         output_core_dims=[[], []], dask="parallelized", output_dtypes=["float32", dtype],
     )
     score.attrs = dict(MESS_ATTRS)
@@ -225,6 +255,7 @@ def novelty_layers(cube: xr.DataArray, reference_quantiles, variables=None) -> x
     return out.rio.write_crs(crs) if crs is not None else out
 
 
-def mess_layer(cube: xr.DataArray, reference_quantiles, variables=None) -> xr.DataArray:
+def mess_layer(cube: xr.DataArray, reference_quantiles, variables=None, categories: dict | None = None
+               ) -> xr.DataArray:
     """The float32 (``y``, ``x``) ``mess`` layer of :func:`novelty_layers` (percent, NaN no data, with CRS)."""
-    return novelty_layers(cube, reference_quantiles, variables)["mess"]
+    return novelty_layers(cube, reference_quantiles, variables, categories)["mess"]

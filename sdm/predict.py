@@ -477,8 +477,10 @@ def extrapolation_layers(cube: xr.DataArray, checkpoint: dict, scenario: str = "
     ``most_dissimilar``) of the cube's cells against the checkpoint's ``reference_quantiles``: lazy (y, x) layers
     chunked like the cube, see :func:`sdm.novelty.novelty_layers`.
 
-    Location inputs (``coord_...``) are left out: they are not climate. None, and a warning in the log, when the
-    checkpoint has no reference quantiles (trained before they were stored): no layer rather than a made-up one.
+    Location inputs (``coord_...``) are left out: they are not climate. The checkpoint's ``categories`` ({variable:
+    class codes seen in training}, absent when none was declared) are scored by class, not as numbers
+    (:func:`sdm.novelty.mess`). None, and a warning in the log, when the checkpoint has no reference quantiles
+    (trained before they were stored): no layer rather than a made-up one.
     """
     from sdm.novelty import novelty_layers
 
@@ -492,7 +494,8 @@ def extrapolation_layers(cube: xr.DataArray, checkpoint: dict, scenario: str = "
         log.warning("%s: no MESS extrapolation layer: the model has no climate variable", scenario or "cube")
         return None
     variables = [checkpoint["variables"][i] for i in keep]
-    return novelty_layers(cube, np.asarray(reference, dtype="float64")[keep], variables)
+    return novelty_layers(cube, np.asarray(reference, dtype="float64")[keep], variables,
+                          checkpoint.get("categories"))
 
 
 def _write(ds: xr.Dataset, path: str | Path, mode: str = "w", compute: bool = True):

@@ -485,16 +485,19 @@ def fit_joint(values: np.ndarray, presences: np.ndarray, background: np.ndarray,
 
 
 def transfer_thresholds(thresholds: np.ndarray, evaluation_scores: np.ndarray, final_scores: np.ndarray) -> np.ndarray:
-    """Per-species thresholds of the evaluation fit carried to the refit model at the same share of cells above it:
-    the refit's threshold is its score quantile, over the same cells, that leaves as many cells at or above it as
-    the evaluation threshold did. Scores are (cells, species)."""
+    """Per-species thresholds of the evaluation fit carried to the refit model at the same number of cells above it:
+    with k the cells (rows of the scores, (cells, species)) whose evaluation score is >= the evaluation threshold,
+    the refit's threshold is its k-th largest score over the same cells, so that k cells score at or above it (more
+    only where other cells tie with that k-th score: tied cells are not told apart). k = 0 gives a threshold just
+    above the refit's largest score. A NaN threshold stays NaN."""
     out = np.array(thresholds, dtype="float64")
     for s, threshold in enumerate(thresholds):
         if not np.isfinite(threshold) or len(evaluation_scores) == 0:
             continue
-        above = float((evaluation_scores[:, s] >= threshold).mean())
-        out[s] = float(np.quantile(final_scores[:, s], 1 - above, method="inverted_cdf")) if above > 0 else \
-            float(np.nextafter(final_scores[:, s].max(), np.inf))
+        final = final_scores[:, s]
+        k = int(np.count_nonzero(evaluation_scores[:, s] >= threshold))
+        out[s] = (float(np.nextafter(final.max(), np.inf)) if k == 0 else
+                  float(np.partition(final, len(final) - k)[len(final) - k]))
     return out
 
 
@@ -720,21 +723,49 @@ def _sample_cells(split_cells: dict, eval_cells: int | None, seed: int) -> dict:
             np.sort(rng.choice(cells, size=eval_cells, replace=False)) for name, cells in split_cells.items()}
 
 
+NO_TRAINING_RECORD = "no training-block record"
+"""Rule of :func:`choose_thresholds` for a species the evaluation fit never trained (its scores are noise)."""
+REFIT_ALL_RECORDS = "refit model, all records (no training-block record)"
+"""Threshold rule of a species without training-block records: max-TSS of the refit model's scores at all its records
+against all background (the refit learnt it; the evaluation fit did not)."""
+NEVER_PRESENT = "1.0, never present (no model learnt it: no training-block record and no refit, or no record)"
+
+
 def choose_thresholds(scores: np.ndarray, validation: list[np.ndarray], validation_background: np.ndarray,
                       training: list[np.ndarray], training_background: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Per-species max-TSS thresholds on the validation blocks; a species without validation records uses its
-    training records against training background. Returns the thresholds and the rule each species used."""
-    thresholds = np.full(scores.shape[1], 0.5)
+    training records against training background. A species without training records gets NaN and the rule
+    :data:`NO_TRAINING_RECORD`: the fit that made ``scores`` never trained its output. Returns the thresholds and
+    the rule each species used."""
+    thresholds = np.full(scores.shape[1], np.nan)
     rules = []
     for s in range(scores.shape[1]):
-        if len(validation[s]) and len(validation_background):
+        if not len(training[s]):
+            rules.append(NO_TRAINING_RECORD)
+        elif len(validation[s]) and len(validation_background):
             thresholds[s] = max_tss_threshold(scores[validation[s], s], scores[validation_background, s])[0]
             rules.append("validation blocks")
-        elif len(training[s]):
+        else:
             thresholds[s] = max_tss_threshold(scores[training[s], s], scores[training_background, s])[0]
             rules.append("training records (no validation record)")
-        else:
-            rules.append("default 0.5 (no record)")
+    return thresholds, rules
+
+
+def untrained_thresholds(final_scores: np.ndarray | None, records: list[np.ndarray],
+                         background: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Thresholds of the stored model for species without training-block records, and the rule of each.
+
+    With a refit (``final_scores``: its scores (rows, species) of those species), the training-records rule of
+    :func:`choose_thresholds` applied to the refit, whose training records are all records: max-TSS of its scores at
+    each species' ``records`` (rows, all splits) against ``background`` (rows, all splits), :data:`REFIT_ALL_RECORDS`.
+    Without a refit, or without any record, no model learnt the species: 1.0, predicted present nowhere
+    (:data:`NEVER_PRESENT`)."""
+    thresholds, rules = np.ones(len(records)), [NEVER_PRESENT] * len(records)
+    if final_scores is not None:
+        for s, rows in enumerate(records):
+            if len(rows):
+                thresholds[s] = max_tss_threshold(final_scores[rows, s], final_scores[background, s])[0]
+                rules[s] = REFIT_ALL_RECORDS
     return thresholds, rules
 
 
@@ -743,7 +774,8 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
               progress: bool = True, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
               baseline_species: list[str] | None = None, coordinates: int = 0, eval_cells: int | None = EVAL_CELLS,
               refit: bool = True, accessible_km: float | str | None = "auto",
-              background_cells: int | None = BACKGROUND_CELLS, keep_scores: bool = True, **network):
+              background_cells: int | None = BACKGROUND_CELLS, keep_scores: bool = True,
+              categorical: list[str] | None = None, **network):
     """Train the joint SDM on a climate cube's valid cells. Returns ``(model, info)``.
 
     ``network``: hyper-parameters of :class:`NetworkParams` (loss, hidden, epochs, seed, ...). The cells are split
@@ -775,6 +807,9 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
     (:mod:`sdm.accessible`): ``"auto"`` chooses it on the training and validation blocks
     (:func:`sdm.accessible.dispersal_distance_km`), a number fixes it, None turns it off. ``info["accessible"]`` is
     the checkpoint's entry (None when off).
+
+    ``categorical``: the variables that hold classes (the config's ``climate.categorical``); ``info["categories"]``
+    lists the classes each showed in the table's rows, for MESS (:func:`training_classes`).
     """
     started = time.perf_counter()
     params = NetworkParams.from_mapping(network)
@@ -815,8 +850,9 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
 
     train_records, val_records, test_records = (records(SPLITS[name]) for name in ("train", "validation", "test"))
     train_bg, val_bg, test_bg = (rows_of(evaluated[name]) for name in ("train", "validation", "test"))
-    test_pairs = _assemblage_pairs(presences[pair_split == SPLITS["test"]], params.seed,
-                                   max(1, ASSEMBLAGE_SCORES // len(species)))
+    trained = np.array([len(rows) > 0 for rows in train_records])  # the outputs the evaluation fit learnt
+    test_pairs = _assemblage_pairs(presences[(pair_split == SPLITS["test"]) & trained[presences[:, 1]]],
+                                   params.seed, max(1, ASSEMBLAGE_SCORES // len(species)))
     test_cells = np.unique(test_pairs[:, 0])
     held_out = _held_out(fitted, _standardised(values[scored], fitted.evaluation_mean, fitted.evaluation_std, dev),
                          _standardised(values[scored], fitted.mean, fitted.std, dev) if refit else None,
@@ -838,8 +874,8 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
         "block_cells": block_cells,
         "epochs_run": len(fitted.history),
         "best_epoch": fitted.best_epoch,
-        "validation_auc": fitted.validation_auc,
-        "history": fitted.history,
+        "validation_auc": _json_number(fitted.validation_auc),
+        "history": [{key: _json_number(value) for key, value in epoch.items()} for epoch in fitted.history],
         "held_out": ("test figures are those of the evaluation fit (training blocks only, early stopping on the "
                      "validation blocks); " + (f"the stored model was then refitted on every record and cell for "
                                                f"{fitted.refit_epochs} epochs of {fitted.steps_per_epoch} steps"
@@ -847,7 +883,14 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
         "refit_epochs": fitted.refit_epochs,
         "threshold_rules": _rule_table(species, threshold_rules),
         "test": {"deep_sdm": summarise(species, deep_auc, deep_tss, test_records),
-                 "assemblages": held_out_assemblages(test_cell_scores, thresholds, test_pairs, test_cells)},
+                 "assemblages": held_out_assemblages(test_cell_scores[:, trained], thresholds[trained],
+                                                     _renumbered(test_pairs, trained), test_cells),
+                 "untrained_species": {
+                     "species": [name for name, t in zip(species, trained) if not t],
+                     "rule": ("no training-block record: the evaluation fit never trained their output, so they "
+                              "have no held-out AUC / TSS (left out of the means, deep SDM and baseline alike) and "
+                              "are left out of the assemblage comparison; their stored threshold is chosen on the "
+                              "stored model (threshold_rules)")}},
     }
     base_scores = None
     if baseline != "none":
@@ -871,10 +914,9 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
             # species not fitted (NaN scores) get no presence rows, hence NaN
             base_auc[block] = auc_per_species(block_scores, [rows if fitted else rows[:0] for rows, fitted in
                                                              zip(test_records[block], fitted_block)], test_bg)
-            for s in np.flatnonzero(fitted_block):
-                threshold, _ = max_tss_threshold(block_scores[val_records[block][s], s], block_scores[val_bg, s])
-                base_tss[block.start + s] = tss_at(block_scores[test_records[block][s], s],
-                                                   block_scores[test_bg, s], threshold)
+            base_tss[block] = _baseline_tss(block_scores, fitted_block, (train_records[block], val_records[block],
+                                                                         test_records[block]),
+                                            (train_bg, val_bg, test_bg))
             if keep_scores:
                 kept.append(block_scores)
         base_scores = np.concatenate(kept, axis=1) if keep_scores else None
@@ -882,10 +924,14 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
         metrics["test"]["baseline"]["name"] = name
         metrics["test"]["baseline"]["fit_seconds"] = round(time.perf_counter() - t0, 2)
         same = fitted_species & ~np.isnan(deep_auc)
+        same_tss = ~np.isnan(deep_tss) & ~np.isnan(base_tss)
         metrics["test"]["same_species"] = {
             "species": int(same.sum()),
             "deep_sdm_mean_auc": round(float(deep_auc[same].mean()), 4) if same.any() else None,
             "baseline_mean_auc": round(float(base_auc[same].mean()), 4) if same.any() else None,
+            "species_tss": int(same_tss.sum()),
+            "deep_sdm_mean_tss": round(float(deep_tss[same_tss].mean()), 4) if same_tss.any() else None,
+            "baseline_mean_tss": round(float(base_tss[same_tss].mean()), 4) if same_tss.any() else None,
         }
     accessible, metrics["accessible_area"] = _accessible_area(cube, cell_rows, cell_cols, presences, cell_split,
                                                               accessible_km)
@@ -894,8 +940,35 @@ def train_sdm(cube: xr.DataArray, occurrences: pd.DataFrame, *, species: list[st
             "thresholds": final_thresholds, "split": split_map, "metrics": metrics, "scores": scores,
             "evaluation_scores": evaluation_scores, "cell_rows": cell_rows[scored], "cell_cols": cell_cols[scored],
             "baseline_scores": base_scores, "accessible": accessible,
-            "reference": reference_quantiles(values[table.background] if table.sampled else values)}
+            "reference": reference_quantiles(values[table.background] if table.sampled else values),
+            "categories": training_classes(values, variables, categorical)}
     return fitted.model, info
+
+
+def _json_number(value):
+    """``value``, or None for a float NaN / inf, which JSON cannot hold (``json.dump`` writes an invalid ``NaN``)."""
+    return None if isinstance(value, (float, np.floating)) and not np.isfinite(value) else value
+
+
+def _renumbered(pairs: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """(cell, species) ``pairs`` of kept species (bool ``kept`` per species) with each species numbered among the
+    kept ones."""
+    return np.c_[pairs[:, 0], (np.cumsum(kept) - 1)[pairs[:, 1]]]
+
+
+def _baseline_tss(scores: np.ndarray, fitted: np.ndarray, records: tuple, background: tuple) -> np.ndarray:
+    """Held-out TSS of the baseline's fitted species (NaN for the others) at thresholds chosen by the deep SDM's rule
+    (:func:`choose_thresholds`: validation blocks, else training records), so that both TSS cover the same species.
+    ``scores`` (rows, species); ``records`` / ``background``: (train, validation, test) rows, as in
+    :func:`_held_out`."""
+    (train, val, test), (train_bg, val_bg, test_bg) = records, background
+    tss = np.full(scores.shape[1], np.nan)
+    chosen = np.flatnonzero(fitted)
+    thresholds, _ = choose_thresholds(scores[:, chosen], [val[s] for s in chosen], val_bg,
+                                      [train[s] for s in chosen], train_bg)
+    for s, threshold in zip(chosen, thresholds):
+        tss[s] = tss_at(scores[test[s], s], scores[test_bg, s], threshold)
+    return tss
 
 
 ASSEMBLAGE_SCORES = 50_000_000
@@ -936,7 +1009,9 @@ def _held_out(fitted: JointFit, x_evaluation: torch.Tensor, x_final: torch.Tenso
               background: tuple, keep_scores: bool, assemblage_rows: np.ndarray | None = None):
     """Thresholds (max-TSS on the validation blocks), held-out AUC and TSS of the evaluation fit, and the thresholds
     carried to the refit model (``x_final``: the scored rows standardised for it; None without refit), computed a
-    block of species at a time. Returns ``(thresholds, rules, auc, tss, final_thresholds, evaluation_scores,
+    block of species at a time. A species without training-block records has no evaluation threshold (NaN), no
+    held-out AUC or TSS (the evaluation fit never trained its output) and a stored threshold chosen on the stored
+    model (:func:`untrained_thresholds`). Returns ``(thresholds, rules, auc, tss, final_thresholds, evaluation_scores,
     scores, assemblage_scores)``, the two score matrices (rows, species) only with ``keep_scores`` (else None);
     ``assemblage_scores`` are the evaluation fit's scores (len(assemblage_rows), species) at ``assemblage_rows``
     (None without them), kept whatever ``keep_scores``."""
@@ -952,16 +1027,25 @@ def _held_out(fitted: JointFit, x_evaluation: torch.Tensor, x_final: torch.Tenso
             at_rows.append(evaluation[assemblage_rows])
         thresholds[block], block_rules = choose_thresholds(evaluation, val_records[block], val_bg,
                                                            train_records[block], train_bg)
-        rules += block_rules
-        auc[block] = auc_per_species(evaluation, test_records[block], test_bg)
+        untrained = np.flatnonzero([len(rows) == 0 for rows in train_records[block]])
+        # held-out figures only for the outputs the evaluation fit trained (the others' thresholds are NaN)
+        evaluated = [rows[:0] if s in untrained else rows for s, rows in enumerate(test_records[block])]
+        auc[block] = auc_per_species(evaluation, evaluated, test_bg)
         tss[block] = [tss_at(evaluation[rows, s], evaluation[test_bg, s], thresholds[block][s])
-                      for s, rows in enumerate(test_records[block])]
+                      for s, rows in enumerate(evaluated)]
         final = evaluation
         if x_final is not None:
             final = scores_of(fitted.model, x_final, species=block)
             final_thresholds[block] = transfer_thresholds(thresholds[block], evaluation, final)
         else:
             final_thresholds[block] = thresholds[block]
+        if len(untrained):  # chosen on the stored model itself, not carried from the evaluation fit
+            every_record = [np.r_[val_records[block][s], test_records[block][s]] for s in untrained]
+            final_thresholds[block.start + untrained], untrained_rules = untrained_thresholds(
+                final[:, untrained] if x_final is not None else None, every_record, np.r_[train_bg, val_bg, test_bg])
+            for s, rule in zip(untrained, untrained_rules):
+                block_rules[s] = rule
+        rules += block_rules
         if keep_scores:
             kept_evaluation.append(evaluation)
             kept_final.append(final)
@@ -1014,6 +1098,19 @@ def reference_quantiles(values: np.ndarray, levels: int = 101, sample: int = 200
     return np.percentile(values.astype("float64"), np.linspace(0, 100, levels), axis=0).T
 
 
+def training_classes(values: np.ndarray, variables: list[str], categorical: list[str] | None) -> dict:
+    """{variable: sorted class codes (float) in ``values``' rows} for the ``categorical`` variables (names as in the
+    config, harmonised like the cube's) among ``variables``: the classes MESS counts as seen in training
+    (:func:`sdm.novelty.mess`)."""
+    from sdm.climate import harmonise_name
+
+    names = [harmonise_name(v) for v in categorical or []]
+    unknown = [v for v in names if v not in variables]
+    if unknown:
+        raise ValueError(f"categorical variable(s) {unknown} are not among the model's variables {variables}")
+    return {v: np.unique(values[:, variables.index(v)]).astype("float64").tolist() for v in names}
+
+
 CONFIG_ONLY = ("min_records", "model", "block_cells", "device", "baseline", "coordinates", "eval_cells",
                "accessible_km", "background_cells")
 """Keys of the config's ``sdm`` section that are not network hyper-parameters (see :class:`NetworkParams`)."""
@@ -1048,12 +1145,19 @@ def write_split(split_map: np.ndarray, grid: xr.DataArray, path) -> None:
 
 
 def run_training(cube: xr.DataArray, occurrences: pd.DataFrame, params: dict, *, model_path, split_path,
-                 threads: int | None = None) -> dict:
+                 threads: int | None = None, categorical: list[str] | None = None) -> dict:
     """Train with the config's ``sdm`` params, write the checkpoint and the split GeoTIFF; return metrics.
 
     Species with fewer than ``min_records`` occupied cells are not trained on and are listed in the metrics.
+    ``categorical``: class layers, whose training classes the checkpoint keeps as ``categories`` for MESS; by
+    default those the cube lists (:data:`sdm.climate.CATEGORICAL_ATTR`: the config's ``climate.categorical`` and
+    the integer bands ingest treated as classes by their name).
     """
+    from sdm.climate import CATEGORICAL_ATTR
     from sdm.model import save_checkpoint
+
+    if categorical is None:
+        categorical = list(cube.attrs.get(CATEGORICAL_ATTR) or [])
 
     sites = occurrences.groupby("species").size()
     species = sorted(sites.index[sites >= params["min_records"]])
@@ -1067,11 +1171,11 @@ def run_training(cube: xr.DataArray, occurrences: pd.DataFrame, params: dict, *,
         baseline=params["baseline"], threads=threads, coordinates=params.get("coordinates") or 0,
         **({"eval_cells": params["eval_cells"]} if "eval_cells" in params else {}),
         **({"background_cells": params["background_cells"]} if "background_cells" in params else {}),
-        accessible_km=params.get("accessible_km", "auto"), keep_scores=False, **network,
+        accessible_km=params.get("accessible_km", "auto"), keep_scores=False, categorical=categorical, **network,
     )
     save_checkpoint(model_path, model, species=info["species"], variables=info["variables"], mean=info["mean"],
                     std=info["std"], thresholds=info["thresholds"], config=params, reference=info["reference"],
-                    accessible=info["accessible"])
+                    accessible=info["accessible"], categories=info["categories"])
     write_split(info["split"], cube, split_path)
     metrics = info["metrics"]
     metrics["excluded_species"] = {"reason": f"fewer than {params['min_records']} occupied cells",

@@ -391,3 +391,15 @@ def test_climate_nodata_masks_a_value_in_files_that_declare_none(tmp_path):
     np.testing.assert_array_equal(stored.sel(variable="bio1").values, masked)
     declared = _uint16_tif(tmp_path / "declared.tif", nodata=65535)  # the file's own no-data value wins
     assert (read_climate(declared, nodata=0).sel(variable="bio1").values[0] == 0).all()
+
+
+def test_the_cube_lists_its_class_layers(tmp_path):
+    path = tmp_path / "layers.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=2, dtype="uint8", crs="EPSG:4326",
+                       transform=from_origin(0, 4, 1, 1)) as dst:
+        dst.write(np.ones((2, 4, 4), dtype="uint8"))
+        dst.descriptions = ("landcover", "zone_code")  # integer; "landcover" names classes
+    stored = write_climate_cube(path, "current", tmp_path / "cube.zarr", categorical=["zone_code"])
+    assert open_cube(tmp_path / "cube.zarr").attrs["categorical_variables"] == ["landcover", "zone_code"]
+    assert stored.attrs["categorical_variables"] == ["landcover", "zone_code"]
+    assert read_climate(path, categorical=[]).attrs["categorical_variables"] == ["landcover"]

@@ -106,6 +106,25 @@ def test_nan_propagates_and_constant_variables_are_left_out():
     assert list(mod) == [2, MOD_NODATA, MOD_NODATA]
 
 
+def test_categorical_variables_score_seen_classes_100_and_unseen_ones_minus_100():
+    from sdm.novelty import UNSEEN_CLASS
+    from sdm.train import reference_quantiles
+
+    training = np.c_[np.linspace(0, 10, 1000), np.where(np.arange(1000) % 2, 1.0, 5.0)]  # land cover in {1, 5}
+    reference = reference_quantiles(training)
+    values = np.array([[5.0, 5.0, 5.0, 5.0, 2.5],
+                       [1.0, 3.0, 4.0, 5.0, 5.0]])  # classes 3 and 4 were never seen, though between 1 and 5
+    score, mod = mess(values, reference, most_dissimilar=True, classes={1: [1.0, 5.0]})
+    np.testing.assert_allclose(score, [100.0, UNSEEN_CLASS, UNSEEN_CLASS, 100.0, 50.0], atol=0.2)
+    assert UNSEEN_CLASS == -100.0
+    assert list(mod[1:3]) == [1, 1] and mod[4] == 0
+    # as a continuous number the unseen class 3 would sit at the median (MESS 100): the old behaviour
+    assert mess(values, reference)[1] == pytest.approx(100.0, abs=1)
+    # a class layer with one class in training is not "constant" and left out: other classes are unseen
+    one_class = mess(np.array([[1.0, 2.0]]), np.full((1, 101), 1.0), classes={0: [1.0]})
+    np.testing.assert_array_equal(one_class, [100.0, UNSEEN_CLASS])
+
+
 def test_reference_of_the_wrong_shape_raises():
     with pytest.raises(ValueError, match="reference quantiles"):
         mess(np.zeros((2, 4)), np.stack([UNIFORM]))
@@ -262,3 +281,25 @@ def test_fused_mode_computes_mess_from_the_cube(store, checkpoints, tmp_path):
     run_indicators(current, future, "warm", "none", tmp_path / "warm_none")
     with rasterio.open(tmp_path / "warm_none" / "mess.tif") as src:
         np.testing.assert_array_equal(src.read(1), stored.values)
+
+
+def test_extrapolation_layers_score_the_checkpoint_categories_by_class(checkpoints):
+    """A checkpoint's ``categories`` make a class layer score 100 / -100 in the predict stage's MESS."""
+    from sdm.novelty import UNSEEN_CLASS
+    from sdm.predict import extrapolation_layers
+
+    cube = _cube()
+    classes = xr.where(cube["x"] < cube["x"].values[NX // 2], 1.0, 3.0).broadcast_like(cube.isel(variable=0))
+    cube = xr.concat([cube, classes.expand_dims(variable=["landcover"])], dim="variable")
+    reference = np.vstack([checkpoints["reference"], np.r_[np.full(50, 1.0), np.full(51, 5.0)]])
+    checkpoint = {"variables": VARIABLES + ["landcover"], "reference_quantiles": reference,
+                  "categories": {"landcover": [1.0, 5.0]}}
+    layers = extrapolation_layers(cube, checkpoint).compute()
+    continuous = _expected(cube.sel(variable=VARIABLES), checkpoints["reference"])
+    left, right = slice(0, NX // 2), slice(NX // 2, NX)
+    np.testing.assert_allclose(layers["mess"].values[:, left], continuous[:, left], rtol=1e-6, equal_nan=True)
+    finite = np.isfinite(continuous[:, right])
+    assert (layers["mess"].values[:, right][finite] == UNSEEN_CLASS).all()
+    assert (layers["most_dissimilar"].values[:, right][finite] == 3).all()
+    with pytest.raises(ValueError, match="not among the variables"):
+        extrapolation_layers(cube, {**checkpoint, "categories": {"soil": [1.0]}})

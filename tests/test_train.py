@@ -586,3 +586,142 @@ def test_assemblage_pairs_sample_whole_cells_when_there_are_too_many(world, monk
     _, info = train.train_sdm(cube, occurrences, progress=False, **{**FAST, "baseline": "none"})
     held_out = info["metrics"]["test"]["assemblages"]
     assert held_out["cells"] == 10 and held_out["records"] < info["metrics"]["records"]["test"]
+
+
+# --- thresholds carried to the refit; species the evaluation fit never trained; comparable TSS; valid JSON ----------
+
+def test_transferred_thresholds_keep_exactly_as_many_cells():
+    from sdm.train import transfer_thresholds
+
+    rng = np.random.default_rng(0)
+    evaluation = rng.random((1000, 1)).astype("float32")
+    final = (evaluation ** 3 / 7).astype("float32")  # the same ranks on another scale
+    for k in (1, 2, 10, 999, 1000):
+        threshold = np.sort(evaluation[:, 0])[-k]
+        carried = transfer_thresholds(np.array([threshold]), evaluation, final)[0]
+        assert (final[:, 0] >= carried).sum() == k
+    # nothing at or above the evaluation threshold: nothing at or above the carried one
+    carried = transfer_thresholds(np.array([2.0]), evaluation, final)[0]
+    assert carried > final.max() and (final[:, 0] >= carried).sum() == 0
+    assert np.isnan(transfer_thresholds(np.array([np.nan]), evaluation, final)[0])
+    # ties at the k-th refit score: the tied cells are not told apart, all are kept
+    tied = np.array([[0.1], [0.2], [0.2], [0.2], [0.9]], dtype="float32")
+    carried = transfer_thresholds(np.array([0.8]), np.array([[0.1], [0.2], [0.3], [0.8], [0.9]]), tied)[0]
+    assert carried == pytest.approx(0.2) and (tied[:, 0] >= carried).sum() == 4
+
+
+def test_untrained_thresholds_on_the_refit_or_never_present():
+    from sdm.train import NEVER_PRESENT, REFIT_ALL_RECORDS, untrained_thresholds
+
+    thresholds, rules = untrained_thresholds(None, [np.array([0, 1])], np.arange(5))
+    assert thresholds.tolist() == [1.0] and rules == [NEVER_PRESENT]
+    scores = np.array([[0.9, 0.5], [0.8, 0.5], [0.1, 0.5], [0.2, 0.5], [0.85, 0.5]])
+    # the second species has no record on the grid: no model learnt it either
+    thresholds, rules = untrained_thresholds(scores, [np.array([0, 1]), np.array([], dtype=int)], np.arange(5))
+    assert rules == [REFIT_ALL_RECORDS, NEVER_PRESENT] and thresholds.tolist() == [pytest.approx(0.8), 1.0]
+
+
+@pytest.fixture(scope="module")
+def untrained(world):
+    """A run with ``sp_test_only`` (records in a test block only), ``sp_val_only`` (a validation block only) and
+    ``sp_no_val`` (training and test blocks), on a split that does not depend on the records."""
+    import sdm.train as train
+
+    cube, occurrences, _ = world
+    real = train._assign_blocks
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "_assign_blocks", lambda cells, records, seed, fractions: real(cells, None, seed,
+                                                                                            fractions))
+        kwargs = {**FAST, "epochs": 6, "patience": 6, "accessible_km": None, "progress": False}
+        _, first = train.train_sdm(cube, occurrences, **kwargs)
+        split = first["split"]
+
+        def patch_of(code, which):
+            ys, xs = np.nonzero(split == code)
+            r0, c0 = ys[which] // 6 * 6, xs[which] // 6 * 6
+            rows, cols = np.mgrid[r0:r0 + 6, c0:c0 + 2]
+            return rows.ravel(), cols.ravel()
+
+        extra = []
+        for name, parts in {"sp_test_only": [(SPLITS["test"], len(np.nonzero(split == 2)[0]) // 2)],
+                            "sp_val_only": [(SPLITS["validation"], -1)],
+                            "sp_no_val": [(SPLITS["train"], -1), (SPLITS["test"], -1)]}.items():
+            for code, which in parts:
+                rows, cols = patch_of(code, which)
+                assert (split[rows, cols] == code).all()
+                extra.append(pd.DataFrame({"species": name, "row": rows, "col": cols}))
+        occurrences = pd.concat([occurrences, *extra], ignore_index=True)
+        _, info = train.train_sdm(cube, occurrences, **kwargs)
+    np.testing.assert_array_equal(info["split"], split)
+    return occurrences, info
+
+
+def test_species_without_training_records_get_thresholds_from_the_refit(untrained):
+    from sdm.train import REFIT_ALL_RECORDS
+
+    occurrences, info = untrained
+    rules = info["metrics"]["threshold_rules"]
+    assert sorted(rules[REFIT_ALL_RECORDS]) == ["sp_test_only", "sp_val_only"]
+    cells = info["cell_rows"] * N + info["cell_cols"]  # every valid cell is scored and is background here
+    for name in ("sp_test_only", "sp_val_only"):
+        s = info["species"].index(name)
+        own = occurrences[occurrences["species"] == name]
+        rows = np.searchsorted(cells, own["row"].to_numpy() * N + own["col"].to_numpy())
+        expected, _ = max_tss_threshold(info["scores"][rows, s], info["scores"][:, s])
+        assert info["thresholds"][s] == pytest.approx(expected)
+        present = info["scores"][:, s] >= info["thresholds"][s]
+        assert present.sum() < 10 * len(rows)  # 12 record cells: not a share of the grid from an untrained output
+        assert present[rows].mean() > 0.5
+
+
+def test_species_without_training_records_have_no_held_out_figures(untrained):
+    occurrences, info = untrained
+    test = info["metrics"]["test"]
+    assert test["untrained_species"]["species"] == ["sp_test_only", "sp_val_only"]
+    for key in ("deep_sdm", "baseline"):
+        entry = test[key]["per_species"]["sp_test_only"]
+        assert entry["test_records"] == 12 and entry["auc"] is None and entry["tss"] is None
+    # the assemblage comparison covers the trained species' test records only
+    split = info["split"]
+    held = occurrences[(split[occurrences["row"], occurrences["col"]] == SPLITS["test"])
+                       & (occurrences["species"] != "sp_test_only")]
+    assert test["assemblages"]["records"] == len(held)
+
+
+def test_deep_and_baseline_mean_tss_average_the_same_species(untrained):
+    _, info = untrained
+    test = info["metrics"]["test"]
+    with_tss = {key: {s for s, v in test[key]["per_species"].items() if v["tss"] is not None}
+                for key in ("deep_sdm", "baseline")}
+    assert "sp_no_val" in with_tss["deep_sdm"]  # no validation record: the training-records rule, for both
+    assert with_tss["deep_sdm"] == with_tss["baseline"]
+    same = test["same_species"]
+    assert same["species_tss"] == len(with_tss["deep_sdm"])
+    for key in ("deep_sdm", "baseline"):
+        mean = np.mean([test[key]["per_species"][s]["tss"] for s in with_tss[key]])
+        assert same[f"{key}_mean_tss"] == pytest.approx(mean, abs=1e-3)
+        assert test[key]["mean_tss"] == pytest.approx(mean, abs=1e-3)
+
+
+def test_metrics_are_valid_json_without_validation_blocks(world):
+    import json
+
+    cube, occurrences, _ = world
+    _, info = train_sdm(cube, occurrences, progress=False, fractions=(0.85, 0.0, 0.15),
+                        **{**FAST, "epochs": 2, "baseline": "none", "accessible_km": None})
+    metrics = info["metrics"]
+    assert metrics["validation_auc"] is None
+    json.dumps(metrics, allow_nan=False)  # raises on NaN, which json.dump would write as invalid JSON
+
+
+def test_run_training_stores_the_classes_of_categorical_layers(world, tmp_path):
+    cube, occurrences, _ = world
+    landcover = xr.where(cube.sel(variable="bio4") > 0, 5.0, 1.0).where(np.isfinite(cube.sel(variable="bio4")))
+    cube = xr.concat([cube, landcover.expand_dims(variable=["landcover"])], dim="variable")
+    cube.attrs["categorical_variables"] = ["landcover"]  # as ingest lists the cube's class layers
+    params = {**FAST, "epochs": 1, "min_records": 5, "baseline": "none", "accessible_km": None}
+    run_training(cube, occurrences, params, model_path=tmp_path / "m.pt", split_path=tmp_path / "s.tif")
+    _, checkpoint = load_checkpoint(tmp_path / "m.pt")
+    assert checkpoint["categories"] == {"landcover": [1.0, 5.0]}
+    with pytest.raises(ValueError, match="not among the model's variables"):
+        train_sdm(cube, occurrences, progress=False, categorical=["soil"], **{**FAST, "epochs": 1})
