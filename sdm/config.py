@@ -55,11 +55,52 @@ def check_inputs(config: dict, generated: list[str] = ()) -> None:
             continue
         if not Path(path).exists():
             raise ConfigError(f"config key {key}: file not found: {path}")
+    for key in ("threats", "maps"):
+        entry = (config.get(key) or {}).get("protected_areas")
+        if entry and str(Path(entry["path"])) not in made:
+            check_fraction_raster(f"{key}.protected_areas", entry["path"], entry.get("band"))
     grid = config.get("grid") or {}
     given = [k for k in ("crs", "resolution", "bounds") if grid.get(k) is not None]
     if given and len(given) != 3:
         missing = [k for k in ("crs", "resolution", "bounds") if k not in given]
         raise ConfigError(f"config key grid: give crs, resolution and bounds together (missing {', '.join(missing)})")
+
+
+FRACTION_CHECK_PX = 1024
+"""Longest side of the decimated read (overviews where the file has them) that checks a protected-area raster's
+values when the run starts."""
+
+
+def check_fraction_raster(key: str, path: str | Path, band: str | int | None) -> None:
+    """Raise :class:`ConfigError` naming ``key`` when the protected-area raster at ``path`` holds values above 1
+    (a percentage, say) in a decimated read of its band: caught when the run starts, not after training and
+    prediction. The full check runs when the layer is read (:func:`sdm.threats.protected_fraction`). A band this
+    cannot resolve (a name) is left to that check."""
+    import numpy as np
+    import rasterio
+
+    from sdm.climate import harmonise_name
+
+    try:
+        with rasterio.open(path) as src:
+            names = [harmonise_name(d) if d else None for d in src.descriptions]
+            if band is None:
+                index = 1 if src.count == 1 else None
+            elif isinstance(band, int) or str(band).isdigit():
+                index = int(band)
+            else:
+                index = names.index(harmonise_name(band)) + 1 if harmonise_name(band) in names else None
+            if index is None or not 1 <= index <= src.count:
+                return
+            scale = max(1.0, max(src.width, src.height) / FRACTION_CHECK_PX)
+            shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+            values = src.read(index, out_shape=shape, masked=True)
+    except rasterio.errors.RasterioError as error:
+        raise ConfigError(f"config key {key}.path: {path}: cannot read the raster ({error})") from None
+    high = float(np.ma.max(values)) if values.count() else 0.0
+    if high > 1.0 + 1e-6:
+        raise ConfigError(f"config key {key}: {path} holds values up to {high:g}; expected the protected fraction "
+                          "of each cell (0..1); divide a percentage by 100")
 
 
 def validate_config(config: dict, schema_path: str | Path) -> None:

@@ -541,7 +541,8 @@ def ingest_occurrences(
     if report["records_kept"] + sum(dropped.values()) != read:  # the accounting is the contract; never ship a gap
         raise AssertionError(f"{path}: kept + dropped != read in the ingest report: {report}")
     if occurrences.empty:
-        raise ValueError(f"{report['file']}: no record left after cleaning; drops per reason: {json.dumps(dropped)}")
+        raise ValueError(f"{report['file']}: no record left after cleaning; drops per reason: "
+                         f"{json.dumps({reason: n for reason, n in dropped.items() if n})}")
     return occurrences, rejected, report
 
 

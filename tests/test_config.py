@@ -6,6 +6,7 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -254,3 +255,22 @@ def test_a_fused_job_over_every_scenario_asks_for_the_time_of_its_passes(tmp_pat
     three = resources.job_size(cubes, 1, 1) | {"trained": 989}
     assert (one["climates"], three["climates"]) == (2, 3)
     assert resources.runtime("indicators", **three) == pytest.approx(2 * resources.runtime("indicators", **one), abs=1)
+
+
+@pytest.mark.parametrize("key", ["maps", "threats"])
+def test_a_protected_area_raster_in_percent_is_caught_when_the_run_starts(tmp_path, key):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    cfg = _real_config(tmp_path)
+    path = tmp_path / "pa_percent.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="float32", crs="EPSG:4326",
+                       transform=from_origin(0, 8, 1, 1)) as dst:
+        dst.write(np.full((1, 8, 8), 37.5, dtype="float32"))
+    cfg[key] = {"protected_areas": {"path": str(path)}}
+    with pytest.raises(ConfigError, match=rf"config key {key}\.protected_areas: .*values up to 37\.5.*divide a "
+                                          r"percentage by 100"):
+        check_inputs(cfg)
+    cfg[key] = {"protected_areas": {"path": str(tmp_path / "absent.tif")}}
+    with pytest.raises(ConfigError, match=rf"config key {key}\.protected_areas\.path: file not found"):
+        check_inputs(cfg)

@@ -28,15 +28,15 @@ ENSEMBLES = config["climate"].get("ensembles") or {}
 ENSEMBLE_RUNS = ensemble_runs(ENSEMBLES, config["dispersal"])  # "{ensemble}_{dispersal}": medians of member runs
 MAP_RUNS = RUNS + ENSEMBLE_RUNS
 REGIONS = config["maps"].get("regions")
+DEMO_DIR = "results/demo"
+# before threats.protected_areas is filled in from maps below, so that an error names the key the user wrote
+check_inputs(config, generated=demo_outputs(config, DEMO_DIR) if DEMO else [])
 # One protected-area raster for the features, the gap map and the protection table (validate_config rejects a
 # maps.protected_areas that differs from threats.protected_areas)
 PROTECTED = config["maps"].get("protected_areas") or (config.get("threats") or {}).get("protected_areas")
 if PROTECTED and not (config.get("threats") or {}).get("protected_areas"):
     config.setdefault("threats", {})["protected_areas"] = PROTECTED
 HAS_GAP = bool(PROTECTED) and HAS_REDLIST
-
-DEMO_DIR = "results/demo"
-check_inputs(config, generated=demo_outputs(config, DEMO_DIR) if DEMO else [])
 
 if not HAS_REDLIST:
     print("No redlist.path in the config: the run stops after predictions and richness maps.", file=sys.stderr)
