@@ -82,7 +82,8 @@ def pack_on_device(presence: torch.Tensor) -> np.ndarray:
     for bit in range(1, 8):
         packed |= rows[:, bit] << bit
     # (word, cell, byte of the word), little-endian: the byte order of WORD_DTYPE
-    as_words = packed.view(words, 8, n_cells).permute(0, 2, 1).contiguous().view(torch.int64)[..., 0]
+    # flattened before the view: a 1-cell block keeps a stride of 1 on its size-1 axis, which a view to int64 rejects
+    as_words = packed.view(words, 8, n_cells).permute(0, 2, 1).reshape(-1).view(torch.int64).view(words, n_cells)
     return as_words.cpu().numpy().view(WORD_DTYPE)
 
 

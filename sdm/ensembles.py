@@ -66,13 +66,22 @@ def ensemble_layer_names(with_status: bool) -> list[str]:
     return layer_names(True, with_status) + agreement
 
 
-def _median(stack: np.ndarray, categorical: bool) -> np.ndarray:
-    """Median over axis 0 ignoring NaN (NaN where every member is); categorical: the higher middle value."""
+def _median(stack: np.ndarray, categorical: bool, empty: np.ndarray | None = None) -> np.ndarray:
+    """Median over axis 0 ignoring NaN (NaN where every member is); categorical: the higher middle value.
+
+    ``empty`` (bool, like ``stack``): members whose NaN means an empty assemblage (no species to rank: data, but no
+    most threatened category or threatened share), not no data. Where a strict majority of the members with data
+    are empty, so is the ensemble (NaN): otherwise the few members holding species would decide the cell."""
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells (no data) stay NaN
         if categorical:
-            return np.nanquantile(stack, 0.5, axis=0, method="higher").astype("float32")
-        return np.nanmedian(stack, axis=0).astype("float32")
+            median = np.nanquantile(stack, 0.5, axis=0, method="higher").astype("float32")
+        else:
+            median = np.nanmedian(stack, axis=0).astype("float32")
+    if empty is not None:
+        with_data = np.isfinite(stack) | empty
+        median[2 * empty.sum(axis=0) > with_data.sum(axis=0)] = np.nan
+    return median
 
 
 def _agreement(stack: np.ndarray, sign: int) -> np.ndarray:
@@ -90,6 +99,8 @@ def ensemble_indicators(members: dict[str, Path], out_dir: str | Path, with_stat
     one grid."""
     layers: dict[str, xr.DataArray] = {}
     template = None
+    # where a member has data (a richness) but a layer has none, its assemblage is empty there (see _median)
+    has_data = np.stack([np.isfinite(read_layer(Path(folder) / "richness.tif").values) for folder in members.values()])
     for name in layer_names(True, with_status):
         arrays = [read_layer(Path(folder) / f"{name}.tif") for folder in members.values()]
         template = arrays[0] if template is None else template
@@ -98,7 +109,8 @@ def ensemble_indicators(members: dict[str, Path], out_dir: str | Path, with_stat
                     or not np.allclose(array["y"], template["y"]):
                 raise ValueError(f"ensemble member {run}: {name}.tif is not on the grid of the other members")
         stack = np.stack([a.values for a in arrays])
-        layers[name] = template.copy(data=_median(stack, name in CATEGORICAL_LAYERS)).assign_attrs(
+        layers[name] = template.copy(data=_median(stack, name in CATEGORICAL_LAYERS,
+                                                  empty=has_data & np.isnan(stack))).assign_attrs(
             units=arrays[0].attrs.get("units", ""), long_name=f"median of {len(arrays)} climate models: {name}")
     for name in (AGREEMENT if with_status else ["richness_loss_agreement"]):
         change, sign = AGREEMENT[name]

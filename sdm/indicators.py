@@ -360,7 +360,11 @@ def all_indicators(current, futures: dict, out_dirs: dict, statuses: dict | None
               for key, run in layers.items()}
     sources = ({"current": current} if "current" in out_dirs else {}) | futures
     mess = {name: extrapolation(ds, name) for name, ds in sources.items()}
-    layers = {key: run.assign(mess["current" if key == "current" else key[0]]) for key, run in layers.items()}
+    # each scenario's MESS on the run's chunks: a store predicted with other chunk sides (another --cores) would not
+    # write otherwise
+    layers = {key: run.assign({name: layer.chunk({d: run.chunksizes[d] for d in ("y", "x")})
+                               for name, layer in mess["current" if key == "current" else key[0]].items()})
+              for key, run in layers.items()}
     return write_indicators_streamed(layers, {key: out_dirs[key] for key in layers}, crs)
 
 

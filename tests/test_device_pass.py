@@ -45,8 +45,9 @@ def test_device_area_decides_every_cell_as_the_trees_do(distance_km, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n_species", [1, 8, 63, 64, 65, 130])
-def test_packing_on_the_device_equals_pack_presence(n_species, device):
-    presence = np.random.default_rng(n_species).random((n_species, 37)) < 0.3
+@pytest.mark.parametrize("n_cells", [37, 1])  # one cell: the corner block of a grid one cell past its chunks
+def test_packing_on_the_device_equals_pack_presence(n_species, n_cells, device):
+    presence = np.random.default_rng(n_species).random((n_species, n_cells)) < 0.3
     got = pack_on_device(torch.as_tensor(presence, device=device))
     np.testing.assert_array_equal(got, pack_presence(presence))
     assert got.dtype == np.dtype("<u8")

@@ -192,3 +192,21 @@ def test_protection_table_ranks_threatened_species_least_protected_first():
     assert table["species"].tolist() == ["B", "A", "C"]  # C: threatened in a future run only
     assert table.set_index("species").loc["A", "threatened_runs"] == 2  # the ensemble row is not a run
     assert table.set_index("species").loc["C", "protected_share_w_full"] == 0.8
+
+
+def test_an_ensemble_cell_where_most_members_hold_no_species_has_no_most_threatened_category(tmp_path):
+    """Members' richness 0, 0, 1 and most threatened NaN (empty), NaN (empty), CR: the ensemble's median richness is
+    0, so it has no most threatened category (it said CR, the one member's); with 1, 1, 0 the CR of the majority
+    stays."""
+    members = {}
+    for i, (richness, category) in enumerate([(0.0, np.nan), (0.0, np.nan), (1.0, 4.0)]):
+        layers = member_layers(i, +1.0)
+        layers["richness"][1, 1], layers["most_threatened"][1, 1] = richness, category
+        layers["threatened_share"][1, 1] = np.nan if richness == 0 else 1.0
+        layers["richness"][2, 2], layers["most_threatened"][2, 2] = (1.0, 4.0) if i < 2 else (0.0, np.nan)
+        members[f"m{i}_full"] = write_run(tmp_path / f"m{i}_full", layers)
+    ensemble_indicators(members, tmp_path / "ens_full", with_status=True)
+    assert read(tmp_path / "ens_full" / "richness.tif")[1, 1] == 0
+    assert np.isnan(read(tmp_path / "ens_full" / "most_threatened.tif")[1, 1])
+    assert np.isnan(read(tmp_path / "ens_full" / "threatened_share.tif")[1, 1])
+    assert read(tmp_path / "ens_full" / "most_threatened.tif")[2, 2] == 4

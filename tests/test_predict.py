@@ -646,3 +646,24 @@ def test_auc_from_stored_codes_equals_auc_from_float_scores(demo, calibration):
         # one species 0.42 below its float AUC)
         assert np.median(floats[:, test_cells]) < 1e-4
         assert score["floats"].mean() - score["linear codes"].mean() > 0.02
+
+
+def test_indicators_of_stores_predicted_with_other_chunk_sides(checkpoint, cube, tmp_path):
+    # a scenario added later with another --cores gets another chunk side: the indicator job still writes its MESS
+    from sdm.indicators import all_indicators
+
+    from sdm.train import reference_quantiles
+
+    _, ckpt, _ = checkpoint
+    values = cube.values.reshape(len(VARIABLES), -1).T
+    path = tmp_path / "model.pt"  # with the training climate's percentiles: the stores hold a MESS layer
+    save_checkpoint(path, _model(), species=SPECIES, variables=VARIABLES, mean=ckpt["mean"], std=ckpt["std"],
+                    thresholds=THRESHOLDS, config={}, reference=reference_quantiles(values[np.isfinite(values).all(1)]))
+    predict_scenario(cube, path, tmp_path / "current.zarr", scenario="current", chunk=16, device="cpu", progress=False)
+    warm = cube + xr.DataArray([1.0, 0.0, 0.0], dims="variable", coords={"variable": cube["variable"]})
+    predict_scenario(warm, path, tmp_path / "warm.zarr", scenario="warm", chunk=24, device="cpu", progress=False)
+    all_indicators(tmp_path / "current.zarr", {"warm": tmp_path / "warm.zarr"},
+                   {"current": tmp_path / "c", ("warm", "full"): tmp_path / "wf"})
+    written = xr.open_zarr(tmp_path / "wf" / "indicators.zarr", consolidated=False)
+    expected = open_predictions(tmp_path / "warm.zarr")["mess"].values
+    np.testing.assert_array_equal(written["mess"].values, expected)
