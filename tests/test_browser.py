@@ -6,6 +6,7 @@ dumped DOM shows them. Screenshots go to ``$SDM_SCREENSHOT_DIR`` when set (for a
 
 from __future__ import annotations
 
+import html
 import os
 import re
 import shutil
@@ -277,7 +278,7 @@ setTimeout(function () {
     assert ">EN<" in predicted
     assert "Red List category</th><td><span class=\"cat\" style=\"background:#F9E814\"" in dom  # VU, IUCN yellow
     shown = re.search(r'data-shown="([^"]*)"', dom).group(1)
-    assert shown.startswith("data:image/png;base64,|") and "Records (3)" in shown and "Region outlines" in shown
+    assert shown.startswith("data:image/png;base64,|") and "Records (3 places)" in shown and "Region outlines" in shown
     assert "Range area across runs" in dom and 'id="range-chart"' in dom
     screenshot(tmp_path, planner["explorer"], "explorer", fragment="species=Ophrys%20apifera")
 
@@ -349,3 +350,52 @@ document.documentElement.setAttribute("data-state", document.getElementById("run
     assert js_errors(dom) == ""
     state = re.search(r'data-state="([^"]*)"', dom).group(1)
     assert state.startswith("warm_full|Alpha|#indicator=richness%7Cwarm_full&amp;z=5&amp;lat=46.5")
+
+
+def test_explorer_survives_a_link_cut_short_mid_character(planner, tmp_path):
+    dom = dump_dom(tmp_path, planner["explorer"], fragment="species=Ophrys%20apifera&layer=Presence%20w%C3")
+    assert js_errors(dom) == ""  # decodeURIComponent threw on %C3 and stopped the page
+    assert 'data-species="Ophrys apifera"' in dom
+
+
+def test_explorer_counts_records_and_frames_a_species_without_records(planner, tmp_path):
+    probe = page_with_script(planner["explorer"], TYPE_A_NAME + """
+setTimeout(function () {
+  window.sdmChoose("Orchis mascula");
+  setTimeout(function () {
+    document.documentElement.setAttribute("data-after", window.location.hash);
+  }, 300);
+}, 300);""")
+    dom = dump_dom(tmp_path, probe)
+    assert js_errors(dom) == ""
+    after = re.search(r'data-after="([^"]*)"', dom).group(1)
+    lat = float(re.search(r"lat=([-\d.]+)", after).group(1))
+    lon = float(re.search(r"lon=([-\d.]+)", after).group(1))
+    centre = (48.0 - 0.05 * H, 5.0 + 0.05 * W)  # the grid's centre, not Ophrys' records at 47.4 N 5.6 E
+    assert abs(lat - centre[0]) < 0.1 and abs(lon - centre[1]) < 0.1
+    assert "Cleaned records</th><td class=\"num\">0</td>" in dom
+
+
+def test_explorer_names_with_quotes_are_text_not_markup(tmp_path):
+    from sdm.maps.explorer import species_explorer
+
+    evil = "Evil\" onclick=\"document.documentElement.setAttribute('data-pwned','yes')"
+    y, x = 48.0 - 0.1 * (np.arange(H) + 0.5), 5.0 + 0.1 * (np.arange(W) + 0.5)
+    cube = xr.Dataset({"suitability": (("species", "y", "x"), np.full((1, H, W), 0.7, dtype="float32")),
+                       "presence": (("species", "y", "x"), np.ones((1, H, W), dtype=bool))},
+                      coords={"species": ['Aa "quoted" bb'], "y": y, "x": x}).rio.write_crs("EPSG:4326")
+    records = pd.DataFrame({"species": ['Aa "quoted" bb', evil, evil], "longitude": [5.5, 5.6, 5.6],
+                            "latitude": [47.5, 47.4, 47.4]})
+    page = species_explorer({"current": cube}, ["current_none"], records, None, tmp_path / "maps")
+    for query, name in (("quoted", 'Aa "quoted" bb'), ("Evil", evil)):
+        probe = page_with_script(page, f"""
+var box = document.getElementById("search");
+box.value = {query!r};
+box.dispatchEvent(new Event("input"));
+document.querySelector("#matches li").click();""")
+        dom = dump_dom(tmp_path, probe)
+        assert js_errors(dom) == ""
+        assert not re.search(r'<html[^>]*\sdata-pwned="yes"', dom)  # the name's onclick never ran
+        shown = re.search(r'data-species="([^"]*)"', dom)
+        assert shown and html.unescape(shown.group(1)) == name
+    assert "Cleaned records</th><td class=\"num\">2</td>" in dom  # two records, one place

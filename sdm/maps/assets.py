@@ -200,8 +200,10 @@ function sdmView(map, keyName, keyFn, baseLayers) {
     var out = {}, text = window.location.hash.replace(/^#/, "");
     text.split("&").forEach(function (pair) {
       if (!pair) { return; }
-      var i = pair.indexOf("="), k = decodeURIComponent(i < 0 ? pair : pair.slice(0, i));
-      out[k] = i < 0 ? "" : decodeURIComponent(pair.slice(i + 1).replace(/\\+/g, " "));
+      try {  // a link cut short mid-character (%C3) must not stop the page: that pair is skipped
+        var i = pair.indexOf("="), k = decodeURIComponent(i < 0 ? pair : pair.slice(0, i));
+        out[k] = i < 0 ? "" : decodeURIComponent(pair.slice(i + 1).replace(/\\+/g, " "));
+      } catch (e) { return; }
     });
     return out;
   }

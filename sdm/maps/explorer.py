@@ -155,6 +155,7 @@ def species_explorer(predictions: dict[str, xr.Dataset], runs: list[str], record
     lookup = display_index(current["suitability"].isel(species=0, drop=True), max_px)
     modelled = [str(s) for s in current["species"].values]
     by_species = _records_of(records, lookup["bounds"])
+    counts = records["species"].astype(str).value_counts().to_dict()  # every cleaned record, not distinct places
     statuses = _status_of(status, runs)
     names = sorted(set(modelled) | set(by_species) | set(statuses), key=str.casefold)
     number = {name: i for i, name in enumerate(names)}
@@ -182,10 +183,10 @@ def species_explorer(predictions: dict[str, xr.Dataset], runs: list[str], record
                 future = futures[scenario][j] & present[j] if dispersal == "none" else futures[scenario][j]
                 layers.append({"label": f"Presence {run}", "kind": "presence", "run": run,
                                "png": presence_png(future, lookup["index"], PRESENCE_COLOURS["future"])})
-            _write_species(data_dir, number[name], name, layers, by_species, statuses)
+            _write_species(data_dir, number[name], name, layers, by_species, statuses, counts)
     for name in names:
         if name not in set(modelled):
-            _write_species(data_dir, number[name], name, [], by_species, statuses)
+            _write_species(data_dir, number[name], name, [], by_species, statuses, counts)
 
     index = [{"name": name, "file": f"species/{number[name]}.js", "modelled": name in set(modelled),
               "category": (statuses.get(name) or {}).get("status"),
@@ -193,8 +194,12 @@ def species_explorer(predictions: dict[str, xr.Dataset], runs: list[str], record
     return _write_page(out_dir, index, lookup["bounds"], min_records, outlines)
 
 
-def _write_species(data_dir: Path, number: int, name: str, layers: list[dict], records: dict, statuses: dict) -> None:
-    payload = {"name": name, "layers": layers, "records": records.get(name, []), **(statuses.get(name) or {})}
+def _write_species(data_dir: Path, number: int, name: str, layers: list[dict], records: dict, statuses: dict,
+                   counts: dict) -> None:
+    """``species/{number}.js``: the species' layers, its distinct record places (``records``), its number of
+    cleaned records (``n_records``) and its status panel."""
+    payload = {"name": name, "layers": layers, "records": records.get(name, []), "n_records": int(counts.get(name, 0)),
+               **(statuses.get(name) or {})}
     write_atomic(data_dir / f"{number}.js", f"window.sdmSpeciesLoaded({script_json(payload)});\n")
 
 
@@ -271,10 +276,13 @@ _EXPLORER_JS = """<script>
     control.addOverlay(L.geoJSON(window.SDM_REGIONS, {style: cfg.outline, interactive: false, pane: "outlines"}).addTo(map),
                        "Region outlines");
   }
-  var byName = {};
+  var byName = Object.create(null);  // no inherited keys: a species named "constructor" is just a name
   cfg.species.forEach(function (s) { byName[s.name] = s; });
   var view = sdmView(map, "species", function () { return shown.name; }, null);
-  function esc(t) { var d = document.createElement("span"); d.textContent = t == null ? "" : String(t); return d.innerHTML; }
+  function esc(t) {  // text safe inside elements and quoted attributes
+    return (t == null ? "" : String(t)).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+      .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+  }
   function cat(c) {
     if (!c) { return "–"; }
     var colour = cfg.colours[c];
@@ -326,13 +334,17 @@ _EXPLORER_JS = """<script>
     });
     var wanted = shown.layers.filter(function (l) { return l.label === shown.wanted; })[0] ||
       shown.layers[1] || shown.layers[0];
-    if (wanted) { wanted.layer.addTo(map); view.setLayer(wanted.label); }
+    view.setLayer(wanted ? wanted.label : null);  // a species without a model names no layer in the link
+    if (wanted) { wanted.layer.addTo(map); }
     var points = data.records.map(function (r) {
       return L.circleMarker(r, {radius: 3, weight: 1, color: "#000", fillColor: "#fff", fillOpacity: 0.9});
     });
     shown.records = L.featureGroup(points).addTo(map);
-    control.addOverlay(shown.records, "Records (" + data.records.length + ")");
-    if (points.length && !shown.keepView) { map.fitBounds(shown.records.getBounds().pad(0.5), {maxZoom: 10}); }
+    control.addOverlay(shown.records, "Records (" + data.records.length + " places)");
+    if (!shown.keepView) {  // the species' records, or the whole grid for a species without any
+      if (points.length) { map.fitBounds(shown.records.getBounds().pad(0.5), {maxZoom: 10}); }
+      else { map.fitBounds(cfg.bounds); }
+    }
     shown.keepView = false;
     panel.innerHTML = describe(data);
     panel.hidden = false;
@@ -345,7 +357,8 @@ _EXPLORER_JS = """<script>
       "<tr><th>Predicted category</th><td id=\\"predicted\\">" + cat(d.predicted) + "</td></tr>" +
       "<tr><th>Status used (now)</th><td>" + cat(d.status) + "</td></tr>" +
       "<tr><th>Criterion B (preliminary)</th><td>" + esc(d.criterion_b || "–") + "</td></tr>" +
-      "<tr><th>Cleaned records</th><td class=\\"num\\">" + d.records.length + "</td></tr></table>";
+      "<tr><th>Cleaned records</th><td class=\\"num\\">" + fmt(d.n_records, 0) + "</td></tr>" +
+      "<tr><th>Distinct places (10 m)</th><td class=\\"num\\">" + d.records.length + "</td></tr></table>";
     var p = d.probabilities || {};
     if (Object.keys(p).length) {
       h += "<h3>Class probabilities</h3><table>" + cfg.categories.map(function (c) {
