@@ -26,6 +26,9 @@ MAX_LATITUDE = 85.0511287798
 """Leaflet's ``L.Projection.SphericalMercator.MAX_LATITUDE`` (degrees): the map's edge, +-20037508.34 m."""
 CORNER_SAMPLES = 512
 """Most cell corners per side of a grid projected to find its extent and its smallest cells."""
+GEOGRAPHIC_PIXEL_SHARE = 0.98
+"""Display pixel side over a geographic grid's smallest cell (:func:`display_pixel_size`): one pixel centre at least
+in every cell, with a margin for corner samples that average a few rows of a large grid."""
 _LONLAT = "EPSG:4326"
 _TO_MERCATOR = Transformer.from_crs(_LONLAT, WEB_MERCATOR, always_xy=True)
 _FROM_MERCATOR = Transformer.from_crs(WEB_MERCATOR, _LONLAT, always_xy=True)
@@ -81,14 +84,16 @@ def _read_for_display(path: Path, max_px: int) -> xr.DataArray:
 
 def to_web_mercator(da: xr.DataArray, max_px: int, nodata) -> xr.DataArray:
     """``da`` (``y``, ``x``, with a CRS) reprojected by nearest neighbour to Web Mercator (:data:`WEB_MERCATOR`)
-    over the grid's longitude/latitude extent (:func:`lonlat_extent`), in pixels of about half its smallest cell a
-    side (every cell drawn, a click at a cell's centre answered by that cell), at most ``max_px`` pixels a side."""
+    over the grid's longitude/latitude extent (:func:`lonlat_extent`), in pixels no larger than its smallest cell
+    (:func:`display_pixel_size`: every cell drawn, a click at a cell's centre answered by that cell), at most
+    ``max_px`` pixels a side."""
     rows, cols = corner_positions(da.rio.height), corner_positions(da.rio.width)
     lon, lat = corners_lonlat(da, rows, cols)
     west, south, east, north = lonlat_extent(lon, lat)
     (left, right), (bottom, top) = _TO_MERCATOR.transform([west, east], [south, north])
     dx, dy = display_pixel_size(*_TO_MERCATOR.transform(lon, lat), rows, cols,
-                                default=((right - left) / max_px, (top - bottom) / max_px))
+                                default=((right - left) / max_px, (top - bottom) / max_px),
+                                share=GEOGRAPHIC_PIXEL_SHARE if da.rio.crs.is_geographic else 0.5)
     width, height = math.ceil((right - left) / dx), math.ceil((top - bottom) / dy)
     scale = min(1.0, max_px / max(width, height))
     shape = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -137,20 +142,22 @@ def lonlat_extent(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float, float
 
 
 def display_pixel_size(x: np.ndarray, y: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                       default: tuple[float, float]) -> tuple[float, float]:
-    """Half the smallest width and height (metres) that a cell takes on the display grid, from its corners ``x``,
-    ``y`` (Web Mercator metres, ``(rows, cols)``) sampled at cell positions ``rows``, ``cols``; ``default`` where
-    no sampled block of cells has four finite corners. Pixels that size give every cell about two a side."""
+                       default: tuple[float, float], share: float = 0.5) -> tuple[float, float]:
+    """``share`` of the smallest width and height (metres) that a cell takes on the display grid, from its corners
+    ``x``, ``y`` (Web Mercator metres, ``(rows, cols)``) sampled at cell positions ``rows``, ``cols``; ``default``
+    where no sampled block of cells has four finite corners. A cell of a geographic grid is an upright rectangle in
+    Web Mercator: pixels no larger than it leave a pixel centre in every cell (:data:`GEOGRAPHIC_PIXEL_SHARE`); a
+    projected grid's cells are turned and sheared there, so they get pixels of half their size."""
     along_x = (np.diff(x, axis=1) / np.diff(cols), np.diff(y, axis=1) / np.diff(cols))  # one cell along a row
     along_y = (np.diff(x, axis=0) / np.diff(rows)[:, None], np.diff(y, axis=0) / np.diff(rows)[:, None])
     width = np.abs(along_x[0][:-1]) + np.abs(along_y[0][:, :-1])
     height = np.abs(along_x[1][:-1]) + np.abs(along_y[1][:, :-1])
-    return _half_smallest(width, default[0]), _half_smallest(height, default[1])
+    return _share_of_smallest(width, default[0], share), _share_of_smallest(height, default[1], share)
 
 
-def _half_smallest(sizes: np.ndarray, default: float) -> float:
+def _share_of_smallest(sizes: np.ndarray, default: float, share: float) -> float:
     measured = sizes[np.isfinite(sizes) & (sizes > 0)]
-    return float(measured.min()) / 2 if measured.size else default
+    return float(measured.min()) * share if measured.size else default
 
 
 def lonlat_bounds(merc: xr.DataArray) -> list[list[float]]:
