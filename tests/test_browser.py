@@ -399,3 +399,25 @@ document.querySelector("#matches li").click();""")
         shown = re.search(r'data-species="([^"]*)"', dom)
         assert shown and html.unescape(shown.group(1)) == name
     assert "Cleaned records</th><td class=\"num\">2</td>" in dom  # two records, one place
+
+
+def test_explorer_search_ignores_accents_and_lists_accented_names_in_order(tmp_path):
+    from sdm.maps.explorer import species_explorer
+
+    y, x = 48.0 - 0.1 * (np.arange(H) + 0.5), 5.0 + 0.1 * (np.arange(W) + 0.5)
+    names = ["Épipactis muelleri", "Zeuxine strateumatica"]
+    cube = xr.Dataset({"suitability": (("species", "y", "x"), np.full((2, H, W), 0.7, dtype="float32")),
+                       "presence": (("species", "y", "x"), np.ones((2, H, W), dtype=bool))},
+                      coords={"species": names, "y": y, "x": x}).rio.write_crs("EPSG:4326")
+    records = pd.DataFrame({"species": ["Ophrys apifera"], "longitude": [5.5], "latitude": [47.5]})
+    page = species_explorer({"current": cube}, ["current_none"], records, None, tmp_path / "maps")
+    listed = re.findall(r'"name":"([^"]+)"', page.read_text())
+    assert [n.encode().decode("unicode_escape") for n in listed] == ["Épipactis muelleri", "Ophrys apifera",
+                                                                     "Zeuxine strateumatica"]
+    probe = page_with_script(page, """
+var box = document.getElementById("search");
+box.value = "EPIPACTIS";
+box.dispatchEvent(new Event("input"));
+box.dispatchEvent(new KeyboardEvent("keydown", {key: "Enter"}));""")
+    dom = dump_dom(tmp_path, probe)
+    assert js_errors(dom) == "" and 'data-species="Épipactis muelleri"' in dom

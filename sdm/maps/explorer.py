@@ -13,6 +13,7 @@ import base64
 import html as _html
 import io
 import math
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,11 @@ def presence_png(values: np.ndarray, index: np.ndarray, colour: str) -> str:
     """Presence (bool) of the kept cells drawn on the display grid in one colour."""
     shown = (index >= 0) & values.ravel()[np.maximum(index, 0)]
     return _png(shown.astype("uint8"), [colour])
+
+
+def _sort_key(name: str) -> str:
+    """A species name without accents or case, so that "Épipactis" lists among the Es, not after Z."""
+    return "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c)).casefold()
 
 
 def _records_of(records: pd.DataFrame, bounds: list) -> dict[str, list]:
@@ -157,7 +163,7 @@ def species_explorer(predictions: dict[str, xr.Dataset], runs: list[str], record
     by_species = _records_of(records, lookup["bounds"])
     counts = records["species"].astype(str).value_counts().to_dict()  # every cleaned record, not distinct places
     statuses = _status_of(status, runs)
-    names = sorted(set(modelled) | set(by_species) | set(statuses), key=str.casefold)
+    names = sorted(set(modelled) | set(by_species) | set(statuses), key=_sort_key)
     number = {name: i for i, name in enumerate(names)}
     cells = current.sizes["y"] * current.sizes["x"]
     batch = max(1, batch_cells // max(cells * (len(predictions) + 1), 1))
@@ -290,10 +296,13 @@ _EXPLORER_JS = """<script>
       esc(c) + "</span>" : esc(c);
   }
   function fmt(v, d) { return v == null ? "–" : Number(v).toLocaleString("en", {maximumFractionDigits: d}); }
+  function plain(t) {  // no case, no accents: "epipactis" finds "Épipactis"
+    return t.normalize("NFD").replace(/[\u0300-\u036f]/g, "").toLowerCase();
+  }
   function matches(q) {
-    q = q.trim().toLowerCase();
+    q = plain(q.trim());
     if (!q) { return []; }
-    return cfg.species.filter(function (s) { return s.name.toLowerCase().indexOf(q) >= 0; }).slice(0, 50);
+    return cfg.species.filter(function (s) { return plain(s.name).indexOf(q) >= 0; }).slice(0, 50);
   }
   function showMatches() {
     var found = matches(box.value);
