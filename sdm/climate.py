@@ -187,7 +187,8 @@ def read_raster(path: Path, lazy: bool = False, nodata: float | None = None) -> 
     ``attrs["source_dtype"]`` keeps the file's data type.
 
     ``nodata``: the value that means no data in a file that declares none (config ``climate.nodata``; compared with
-    the values as read, after the file's scale and offset); a file's own no-data value always wins. Masked now, or,
+    the values as read, after the file's scale and offset; for NetCDF, in variables without ``_FillValue`` or
+    ``missing_value``); a file's own no-data value always wins. Masked now, or,
     when ``lazy``, as each window is read (``attrs["undeclared_nodata"]``).
 
     ``lazy``: the data stay in the file, read window by window when indexed, and keep the file's decoded type (cast
@@ -204,6 +205,8 @@ def read_raster(path: Path, lazy: bool = False, nodata: float | None = None) -> 
                 var = var.squeeze(drop=True)
                 if var.ndim != 2:
                     raise ValueError(f"{path}: variable '{name}' has dims {var.dims}; expected 2-D (y, x) layers")
+                if nodata is not None and not {"_FillValue", "missing_value"} & set(var.encoding):
+                    var = var.where(var != nodata)  # a variable that declares no missing value (climate.nodata)
                 arrays.append(var.astype("float32").expand_dims(variable=[harmonise_name(name)]))
         if not arrays:
             raise ValueError(f"{path}: no 2-D (y, x) / (lat, lon) variable in the NetCDF file")
@@ -246,7 +249,8 @@ def north_up(da: xr.DataArray) -> xr.DataArray:
     """``da`` with its first row the northernmost (y decreasing), as GeoTIFFs are written and read: a NetCDF with
     latitudes ascending would otherwise make a south-up analysis grid and south-up outputs."""
     if da.sizes["y"] > 1 and float(da["y"][0]) < float(da["y"][-1]):
-        return da.isel(y=slice(None, None, -1))
+        flipped = da.isel(y=slice(None, None, -1))  # its transform from the flipped coordinates, not a stored one
+        return flipped.rio.write_transform(flipped.rio.transform(recalc=True))
     return da
 
 

@@ -94,7 +94,8 @@ def check_fraction_raster(key: str, path: str | Path, band: str | int | None) ->
                 return
             scale = max(1.0, max(src.width, src.height) / FRACTION_CHECK_PX)
             shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
-            values = src.read(index, out_shape=shape, masked=True)
+            # in the units the layer is read in (sdm.climate.read_raster: scale and offset applied)
+            values = src.read(index, out_shape=shape, masked=True) * src.scales[index - 1] + src.offsets[index - 1]
     except rasterio.errors.RasterioError as error:
         raise ConfigError(f"config key {key}.path: {path}: cannot read the raster ({error})") from None
     high = float(np.ma.max(values)) if values.count() else 0.0

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
+import sys
 import io
 import json
 import logging
@@ -127,8 +129,12 @@ def zip_member(archive: zipfile.ZipFile, path: Path) -> str:
 
 @contextmanager
 def open_binary(path: Path) -> Iterator[BinaryIO]:
-    """The raw bytes of a table: the file itself, or the table inside a ``.zip`` (:func:`zip_member`)."""
-    if path.suffix.lower() == ".zip":
+    """The raw bytes of a table: the file itself, the table inside a ``.zip`` (:func:`zip_member`), or a gzipped
+    table (``.gz``) decompressed."""
+    if path.suffix.lower() == ".gz":
+        with gzip.open(path, "rb") as f:
+            yield f
+    elif path.suffix.lower() == ".zip":
         try:
             archive = zipfile.ZipFile(path)
         except zipfile.BadZipFile as error:
@@ -147,15 +153,19 @@ def detect_encoding(path: Path) -> str:
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     lines_before = 0
     with open_binary(path) as f:
-        while block := f.read(_BLOCK_BYTES):
+        while True:
+            block = f.read(_BLOCK_BYTES)
             try:
-                decoder.decode(block)
+                decoder.decode(block, final=not block)  # at the end: a character cut short is no UTF-8 either
             except UnicodeDecodeError as error:
+                at = min(error.start, len(block) - 1) if block else 0
                 line = lines_before + block.count(b"\n", 0, error.start) + 1
-                log.info("%s: read as Latin-1 (byte 0x%02x on line %d is not UTF-8)", path, block[error.start], line)
+                log.info("%s: read as Latin-1 (byte 0x%02x on line %d is not UTF-8)", path,
+                         block[at] if block else 0, line)
                 return "latin-1"
+            if not block:
+                return "utf-8-sig"
             lines_before += block.count(b"\n")
-    return "utf-8-sig"
 
 
 def sniff_separator(path: Path) -> str:
@@ -209,25 +219,30 @@ def _unquoted_records(stream: BinaryIO, sep: str) -> Iterator[tuple[np.ndarray, 
             return
 
 
+_BLANK = {",": " \t", ";": " \t", "\t": " "}
+"""White space that makes a line blank for pandas (the separator itself never does)."""
+
+
 def _quoted_records(stream: BinaryIO, sep: str, encoding: str,
                     path: Path) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(first file line, number of fields, empty fields at its end) of each record of a quoted CSV, with Python's
     csv reader, a block of records at a time. A quoted field that runs over several lines holding what look like
     rows (a stray opening quote, which swallows the rows up to the next quote) raises, naming its line."""
     text = io.TextIOWrapper(stream, encoding=encoding, newline="")
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # pandas has no limit on a field (csv's default: 131,072)
     reader = csv.reader(text, delimiter=sep, quotechar='"', doublequote=True, strict=False)
     lines, fields, trailing, previous, header_fields = [], [], [], 0, None
     for record in reader:
         first = previous + 1
         spanned = reader.line_num - previous
         previous = reader.line_num
-        if not record or (len(record) == 1 and not record[0].strip(" ")):
-            continue  # a blank line (or one of spaces): pandas skips it
+        if not record or (len(record) == 1 and record[0] and not record[0].strip(_BLANK[sep])):
+            continue  # a blank line (or one of white space), as pandas skips it; a quoted empty field ("") is a row
         if header_fields is None:
             header_fields = len(record)
         elif spanned > 1 and header_fields > 1:
-            for value in record:
-                swallowed = [row for row in value.splitlines()[1:] if row.count(sep) >= header_fields - 1]
+            for value in record:  # a swallowed row holds exactly the header's number of fields
+                swallowed = [row for row in value.splitlines()[1:] if row.count(sep) == header_fields - 1]
                 if swallowed:
                     raise ValueError(
                         f"{path}: line {first}: a quoted field runs over {spanned} lines and holds what look like "
@@ -321,7 +336,7 @@ def read_chunks(path: str | Path, chunksize: int = 500_000, malformed: list | No
             with warnings.catch_warnings():  # rows longer than the first: RecordLines accounts for them
                 warnings.filterwarnings("ignore", "Length of header or names does not match", pd.errors.ParserWarning)
                 reader = pd.read_csv(
-                    path if path.suffix.lower() != ".zip" else table, sep=sep, dtype="string", chunksize=chunksize, encoding=encoding, quoting=quoting,
+                    table if path.suffix.lower() in (".zip", ".gz") else path, sep=sep, dtype="string", chunksize=chunksize, encoding=encoding, quoting=quoting,
                     on_bad_lines="skip", keep_default_na=False, na_values=[""], skip_blank_lines=True,
                     index_col=False)  # never the first column as the index when the first row is long
                 for chunk in reader:
@@ -332,7 +347,7 @@ def read_chunks(path: str | Path, chunksize: int = 500_000, malformed: list | No
                     lines, extra = numbered
                     yield (chunk[~extra], lines[~extra]) if extra.any() else (chunk, lines)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError,
-                zipfile.BadZipFile) as error:
+                zipfile.BadZipFile, csv.Error) as error:
             raise ValueError(f"{path}: cannot parse the table: {str(error).strip().splitlines()[0]}") from None
         if records.left():
             raise ValueError(f"{path}: {records.left()} row(s) of the file were not read as rows; check the file's "

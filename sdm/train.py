@@ -728,7 +728,8 @@ NO_TRAINING_RECORD = "no training-block record"
 REFIT_ALL_RECORDS = "refit model, all records (no training-block record)"
 """Threshold rule of a species without training-block records: max-TSS of the refit model's scores at all its records
 against all background (the refit learnt it; the evaluation fit did not)."""
-NEVER_PRESENT = "1.0, never present (no model learnt it: no training-block record and no refit, or no record)"
+NEVER_PRESENT = ("1.0, present at most where the stored code is the top one (no model learnt it: no training-block "
+                 "record and no refit, or no record)")
 
 
 def choose_thresholds(scores: np.ndarray, validation: list[np.ndarray], validation_background: np.ndarray,
@@ -758,8 +759,8 @@ def untrained_thresholds(final_scores: np.ndarray | None, records: list[np.ndarr
     With a refit (``final_scores``: its scores (rows, species) of those species), the training-records rule of
     :func:`choose_thresholds` applied to the refit, whose training records are all records: max-TSS of its scores at
     each species' ``records`` (rows, all splits) against ``background`` (rows, all splits), :data:`REFIT_ALL_RECORDS`.
-    Without a refit, or without any record, no model learnt the species: 1.0, predicted present nowhere
-    (:data:`NEVER_PRESENT`)."""
+    Without a refit, or without any record, no model learnt the species: 1.0, present only at the top stored code
+    (:data:`NEVER_PRESENT`; :func:`sdm.codes.threshold_codes`)."""
     thresholds, rules = np.ones(len(records)), [NEVER_PRESENT] * len(records)
     if final_scores is not None:
         for s, rows in enumerate(records):

@@ -16,6 +16,7 @@ from sdm.climate import (
     ingest_climate,
     open_cube,
     read_climate,
+    read_raster,
     to_grid,
     valid_mask,
     write_climate_cube,
@@ -403,3 +404,15 @@ def test_the_cube_lists_its_class_layers(tmp_path):
     assert open_cube(tmp_path / "cube.zarr").attrs["categorical_variables"] == ["landcover", "zone_code"]
     assert stored.attrs["categorical_variables"] == ["landcover", "zone_code"]
     assert read_climate(path, categorical=[]).attrs["categorical_variables"] == ["landcover"]
+
+
+def test_climate_nodata_in_a_netcdf_without_a_fill_value_and_a_stored_transform_after_the_flip(tmp_path):
+    lat, lon = np.arange(10.5, 20, 1.0), np.arange(0.5, 5, 1.0)  # latitudes ascending
+    values = np.full((10, 5), 3.0, dtype="float32")
+    values[0] = 0.0  # the southern row: 0 where the source had no data, declared nowhere
+    da = xr.DataArray(values, dims=("y", "x"), coords={"y": lat, "x": lon}, name="bio1").rio.write_crs("EPSG:4326")
+    da.rio.write_transform(da.rio.transform(), inplace=True)  # a GeoTransform stored in spatial_ref, as rioxarray does
+    da.to_dataset().to_netcdf(tmp_path / "asc.nc", encoding={"bio1": {"_FillValue": None}})
+    raster = read_raster(tmp_path / "asc.nc", nodata=0)
+    assert raster.rio.bounds() == (0.0, 10.0, 5.0, 20.0) and raster.rio.transform().e == -1.0
+    assert np.isnan(raster.values[0, -1]).all() and (raster.values[0, :-1] == 3.0).all()

@@ -274,3 +274,17 @@ def test_a_protected_area_raster_in_percent_is_caught_when_the_run_starts(tmp_pa
     cfg[key] = {"protected_areas": {"path": str(tmp_path / "absent.tif")}}
     with pytest.raises(ConfigError, match=rf"config key {key}\.protected_areas\.path: file not found"):
         check_inputs(cfg)
+
+
+def test_a_protected_area_fraction_stored_with_a_scale_passes_the_start_check(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    cfg = _real_config(tmp_path)
+    path = tmp_path / "pa_scaled.tif"  # uint8 0..200 with scale 0.005: fractions 0..1
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8", crs="EPSG:4326",
+                       transform=from_origin(0, 8, 1, 1)) as dst:
+        dst.write(np.full((1, 8, 8), 200, dtype="uint8"))
+        dst.scales, dst.offsets = (0.005,), (0.0,)
+    cfg["threats"] = {"protected_areas": {"path": str(path)}}
+    check_inputs(cfg)

@@ -217,3 +217,34 @@ def test_redlist_semicolons_latin1_and_bad_rows(tmp_path):
     bad.write_text("species,labels\nAus aus,LC\nBus bus,VU,extra\n")
     with pytest.raises(ValueError, match=r"rl_bad\.csv: 1 row\(s\) with more fields than the header \(lines 3\)"):
         read_redlist(bad)
+
+
+def test_a_long_quoted_paragraph_with_many_commas_is_no_stray_quote(tmp_path):
+    countries = ", ".join(f"Country {i}" for i in range(30))  # an IUCN range text: more commas than columns
+    path = tmp_path / "assessments.csv"
+    path.write_text('scientificName,redlistCategory,range\n'
+                    f'Aus aus,Endangered,"Found in:\n{countries}.\nElsewhere: none"\n'
+                    f'Bus bus,Vulnerable,"{"x" * 200_000}"\n')  # a field beyond csv's default limit of 131,072
+    redlist, _ = read_redlist(path)
+    assert dict(zip(redlist["species"], redlist["category"])) == {"Aus aus": "EN", "Bus bus": "VU"}
+
+
+def test_white_space_lines_and_quoted_empty_fields_are_counted_as_pandas_reads_them(tmp_path):
+    path = tmp_path / "occ.csv"
+    path.write_text('species,lat,lon\nAus aus,1.5,2.5\n\t\n""\nBus bus,0,0\n')  # a tab-only line is blank
+    _, rejected, report = ingest_occurrences(path, GRID, VALID)
+    assert _reasons(rejected) == {4: "missing_species", 5: "zero_zero_coordinates"}  # "" is a row without a name
+    assert report["records_read"] == 3
+
+
+def test_a_utf8_character_cut_at_the_end_and_a_gzipped_table(tmp_path):
+    import gzip
+
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes("species,lat,lon\nAus aus,1.5,2.5\nBus b".encode() + "é".encode()[:1])
+    occurrences, _, _ = ingest_occurrences(cut, GRID, VALID)  # read as Latin-1, not an error
+    assert occurrences["species"].tolist() == ["Aus aus"]
+    packed = tmp_path / "occ.csv.gz"
+    packed.write_bytes(gzip.compress(b"species,lat,lon\nAus aus,1.5,2.5\n\nBus bus,0,0\n"))
+    _, rejected, _ = ingest_occurrences(packed, GRID, VALID)
+    assert _reasons(rejected) == {4: "zero_zero_coordinates"}
