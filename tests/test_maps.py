@@ -146,9 +146,11 @@ def test_popup_values_are_embedded_and_downsampled(tmp_path, monkeypatch):
     spec = json.loads(re.search(r"\}\)\(map_[0-9a-f]+, (\{.*?\})\);\n", html).group(1))
     assert [layer["label"] for layer in spec["layers"]] == ["a", "b"]
     for layer in spec["layers"]:
-        assert len(layer["values"]) == layer["nx"] * layer["ny"] <= 100
-        assert None in layer["values"]  # the no-data corner
-        assert all(v is None or 0 <= v <= 1 for v in layer["values"])
+        values = display.unpacked_nulls(layer["values"])
+        assert len(values) == layer["nx"] * layer["ny"] <= 100
+        assert None in values  # the no-data corner
+        assert all(v is None or 0 <= v <= 1 for v in values)
+        assert len(layer["values"]) < len(values)  # its runs of no data written as one entry each
 
 
 def test_popup_grid_block_centres(monkeypatch):
@@ -351,7 +353,7 @@ def test_mess_map_has_a_layer_per_scenario_a_fixed_scale_and_its_legend(tmp_path
     assert html.count("L.imageOverlay(") == 2  # current and ssp585_2070, not one per dispersal
     spec = json.loads(re.search(r"\}\)\(map_[0-9a-f]+, (\{.*?\})\);\n", html).group(1))
     assert [layer["label"] for layer in spec["layers"]] == ["current", "ssp585_2070"]
-    assert min(v for v in spec["layers"][1]["values"] if v is not None) < -100  # popups: the values as they are
+    assert min(v for v in display.unpacked_nulls(spec["layers"][1]["values"]) if v is not None) < -100  # as they are
     assert '.text("MESS: \\u003c 0 = climate outside the training range")' in html  # the legend (JS-escaped "<")
     assert "mess.html" in local_refs(out["index"].read_text())
     assert_offline(out["mess"])
@@ -385,3 +387,10 @@ def test_a_large_layer_is_read_decimated_for_its_picture(tmp_path):
     assert np.isnan(big.values[:20]).all() and not np.isnan(big.values[20:]).any()
     centre = big.sel(x=-30.0 + 0.01 * 2050, y=10.0 - 0.01 * 650, method="nearest")
     assert float(centre) == 6 * 100 + 20  # the tile holding that point
+
+
+def test_packed_no_data_runs_unpack_to_the_values():
+    values = [None, None, None, 1.5, None, 0, None, None, -2, None, None]
+    packed = display.packed_nulls(values)
+    assert packed == ["3", 1.5, None, 0, "2", -2, "2"]
+    assert display.unpacked_nulls(packed) == values

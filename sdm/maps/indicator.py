@@ -16,7 +16,7 @@ from folium.template import Template
 
 from sdm.maps.assets import ERROR_PROBE, MAP_CSS, OUTLINE_STYLE, URL, VIEW_HASH_JS, HtmlControl, check_offline, copy_assets, relative_url, \
     script_json, write_atomic
-from sdm.maps.display import popup_grid, read_display_grid
+from sdm.maps.display import packed_nulls, popup_grid, read_display_grid
 from sdm.maps.styles import CATEGORY_NAMES, DECIMALS, INDICATORS, IUCN_COLOURS, OPACITY, PALETTES, colourise, \
     scale_range
 from sdm.redlist import CATEGORIES
@@ -128,10 +128,12 @@ def indicator_map(
         "units": meta["units"],
         "labels": [f"{c} – {CATEGORY_NAMES.get(c, c)}" for c in CATEGORIES],
         "layers": [
-            {"label": label, "overlay": overlays[label].get_name(), **popup_grid(grid)}
-            for label, grid in grids.items()
+            {"label": label, "overlay": overlays[label].get_name(), **popup} for label, popup in
+            ((label, popup_grid(grid)) for label, grid in grids.items())
         ],
     }
+    for layer in popup_spec["layers"]:  # runs of no-data cells packed (unpacked by the popup's script)
+        layer["values"] = packed_nulls(layer["values"])
     _ValuePopup(popup_spec).add_to(m)
 
     south = min(g["bounds"][0][0] for g in grids.values())
@@ -188,6 +190,13 @@ class _ValuePopup(MacroElement):
         """
         {% macro script(this, kwargs) %}
         (function (map, spec) {
+            spec.layers.forEach(function (l) {  // a string stands for that many no-data cells (packed_nulls)
+                var out = [];
+                l.values.forEach(function (v) {
+                    if (typeof v === "string") { for (var i = +v; i > 0; i--) { out.push(null); } } else { out.push(v); }
+                });
+                l.values = out;
+            });
             function fmt(v) {
                 if (v === null || v === undefined) { return "no data"; }
                 if (spec.kind === "categorical") {
