@@ -214,7 +214,7 @@ def device_scenario_ranges(model_path: str | Path, cubes: dict, prediction: dict
     :func:`sdm.fused.read_average_k`), ``prediction`` the config's prediction section. Same tables, same presence
     stores (``presence_stores``: scenario -> path), one task per block of cells for every climate and run."""
     from sdm.accessible import AccessibleArea
-    from sdm.features import _check_dispersal, _match_coords, run_tables, store_targets, sum_in_batches
+    from sdm.features import _check_dispersal, match_coords, run_tables, store_targets, sum_in_batches
     from sdm.fused import _prepared
     from sdm.packed import bits_store
     from sdm.predict import extrapolation_layers, presence_codes
@@ -245,11 +245,11 @@ def device_scenario_ranges(model_path: str | Path, cubes: dict, prediction: dict
     grid = cube.isel(variable=0, drop=True)
     arrays = []
     for name in names:
-        other = _match_coords(prepared[name], cube, f"{name} climate cube")
+        other = match_coords(prepared[name], cube, f"{name} climate cube")
         arrays.append(other.sel(variable=checkpoint["variables"]).data.rechunk((-1, *spatial)))
-    area = _match_coords(cell_area_km2, grid, "cell_area_km2")
+    area = match_coords(cell_area_km2, grid, "cell_area_km2")
     arrays.append(dask_blocks(area, spatial))
-    share = None if protected is None else _match_coords(protected, grid, "protected areas")
+    share = None if protected is None else match_coords(protected, grid, "protected areas")
     if share is not None:
         arrays.append(dask_blocks(share, spatial))
     accessible = None

@@ -318,7 +318,7 @@ def occurrence_features(occurrences: pd.DataFrame, cube: xr.DataArray,
     return out[list(OCCURRENCE_FEATURES) + [c for c in out.columns if c.startswith(NICHE_PREFIXES)]]
 
 
-def _match_coords(obj, like, what: str):
+def match_coords(obj, like, what: str):
     """``obj`` on the coordinates of ``like``: the same labels, or cell centres equal within 1/1000 of a cell
     (float noise such as a float32 round trip). Anything else raises instead of a silent NaN-filled realignment."""
     for dim in ("species", "y", "x"):
@@ -528,10 +528,10 @@ def all_scenario_ranges(
         for var in ("suitability", "presence"):
             if var not in ds:
                 raise ValueError(f"{name} predictions lack variable {var!r}; have {list(ds.data_vars)}")
-    futures = {name: _match_coords(ds, current, f"{name} predictions") for name, ds in futures.items()}
+    futures = {name: match_coords(ds, current, f"{name} predictions") for name, ds in futures.items()}
     pres0 = current["presence"]
-    area = _match_coords(cell_area_km2, pres0, "cell_area_km2")
-    share = None if protected is None else _match_coords(protected, pres0, "protected areas")
+    area = match_coords(cell_area_km2, pres0, "cell_area_km2")
+    share = None if protected is None else match_coords(protected, pres0, "protected areas")
     # One task per block of cells reduces that block's predictions to per-species sums at once, so each block of
     # the predictions (a model forward in fused mode) is consumed where it is made: memory ~ threads x block.
     chunks = pres0.chunks if pres0.chunks is not None else tuple((n,) for n in pres0.shape)

@@ -169,12 +169,12 @@ def all_run_layers(current: xr.DataArray, futures: dict[str, xr.DataArray], vali
     """
     import dask.array as da
 
-    from sdm.features import _match_coords
+    from sdm.features import match_coords
 
     packed = species is not None
     species = species if packed else [str(s) for s in current["species"].values]
     # blocks pair the species and cells by position: a future listing them in another order must not pass
-    futures = {name: _match_coords(future, current, f"{name} presence") for name, future in futures.items()}
+    futures = {name: match_coords(future, current, f"{name} presence") for name, future in futures.items()}
     with_status = current_status is not None
     runs = tuple(tuple((d, _status_arrays(species, st)) for d, st in statuses[name].items()) for name in futures)
     keys = (["current"] if present else []) + [(name, d) for name in futures for d in statuses[name]]

@@ -17,7 +17,8 @@ _NOT_EPITHETS = {"sp", "spp", "spec", "species", "cf", "aff", "indet", "sect", "
                  "agg", "gen"}
 _UPPER, _LOWER = "A-ZÀ-ÖØ-Þ", "a-zß-öø-ÿ"  # Latin letters incl. accents (names and epithets can carry them)
 _STRICT = rf"^\s*(?:×\s*)?([{_UPPER}][{_LOWER}-]+)\s+(?:[x×]\s+|×)?([{_LOWER}][{_LOWER}-]+)(?![^\W\d_])"
-_ANY_CASE = rf"^\s*(?:×\s*)?([{_UPPER}{_LOWER}-]+)\s+(?:[x×]\s+|×)?([{_UPPER}{_LOWER}][{_UPPER}{_LOWER}-]+)(?![^\W\d_])"
+_ANY_CASE = (rf"^\s*(?:×\s*)?([{_UPPER}{_LOWER}-]+)\s+(?:[x×]\s+|×)?([{_UPPER}{_LOWER}][{_UPPER}{_LOWER}-]+)"
+             r"(?![^\W\d_])")
 _HYBRID_FORMULA = r"^\s*\S+\s+(?![x×](?:\s|$))\S+.*\s[x×]\s"  # a cross between two named parents, after the epithet
 
 

@@ -336,7 +336,8 @@ def read_chunks(path: str | Path, chunksize: int = 500_000, malformed: list | No
             with warnings.catch_warnings():  # rows longer than the first: RecordLines accounts for them
                 warnings.filterwarnings("ignore", "Length of header or names does not match", pd.errors.ParserWarning)
                 reader = pd.read_csv(
-                    table if path.suffix.lower() in (".zip", ".gz") else path, sep=sep, dtype="string", chunksize=chunksize, encoding=encoding, quoting=quoting,
+                    table if path.suffix.lower() in (".zip", ".gz") else path, sep=sep, dtype="string",
+                    chunksize=chunksize, encoding=encoding, quoting=quoting,
                     on_bad_lines="skip", keep_default_na=False, na_values=[""], skip_blank_lines=True,
                     index_col=False)  # never the first column as the index when the first row is long
                 for chunk in reader:
@@ -468,7 +469,8 @@ def ingest_occurrences(
     Returns ``(occurrences, rejected, report)``: occurrences has one row per species x cell with columns
     ``species`` (canonical ``Genus epithet``), ``longitude``, ``latitude`` (first record, WGS84 degrees), ``x``,
     ``y`` (cell centre, grid CRS), ``row``, ``col`` and ``n_records`` (records merged); rejected has ``file``,
-    ``line`` (the row's line in the file, the header being line 1; for Parquet the row number), ``species``, ``longitude``, ``latitude`` and
+    ``line`` (the row's line in the file, the header being line 1; for Parquet the row number), ``species``,
+    ``longitude``, ``latitude`` and
     ``reason``; report counts records read, kept and dropped per reason, and lists species with fewer than
     ``min_records`` occupied cells (kept, but not used to train the SDM).
     """
