@@ -408,7 +408,9 @@ def ingest_climate(source, name: str, grid: xr.DataArray | None = None,
         from sdm.grid import grid_of
 
         grid = grid_of(cube)
-    return to_grid(cube, grid, name=f"scenario '{name}' ({source})", copy=False)  # read_climate's own array
+    on_grid = to_grid(cube, grid, name=f"scenario '{name}' ({source})", copy=False)  # read_climate's own array
+    on_grid.attrs[CATEGORICAL_ATTR] = cube.attrs.get(CATEGORICAL_ATTR, [])  # as write_climate_cube lists them
+    return on_grid
 
 
 # --- out of core: the cube window by window ---------------------------------------------------------------------------
