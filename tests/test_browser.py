@@ -360,12 +360,15 @@ def test_explorer_survives_a_link_cut_short_mid_character(planner, tmp_path):
 
 def test_explorer_counts_records_and_frames_a_species_without_records(planner, tmp_path):
     probe = page_with_script(planner["explorer"], TYPE_A_NAME + """
-setTimeout(function () {
-  window.sdmChoose("Orchis mascula");
-  setTimeout(function () {
-    document.documentElement.setAttribute("data-after", window.location.hash);
-  }, 300);
-}, 300);""")
+var waited = 0;
+var shown = setInterval(function () {  // Ophrys shown, then Orchis chosen; its view once it is drawn
+  var now = document.documentElement.getAttribute("data-species");
+  if (now === "Ophrys apifera") { window.sdmChoose("Orchis mascula"); }
+  if (now === "Orchis mascula" || (waited += 50) > 4000) {
+    clearInterval(shown);
+    setTimeout(function () { document.documentElement.setAttribute("data-after", window.location.hash); }, 300);
+  }
+}, 50);""")
     dom = dump_dom(tmp_path, probe)
     assert js_errors(dom) == ""
     after = re.search(r'data-after="([^"]*)"', dom).group(1)

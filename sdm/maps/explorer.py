@@ -350,9 +350,10 @@ _EXPLORER_JS = """<script>
     });
     shown.records = L.featureGroup(points).addTo(map);
     control.addOverlay(shown.records, "Records (" + data.records.length + " places)");
-    if (!shown.keepView) {  // the species' records, or the whole grid for a species without any
-      if (points.length) { map.fitBounds(shown.records.getBounds().pad(0.5), {maxZoom: 10}); }
-      else { map.fitBounds(cfg.bounds); }
+    if (!shown.keepView) {  // the species' records, or the whole grid for a species without any; not animated,
+      // so that a species chosen while the last one's zoom still runs is not left at that one's view
+      if (points.length) { map.fitBounds(shown.records.getBounds().pad(0.5), {maxZoom: 10, animate: false}); }
+      else { map.fitBounds(cfg.bounds, {animate: false}); }
     }
     shown.keepView = false;
     panel.innerHTML = describe(data);
