@@ -72,36 +72,30 @@ values when the run starts."""
 
 
 def check_fraction_raster(key: str, path: str | Path, band: str | int | None) -> None:
-    """Raise :class:`ConfigError` naming ``key`` when the protected-area raster at ``path`` holds values above 1
-    (a percentage, say) in a decimated read of its band: caught when the run starts, not after training and
-    prediction. The full check runs when the layer is read (:func:`sdm.threats.protected_fraction`). A band this
-    cannot resolve (a name) is left to that check."""
+    """Raise :class:`ConfigError` naming ``key`` when the protected-area raster at ``path`` has no such ``band``,
+    or holds values above 1 (a percentage, say) in a decimated read of it (overviews where the file has them):
+    caught when the run starts, not after training and prediction. The band is chosen and the values judged as
+    when the layer is read (:func:`sdm.threats.band_name`, :func:`sdm.threats.check_fraction`)."""
     import numpy as np
     import rasterio
 
-    from sdm.climate import harmonise_name
+    from sdm.climate import read_raster
+    from sdm.threats import band_name, check_fraction
 
     try:
+        names = [str(v) for v in read_raster(Path(path), lazy=True)["variable"].values]  # the metadata only
+        index = names.index(band_name(names, band, path, key)) + 1
         with rasterio.open(path) as src:
-            names = [harmonise_name(d) if d else None for d in src.descriptions]
-            if band is None:
-                index = 1 if src.count == 1 else None
-            elif isinstance(band, int) or str(band).isdigit():
-                index = int(band)
-            else:
-                index = names.index(harmonise_name(band)) + 1 if harmonise_name(band) in names else None
-            if index is None or not 1 <= index <= src.count:
-                return
             scale = max(1.0, max(src.width, src.height) / FRACTION_CHECK_PX)
             shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
             # in the units the layer is read in (sdm.climate.read_raster: scale and offset applied)
             values = src.read(index, out_shape=shape, masked=True) * src.scales[index - 1] + src.offsets[index - 1]
-    except rasterio.errors.RasterioError as error:
+        check_fraction(float(np.ma.max(values)) if values.count() else 0.0, path, key)
+    except ValueError as problem:  # no such band, values not a fraction, or not a raster (naming the file)
+        raise ConfigError(f"config key {key}: {problem}" if str(problem).startswith(str(path))
+                          else f"config key {problem}") from None
+    except rasterio.errors.RasterioError as error:  # a file that opens but cannot be read
         raise ConfigError(f"config key {key}.path: {path}: cannot read the raster ({error})") from None
-    high = float(np.ma.max(values)) if values.count() else 0.0
-    if high > 1.0 + 1e-6:
-        raise ConfigError(f"config key {key}: {path} holds values up to {high:g}; expected the protected fraction "
-                          "of each cell (0..1); divide a percentage by 100")
 
 
 def validate_config(config: dict, schema_path: str | Path) -> None:

@@ -30,26 +30,13 @@ def read_layer(path: str | Path, grid: xr.DataArray, band: str | int | None = No
     :func:`sdm.climate.read_raster` harmonises it, or as written in the file) or a 1-based number; required when
     the file has several bands. ``fill``: the value of the file's no-data cells before resampling (None: they stay
     unknown, left out of a coarse cell's mean); grid cells beyond the file's extent stay NaN either way."""
-    from sdm.climate import _on_grid, harmonise_name, read_raster
+    from sdm.climate import _on_grid, read_raster
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"threats.{name}: {path} not found")
     layer = read_raster(path)
-    names = [str(v) for v in layer["variable"].values]
-    if band is None:
-        if len(names) > 1:
-            raise ValueError(f"threats.{name}: {path} has {len(names)} bands {names}; name one with 'band'")
-        chosen = names[0]
-    elif isinstance(band, int) or str(band).isdigit():
-        if not 1 <= int(band) <= len(names):
-            raise ValueError(f"threats.{name}: band {band} of {path}, which has bands 1..{len(names)} {names}")
-        chosen = names[int(band) - 1]
-    else:
-        wanted = harmonise_name(str(band))
-        if wanted not in names:
-            raise ValueError(f"threats.{name}: {path} has no band '{band}'; it has {names}")
-        chosen = wanted
+    chosen = band_name([str(v) for v in layer["variable"].values], band, path, f"threats.{name}")
     template = grid.isel(variable=0, drop=True) if "variable" in grid.dims else grid
     chosen_band = layer.sel(variable=[chosen])
     if fill is not None:
@@ -59,15 +46,40 @@ def read_layer(path: str | Path, grid: xr.DataArray, band: str | int | None = No
     return out.astype("float32").rename(name)
 
 
+def band_name(names: list[str], band: str | int | None, path, key: str) -> str:
+    """The variable name (of ``names``, a raster's harmonised band names) that ``band`` picks: its name (as
+    :func:`sdm.climate.read_raster` harmonises it, or as written in the file), its 1-based number, or None for a
+    file of one band. Raises ValueError naming the config ``key`` and the file otherwise."""
+    from sdm.climate import harmonise_name
+
+    if band is None:
+        if len(names) > 1:
+            raise ValueError(f"{key}: {path} has {len(names)} bands {names}; name one with 'band'")
+        return names[0]
+    if isinstance(band, int) or str(band).isdigit():
+        if not 1 <= int(band) <= len(names):
+            raise ValueError(f"{key}: band {band} of {path}, which has bands 1..{len(names)} {names}")
+        return names[int(band) - 1]
+    wanted = harmonise_name(str(band))
+    if wanted not in names:
+        raise ValueError(f"{key}: {path} has no band '{band}'; it has {names}")
+    return wanted
+
+
+def check_fraction(high: float, path, key: str) -> None:
+    """Raise ValueError naming the config ``key`` and the file when a protected-area raster's largest value
+    ``high`` is above 1 (a percentage, say) rather than a fraction of the cell."""
+    if high > 1.0 + 1e-6:
+        raise ValueError(f"{key}: {path} holds values up to {high:g}; expected the protected fraction of each cell "
+                         "(0..1); divide a percentage by 100")
+
+
 def protected_fraction(path: str | Path, grid: xr.DataArray, band: str | int | None = None) -> xr.DataArray:
     """The protected fraction of each cell of ``grid`` (float32 ``y``, ``x``, 0..1) from a coverage raster: the
     file's no-data cells count as unprotected (0) before resampling, so a coarse cell's mean is its protected share
     of the whole cell, and grid cells beyond the file's extent are 0 too."""
     protected = read_layer(path, grid, band, PROTECTED, fill=0.0)
-    high = float(protected.max())
-    if high > 1.0 + 1e-6:
-        raise ValueError(f"threats.{PROTECTED}: {path} holds values up to {high:g}; expected the protected "
-                         "fraction of each cell (0..1); divide a percentage by 100")
+    check_fraction(float(protected.max()), path, f"threats.{PROTECTED}")
     return protected.fillna(0.0).clip(0.0, 1.0)
 
 
