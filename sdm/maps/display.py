@@ -4,6 +4,7 @@ values behind the click popups."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -172,17 +173,10 @@ def packed_nulls(values: list) -> list:
     """``values`` (numbers and None) with each run of two or more None written as one string, its length (``"35"``):
     the no-data cells of a land map (most of a global grid) cost a few characters instead of five each in the page.
     :func:`unpacked_nulls` and the map's JavaScript undo it."""
-    out, run = [], 0
-    for v in values:
-        if v is None:
-            run += 1
-            continue
-        if run:
-            out.append(None if run == 1 else str(run))
-            run = 0
-        out.append(v)
-    if run:
-        out.append(None if run == 1 else str(run))
+    out = []
+    for missing, run in itertools.groupby(values, key=lambda v: v is None):
+        run = list(run)
+        out += ([None] if len(run) == 1 else [str(len(run))]) if missing else run
     return out
 
 
